@@ -1,0 +1,951 @@
+"""Macro benchmark: direct stub vs nginx reverse proxy vs fastgate, in one run.
+
+Why this shape: the number that matters is what a gateway *adds* to a request, so
+the same wrk load hits (1) a stub upstream directly, (2) an nginx reverse proxy in
+front of it, the practical floor for a proxy, and (3) fastgate in front of it, with
+usage logging on. Runs are interleaved (direct -> nginx -> fastgate per scenario and
+round) so that drift from a shared machine hits all three alike; the report is the
+median of rounds. CPU per request comes from /proc (utime+stime of the process
+tree under test), which is less sensitive to a noisy neighbour than req/s.
+
+Usage: python bench/run.py [--duration S] [--rounds N] [--quick] [--only T,..]
+       [--scenarios S,..] [--append] [--profile] [--results PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import http.client
+import json
+import os
+import platform
+import re
+import resource
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+OUT = BENCH / "out"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+TARGETS = ("direct", "nginx", "fastgate")
+TARGET_LABEL = {"direct": "direct (stub)", "nginx": "nginx proxy", "fastgate": "fastgate"}
+HISTORY_MARK = "<!-- history: entries below are kept when the file is regenerated -->"
+UPSTREAM_KEY = "sk-bench-upstream"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One load shape: which stub, which request body, how many connections."""
+
+    name: str
+    title: str
+    connections: int
+    stream: bool
+    body: Path
+
+
+SCENARIOS = {
+    "nonstream": Scenario(
+        "nonstream", "Non-stream chat completion", 32, False, BENCH / "wrk/request_chat.json"
+    ),
+    "stream": Scenario(
+        "stream", "Stream (22 SSE events + [DONE])", 16, True, BENCH / "wrk/request_stream.json"
+    ),
+    "latency": Scenario(
+        "latency", "Latency, one connection (non-stream)", 1, False, BENCH / "wrk/request_chat.json"
+    ),
+}
+
+
+@dataclass
+class RunResult:
+    """One wrk run against one target, plus what /proc said meanwhile."""
+
+    target: str
+    scenario: str
+    round: int
+    rps: float
+    requests: int
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    cpu_us_per_req: float | None  # process tree under test (stub for direct)
+    wrk_cpu_pct: float
+    other_cpu_pct: float  # CPU used by processes outside the benchmark, % of one core
+    loadavg: str
+    rss_mb: float | None = None  # fastgate only, right after the run
+
+
+@dataclass
+class Stack:
+    """Everything the run started, so that it can all be stopped."""
+
+    procs: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
+
+    def start(self, name: str, cmd: list[str], log: Path, **kw) -> subprocess.Popen:
+        with open(log, "ab") as fh:
+            p = subprocess.Popen(
+                cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, **kw
+            )
+        self.procs.append((name, p))
+        return p
+
+    def stop(self, p: subprocess.Popen, timeout: float = 10.0) -> None:
+        """SIGTERM the leader, then SIGKILL whatever is left of its process group."""
+        if p.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(p.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            p.wait(5)
+        self.procs = [(n, q) for n, q in self.procs if q is not p]
+
+    def stop_all(self) -> None:
+        for _, p in reversed(list(self.procs)):
+            self.stop(p)
+
+
+# ---------------------------------------------------------------- /proc helpers
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+def proc_tree(root: int) -> list[int]:
+    """root and all its descendants (workers of nginx / fastgate)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        stat = _read(f"/proc/{entry}/stat")
+        if stat is None:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def tree_cpu_ticks(root: int) -> int:
+    """utime+stime (all threads) summed over the live process tree, in clock ticks."""
+    total = 0
+    for pid in proc_tree(root):
+        stat = _read(f"/proc/{pid}/stat")
+        if stat:
+            fields = stat.rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # fields 14 and 15 of stat(5)
+    return total
+
+
+def tree_rss_mb(root: int) -> float:
+    total_kb = 0
+    for pid in proc_tree(root):
+        status = _read(f"/proc/{pid}/status") or ""
+        m = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+        if m:
+            total_kb += int(m.group(1))
+    return total_kb / 1024
+
+
+def system_ticks() -> tuple[int, int]:
+    """(user+nice+system, steal) ticks of the whole machine from /proc/stat."""
+    fields = [int(x) for x in (_read("/proc/stat") or "").splitlines()[0].split()[1:]]
+    return fields[0] + fields[1] + fields[2], fields[7] if len(fields) > 7 else 0
+
+
+def loadavg() -> str:
+    return " ".join((_read("/proc/loadavg") or "?").split()[:3])
+
+
+# ---------------------------------------------------------------- setup
+
+
+def ensure_tools() -> None:
+    """Install wrk and nginx with apt when they are missing."""
+    missing = [t for t in ("wrk", "nginx") if not shutil.which(t)]
+    if not missing:
+        return
+    print(f"installing missing tools: {missing}", flush=True)
+    apt = ["apt-get", "install", "-y", "--no-install-recommends"]
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update"], check=False, env=env)
+    if "wrk" in missing:
+        subprocess.run([*apt, "wrk"], check=True, env=env)
+    if "nginx" in missing and subprocess.run([*apt, "nginx-light"], env=env).returncode != 0:
+        subprocess.run([*apt, "nginx"], check=True, env=env)
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def wait_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited ({proc.returncode}); log:\n{log.read_text()}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"port {port} not listening after {timeout}s; log:\n{log.read_text()}")
+
+
+NGINX_COMMON = """\
+worker_processes 1;
+daemon off;
+master_process on;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+    tcp_nodelay on;
+{servers}
+}}
+"""
+
+# The stub serves static files; nginx answers POST to a static file with 405, and
+# error_page turns that into a 200 with the file (Content-Length, keep-alive).
+STUB_SERVER = """\
+    server {{
+        listen 127.0.0.1:{port};
+        sendfile on;
+        etag off;
+        open_file_cache max=16 inactive=1h;
+        open_file_cache_valid 1h;
+        location / {{
+            root {www};
+            types {{ }}
+            default_type {ctype};
+            try_files /{file} =404;
+            error_page 405 =200 $uri;
+        }}
+    }}"""
+
+PROXY_SERVER = """\
+    upstream {name} {{
+        server 127.0.0.1:{upstream_port};
+        keepalive 64;
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://{name};
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Authorization "Bearer {key}";
+            proxy_buffering {buffering};
+        }}
+    }}"""
+
+
+def start_nginx(stack: Stack, name: str, workdir: Path, servers: list[str]) -> subprocess.Popen:
+    workdir.mkdir(parents=True)
+    conf = workdir / "nginx.conf"
+    conf.write_text(NGINX_COMMON.format(dir=workdir, servers="\n".join(servers)))
+    log = workdir / "stdout.log"
+    cmd = ["nginx", "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")]
+    return stack.start(name, cmd, log)
+
+
+def fastgate_config(tmp: Path, stub_json: int, stub_sse: int, admin_port: int, key: str) -> str:
+    return f"""\
+# generated by bench/run.py
+[server]
+host = "127.0.0.1"
+port = 0
+
+[admin]
+port = {admin_port}
+token = "bench-admin-{secrets.token_hex(8)}"
+
+[database]
+url = "sqlite:///{tmp}/fastgate.db"
+
+[logging]
+access_log = "{tmp}/access.jsonl"
+
+[[channels]]
+name = "stub-json"
+type = "openai"
+base_url = "http://127.0.0.1:{stub_json}"
+api_key = "{UPSTREAM_KEY}"
+models = ["bench-chat"]
+
+[[channels]]
+name = "stub-sse"
+type = "openai"
+base_url = "http://127.0.0.1:{stub_sse}"
+api_key = "{UPSTREAM_KEY}"
+models = ["bench-stream"]
+
+[[tokens]]
+name = "bench"
+key = "{key}"
+group = "default"
+
+[[groups]]
+name = "default"
+ratio = 1.0
+
+[[prices]]
+model = "bench-chat"
+input = 0.15
+output = 0.6
+
+[[prices]]
+model = "bench-stream"
+input = 0.15
+output = 0.6
+"""
+
+
+def start_fastgate(
+    stack: Stack, tmp: Path, config: str, workers: int
+) -> tuple[subprocess.Popen, int, Path]:
+    path = tmp / "fastgate.toml"
+    path.write_text(config)
+    log = tmp / "fastgate.log"
+    cmd = [sys.executable, "-m", "fastgate", "serve", "--config", str(path), "--port", "0"]
+    cmd += ["--workers", str(workers)]
+    proc = stack.start("fastgate", cmd, log, cwd=REPO)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        m = re.search(r"listening on http://([^:]+):(\d+)", log.read_text(errors="replace"))
+        if m:
+            return proc, int(m.group(2)), log
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise RuntimeError(f"fastgate did not start (rc={proc.poll()}); log:\n{log.read_text()}")
+
+
+def check_target(port: int, scenario: Scenario, key: str, target: str) -> str:
+    """One request before the load: the benchmark of an error page is worthless."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(
+            "POST",
+            "/v1/chat/completions",
+            body=scenario.body.read_bytes(),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+        )
+        resp = conn.getresponse()
+        body = resp.read()
+    finally:
+        conn.close()
+    ctype = resp.getheader("content-type", "")
+    if resp.status != 200:
+        raise RuntimeError(f"{target}/{scenario.name}: HTTP {resp.status}: {body[:500]!r}")
+    if scenario.stream:
+        if "text/event-stream" not in ctype or b"data: [DONE]" not in body:
+            raise RuntimeError(
+                f"{target}/{scenario.name}: not an SSE stream: {ctype} {body[:300]!r}"
+            )
+        events = body.count(b"data: ")
+        usage_only = body.count(b'"choices":[]')
+        return f"{len(body)} B, {events} events, usage-only chunks: {usage_only}"
+    doc = json.loads(body)
+    if doc.get("object") != "chat.completion" or "usage" not in doc:
+        raise RuntimeError(f"{target}/{scenario.name}: unexpected body {body[:300]!r}")
+    return f"{len(body)} B, {ctype}"
+
+
+# ---------------------------------------------------------------- load
+
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * _UNITS_MS[unit]
+
+
+def parse_wrk(out: str) -> dict:
+    """Pull req/s, request count, p50/p99 (in ms) and error counts out of wrk --latency."""
+    lat = {
+        m.group(1): _ms(m.group(2), m.group(3))
+        for m in re.finditer(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s|m|h)\s*$", out, re.M)
+    }
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)
+    reqs = re.search(r"^\s+(\d+) requests in", out, re.M)
+    if not (rps and reqs and "50" in lat and "99" in lat):
+        raise RuntimeError(f"cannot parse wrk output:\n{out}")
+    errors = 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors += sum(int(x) for x in m.groups())
+    return {
+        "rps": float(rps.group(1)),
+        "requests": int(reqs.group(1)),
+        "p50_ms": lat["50"],
+        "p99_ms": lat["99"],
+        "errors": errors,
+    }
+
+
+def run_wrk(
+    stack: Stack, port: int, scenario: Scenario, key: str, duration: float, log: Path
+) -> tuple[str, float]:
+    """Run wrk to completion; return its output and its own CPU seconds."""
+    cmd = [
+        "wrk", "-t1", f"-c{scenario.connections}", f"-d{duration:g}s", "--latency",
+        "--timeout", "5s", "-s", str(BENCH / "wrk/post.lua"),
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+    ]  # fmt: skip
+    env = dict(os.environ, BENCH_BODY=str(scenario.body), BENCH_KEY=key)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = stack.start("wrk", cmd, log, env=env)
+    try:
+        proc.wait(duration + 30)
+    finally:
+        stack.stop(proc)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return log.read_text(), cpu
+
+
+@dataclass
+class Env:
+    """What one benchmark session runs against."""
+
+    stack: Stack
+    tmp: Path
+    key: str
+    ports: dict[tuple[str, str], int]  # (target, stream?) -> port
+    roots: dict[str, int]  # target -> pid whose tree does the work
+    all_roots: list[int]
+
+
+def measure(env: Env, target: str, scenario: Scenario, rnd: int, duration: float) -> RunResult:
+    port = env.ports[(target, "sse" if scenario.stream else "json")]
+    root = env.roots[target]
+    la = loadavg()
+    ours0 = sum(tree_cpu_ticks(r) for r in env.all_roots)
+    mine0 = tree_cpu_ticks(root)
+    sys0, _ = system_ticks()
+    t0 = time.monotonic()
+    log = env.tmp / f"wrk-{target}-{scenario.name}-{rnd}.log"
+    out, wrk_cpu = run_wrk(env.stack, port, scenario, env.key, duration, log)
+    elapsed = time.monotonic() - t0
+    mine = tree_cpu_ticks(root) - mine0
+    ours = sum(tree_cpu_ticks(r) for r in env.all_roots) - ours0
+    sys_busy = system_ticks()[0] - sys0
+    w = parse_wrk(out)
+    other = sys_busy - ours - wrk_cpu * CLK_TCK
+    res = RunResult(
+        target=target,
+        scenario=scenario.name,
+        round=rnd,
+        cpu_us_per_req=(mine / CLK_TCK * 1e6 / w["requests"]) if w["requests"] else None,
+        wrk_cpu_pct=100 * wrk_cpu / elapsed,
+        other_cpu_pct=max(0.0, 100 * other / CLK_TCK / elapsed),
+        loadavg=la,
+        rss_mb=tree_rss_mb(root) if target == "fastgate" else None,
+        **w,
+    )
+    print(
+        f"  {target:8} {scenario.name:9} r{rnd}: {res.rps:9.0f} req/s  p50 {res.p50_ms:7.3f} ms"
+        f"  p99 {res.p99_ms:7.3f} ms  cpu {res.cpu_us_per_req or 0:6.1f} us/req"
+        f"  wrk {res.wrk_cpu_pct:3.0f}%  other {res.other_cpu_pct:3.0f}%"
+        f"  err {res.errors}  load {la}",
+        flush=True,
+    )
+    return res
+
+
+# ---------------------------------------------------------------- profile
+
+
+def profile_fastgate(env: Env, duration: float) -> str:
+    """Sample the fastgate process tree with py-spy during an extra non-stream run."""
+    pyspy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    if not pyspy:
+        return "py-spy not found"
+    OUT.mkdir(exist_ok=True)
+    raw = OUT / "profile.raw.txt"
+    cmd = [
+        pyspy, "record", "--pid", str(env.roots["fastgate"]), "--subprocesses", "--rate", "500",
+        "--duration", str(int(duration)), "--format", "raw", "-o", str(raw),
+    ]  # fmt: skip
+    log = env.tmp / "py-spy.log"
+    spy = env.stack.start("py-spy", cmd, log)
+    time.sleep(1.0)  # let py-spy attach before the load starts
+    scenario = SCENARIOS["nonstream"]
+    out, _ = run_wrk(
+        env.stack, env.ports[("fastgate", "json")], scenario, env.key, duration,
+        env.tmp / "wrk-profile.log",
+    )  # fmt: skip
+    try:
+        spy.wait(duration + 30)
+    finally:
+        env.stack.stop(spy)
+    if not raw.exists():
+        return f"py-spy failed:\n{log.read_text()}"
+    w = parse_wrk(out)
+    summary = summarize_profile(raw.read_text(), duration, 500)
+    header = (
+        f"command: {shlex.join(cmd)}\nload: wrk -t1 -c{scenario.connections} nonstream, "
+        f"{w['rps']:.0f} req/s under sampling (not comparable to the timed runs)\n\n"
+    )
+    (OUT / "profile.txt").write_text(header + summary)
+    return header + summary
+
+
+def summarize_profile(raw: str, duration: float, rate: int, top: int = 30) -> str:
+    """Self (leaf) and inclusive sample counts per function from py-spy's raw stacks."""
+    self_c: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    by_file: dict[str, int] = {}
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [
+            re.sub(r":\d+\)$", ")", f) for f in stack.split(";") if not f.startswith("process ")
+        ]
+        if not frames:
+            continue
+        self_c[frames[-1]] = self_c.get(frames[-1], 0) + n
+        for f in set(frames):
+            incl[f] = incl.get(f, 0) + n
+        files = {m.group(1) for f in frames if (m := re.search(r"\((.*)\)$", f))}
+        for f in files:
+            by_file[f] = by_file.get(f, 0) + n
+    if not total:
+        return "no samples\n"
+
+    def table(title: str, counts: dict[str, int]) -> str:
+        rows = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
+        body = "\n".join(f"{100 * c / total:6.1f}%  {c:7d}  {name}" for name, c in rows)
+        return f"{title}\n{body}\n"
+
+    busy = 100 * total / (duration * rate)
+    return (
+        f"{total} non-idle samples = {busy:.0f}% of one core at {rate} Hz over {duration:g} s\n\n"
+        + table("-- self (leaf frame) --", self_c)
+        + "\n"
+        + table("-- inclusive (function anywhere on the stack) --", incl)
+        + "\n"
+        + table("-- inclusive by file --", by_file)
+    )
+
+
+# ---------------------------------------------------------------- report
+
+
+def med(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def fmt(v: float | None, spec: str = ".0f", unit: str = "") -> str:
+    return "-" if v is None else f"{v:{spec}}{unit}"
+
+
+def machine_info() -> dict[str, str]:
+    cpuinfo = _read("/proc/cpuinfo") or ""
+    m = re.search(r"^model name\s*:\s*(.*)$", cpuinfo, re.M)
+    nginx_v = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
+    wrk_v = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()
+    rev = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(REPO), "status", "--porcelain", "--", "fastgate"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": m.group(1).strip() if m else platform.processor(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "nginx": nginx_v.replace("nginx version: ", ""),
+        "wrk": wrk_v[0].split(" Copyright")[0] if wrk_v else "?",
+        "fastgate": f"git {rev or '?'}{' + uncommitted changes' if dirty else ''}",
+    }
+
+
+def aggregate(results: list[RunResult]) -> dict[str, dict[str, dict[str, float | None]]]:
+    agg: dict[str, dict[str, dict[str, float | None]]] = {}
+    for sc in SCENARIOS:
+        for t in TARGETS:
+            rs = [r for r in results if r.scenario == sc and r.target == t]
+            if not rs:
+                continue
+            agg.setdefault(sc, {})[t] = {
+                "rps": med([r.rps for r in rs]),
+                "p50_ms": med([r.p50_ms for r in rs]),
+                "p99_ms": med([r.p99_ms for r in rs]),
+                "cpu_us": med([r.cpu_us_per_req for r in rs]),
+                "rss_mb": max((r.rss_mb for r in rs if r.rss_mb is not None), default=None),
+                "errors": sum(r.errors for r in rs),
+                "wrk_cpu_pct": med([r.wrk_cpu_pct for r in rs]),
+                "other_cpu_pct": med([r.other_cpu_pct for r in rs]),
+            }
+    return agg
+
+
+def targets_table(agg: dict) -> list[str]:
+    """The issue's targets, pass/miss."""
+
+    def get(sc: str, t: str, k: str) -> float | None:
+        return agg.get(sc, {}).get(t, {}).get(k)
+
+    rows = []
+
+    def ratio(sc: str) -> float | None:
+        fg, ng = get(sc, "fastgate", "rps"), get(sc, "nginx", "rps")
+        return fg / ng if fg and ng else None
+
+    def added_p50() -> float | None:
+        fg, d = get("latency", "fastgate", "p50_ms"), get("latency", "direct", "p50_ms")
+        return fg - d if fg is not None and d is not None else None
+
+    rss = max(
+        (v for sc in agg.values() for t, d in sc.items() if t == "fastgate" and
+         (v := d.get("rss_mb")) is not None),
+        default=None,
+    )  # fmt: skip
+    checks = [
+        ("throughput vs nginx, non-stream", ratio("nonstream"), ">= 0.5x", lambda v: v >= 0.5, ".2f", "x"),
+        ("throughput vs nginx, stream", ratio("stream"), ">= 0.5x", lambda v: v >= 0.5, ".2f", "x"),
+        ("CPU per request, non-stream", get("nonstream", "fastgate", "cpu_us"), "<= 40 µs",
+         lambda v: v <= 40, ".1f", " µs"),
+        ("added p50 at c=1 over direct", added_p50(), "<= 0.15 ms", lambda v: v <= 0.15, ".3f", " ms"),
+        ("RSS after throughput runs", rss, "<= 50 MB", lambda v: v <= 50, ".1f", " MB"),
+    ]  # fmt: skip
+    rows.append("| target | measured | threshold | result |")
+    rows.append("|---|---:|---|---|")
+    for name, value, threshold, ok, spec, unit in checks:
+        verdict = "n/a" if value is None else ("**pass**" if ok(value) else "**MISS**")
+        rows.append(f"| {name} | {fmt(value, spec, unit)} | {threshold} | {verdict} |")
+    return rows
+
+
+def render(
+    results: list[RunResult], args: argparse.Namespace, info: dict, checks: dict, started: str
+) -> str:
+    agg = aggregate(results)
+    las = [float(r.loadavg.split()[0]) for r in results if r.loadavg[0].isdigit()]
+    others = [r.other_cpu_pct for r in results]
+    lines = [
+        f"## Run of {started}",
+        "",
+        f"- Machine: {info['nproc']} CPUs, {info['cpu']}, Linux {info['kernel']}",
+        f"- Software: Python {info['python']}, {info['nginx']}, {info['wrk']}, "
+        f"fastgate {info['fastgate']}",
+        f"- Command: `{args.command}` ({args.rounds} round(s) x {args.duration:g} s per run, "
+        f"interleaved direct -> nginx -> fastgate; medians of rounds)",
+        f"- fastgate: `--workers {args.workers}`, usage access log on; "
+        "nginx proxy: 1 worker, upstream keepalive 64, `proxy_buffering off` for streams",
+    ]
+    if las:
+        lines.append(
+            f"- Load average (1 min) before each run: {min(las):.2f} - {max(las):.2f}; "
+            f"CPU used by processes outside the benchmark during runs: median "
+            f"{statistics.median(others):.0f}%, max {max(others):.0f}% of one core"
+        )
+        if max(others) > 20 or max(las) > (os.cpu_count() or 1) * 1.5:
+            lines.append(
+                "- **Preliminary:** other work shared this machine's CPUs during the runs; "
+                "req/s and latency are pessimistic and noisy (CPU per request is less affected)."
+            )
+    lines += ["", "### Targets", "", *targets_table(agg), ""]
+    for sc_name, by_target in agg.items():
+        sc = SCENARIOS[sc_name]
+        lines += [
+            f"### {sc.title}: `wrk -t1 -c{sc.connections}`",
+            "",
+            "| | req/s | p50 | p99 | CPU µs/req | RSS | errors | wrk CPU |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for t, d in by_target.items():
+            lines.append(
+                f"| {TARGET_LABEL[t]} | {fmt(d['rps'])} | {fmt(d['p50_ms'], '.3f', ' ms')} | "
+                f"{fmt(d['p99_ms'], '.3f', ' ms')} | {fmt(d['cpu_us'], '.1f')} | "
+                f"{fmt(d['rss_mb'], '.1f', ' MB')} | {d['errors']} | "
+                f"{fmt(d['wrk_cpu_pct'], '.0f', '%')} |"
+            )
+        di, ng, fg = (by_target.get(t) for t in TARGETS)
+        ratios = []
+        for other, label in ((ng, "nginx"), (di, "direct")):
+            if fg and other and other["rps"]:
+                ratios.append(
+                    f"fastgate/{label}: {fg['rps'] / other['rps']:.2f}x req/s, "
+                    f"p50 {fg['p50_ms'] - other['p50_ms']:+.3f} ms"
+                )
+        if ratios:
+            lines += ["", "; ".join(ratios) + "."]
+        lines.append("")
+    lines += [
+        "CPU µs/req is utime+stime of the process tree under test (the stub nginx for "
+        "direct, the proxy nginx for nginx, fastgate for fastgate) over the requests wrk "
+        "completed; RSS is fastgate's VmRSS after the throughput runs.",
+        "",
+    ]
+    if checks:
+        lines += ["Pre-flight responses (one request each):", ""]
+        lines += [f"- {k}: {v}" for k, v in checks.items()]
+        lines.append("")
+    lines += [
+        "<details><summary>Per-round numbers</summary>",
+        "",
+        "| scenario | target | round | req/s | p50 ms | p99 ms | CPU µs/req | errors | "
+        "loadavg | other CPU |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.scenario} | {r.target} | {r.round} | {r.rps:.0f} | {r.p50_ms:.3f} | "
+            f"{r.p99_ms:.3f} | {fmt(r.cpu_us_per_req, '.1f')} | {r.errors} | {r.loadavg} | "
+            f"{r.other_cpu_pct:.0f}% |"
+        )
+    lines += ["", "</details>", ""]
+    return "\n".join(lines)
+
+
+def write_results(path: Path, section: str, append: bool) -> None:
+    """Regenerate the top section; keep the history below the marker (and add to it)."""
+    history = ""
+    if path.exists():
+        old = path.read_text()
+        if HISTORY_MARK in old:
+            history = old.split(HISTORY_MARK, 1)[1].strip("\n")
+    if append:
+        history = section.replace("## Run of", "### Run of", 1) + (
+            "\n\n" + history if history else ""
+        )
+    head = (
+        "# fastgate benchmark results\n\n"
+        "Generated by `bash bench/run.sh` (see bench/README.md). The section below is "
+        "rewritten on every run; `--append` also adds the run to the history.\n\n"
+    )
+    text = head + section + "\n## History\n\n" + HISTORY_MARK + "\n"
+    if history:
+        text += "\n" + history + "\n"
+    path.write_text(text)
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median reported)")
+    p.add_argument("--quick", action="store_true", help="smoke: 2 s per run, 1 round")
+    p.add_argument("--only", default=",".join(TARGETS), help="targets, e.g. direct,nginx")
+    p.add_argument("--scenarios", default=",".join(SCENARIOS), help="nonstream,stream,latency")
+    p.add_argument("--workers", type=int, default=1, help="fastgate --workers")
+    p.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per target")
+    p.add_argument("--append", action="store_true", help="also add this run to the history")
+    p.add_argument("--profile", action="store_true", help="py-spy the fastgate worker")
+    p.add_argument("--results", type=Path, default=BENCH / "RESULTS.md")
+    p.add_argument("--no-results", action="store_true", help="print only, do not write files")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.duration, args.rounds, args.warmup = 2.0, 1, 1.0
+    args.targets = [t for t in TARGETS if t in args.only.split(",")]
+    args.scenario_list = [SCENARIOS[s] for s in args.scenarios.split(",") if s]
+    unknown = set(args.only.split(",")) - set(TARGETS)
+    if unknown or not args.targets:
+        p.error(f"--only takes a subset of {','.join(TARGETS)}")
+    args.command = os.environ.get("BENCH_COMMAND") or shlex.join(
+        ["python", "bench/run.py", *(sys.argv[1:] if argv is None else argv)]
+    )
+    return args
+
+
+def _raise_exit(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
+    signal.signal(signal.SIGTERM, _raise_exit)
+    signal.signal(signal.SIGHUP, _raise_exit)
+    ensure_tools()
+    started = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    stack = Stack()
+    tmp = Path(tempfile.mkdtemp(prefix="fastgate-bench-"))
+    os.chmod(tmp, 0o755)  # nginx workers run as nobody and read the stub files
+    keep_tmp = False
+    try:
+        results, checks, profile = session(args, stack, tmp)
+    except KeyboardInterrupt:
+        print("interrupted; stopping everything", file=sys.stderr)
+        return 130
+    except RuntimeError as exc:
+        keep_tmp = True
+        print(f"bench failed: {exc}\nlogs kept in {tmp}", file=sys.stderr)
+        return 1
+    finally:
+        stack.stop_all()
+        if not keep_tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    info = machine_info()
+    section = render(results, args, info, checks, started)
+    if profile:
+        top = "\n".join(profile.splitlines()[:25])
+        section += f"\nProfile (`--profile`, bench/out/profile.txt, top):\n\n```\n{top}\n```\n"
+    print()
+    print(section)
+    if not args.no_results:
+        write_results(args.results, section, args.append)
+        OUT.mkdir(exist_ok=True)
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        (OUT / f"results-{stamp}.json").write_text(
+            json.dumps(
+                {
+                    "started": started,
+                    "machine": info,
+                    "command": args.command,
+                    "runs": [asdict(r) for r in results],
+                },
+                indent=1,
+            )
+        )
+        print(f"wrote {args.results}")
+    return 0
+
+
+def session(
+    args: argparse.Namespace, stack: Stack, tmp: Path
+) -> tuple[list[RunResult], dict[str, str], str]:
+    stub_json, stub_sse, proxy_json, proxy_sse, admin_port = free_ports(5)
+    key = "fg-" + secrets.token_urlsafe(32)
+    www = tmp / "www"
+    shutil.copytree(BENCH / "stub", www)
+    stub = start_nginx(
+        stack,
+        "stub",
+        tmp / "stub",
+        [
+            STUB_SERVER.format(
+                port=stub_json, www=www, file="chat_completion.json", ctype="application/json"
+            ),
+            STUB_SERVER.format(
+                port=stub_sse, www=www, file="chat_stream.sse", ctype="text/event-stream"
+            ),
+        ],
+    )
+    wait_port(stub_json, stub, tmp / "stub/error.log")
+    wait_port(stub_sse, stub, tmp / "stub/error.log")
+    ports = {("direct", "json"): stub_json, ("direct", "sse"): stub_sse}
+    roots = {"direct": stub.pid}
+    if "nginx" in args.targets:
+        proxy = start_nginx(
+            stack,
+            "proxy",
+            tmp / "proxy",
+            [
+                PROXY_SERVER.format(name="stub_json", upstream_port=stub_json, port=proxy_json,
+                                    key=UPSTREAM_KEY, buffering="on"),
+                PROXY_SERVER.format(name="stub_sse", upstream_port=stub_sse, port=proxy_sse,
+                                    key=UPSTREAM_KEY, buffering="off"),
+            ],
+        )  # fmt: skip
+        wait_port(proxy_json, proxy, tmp / "proxy/error.log")
+        wait_port(proxy_sse, proxy, tmp / "proxy/error.log")
+        ports |= {("nginx", "json"): proxy_json, ("nginx", "sse"): proxy_sse}
+        roots["nginx"] = proxy.pid
+    if "fastgate" in args.targets:
+        config = fastgate_config(tmp, stub_json, stub_sse, admin_port, key)
+        fg, fg_port, _ = start_fastgate(stack, tmp, config, args.workers)
+        ports |= {("fastgate", "json"): fg_port, ("fastgate", "sse"): fg_port}
+        roots["fastgate"] = fg.pid
+    env = Env(stack, tmp, key, ports, roots, list(roots.values()))
+
+    checks = {}
+    for t in args.targets:
+        for sc in args.scenario_list:
+            if sc.name == "latency":
+                continue
+            port = ports[(t, "sse" if sc.stream else "json")]
+            checks[f"{t}/{sc.name}"] = check_target(port, sc, key, t)
+    for name, text in checks.items():
+        print(f"check {name}: {text}")
+
+    if args.warmup > 0:
+        print(f"warm-up ({args.warmup:g} s per target and scenario)", flush=True)
+        for sc in args.scenario_list:
+            for t in args.targets:
+                port = ports[(t, "sse" if sc.stream else "json")]
+                run_wrk(stack, port, sc, key, args.warmup, tmp / "warmup.log")
+
+    results: list[RunResult] = []
+    for rnd in range(1, args.rounds + 1):
+        print(f"round {rnd}/{args.rounds}", flush=True)
+        for sc in args.scenario_list:
+            for t in args.targets:
+                results.append(measure(env, t, sc, rnd, args.duration))
+
+    if "fastgate" in args.targets:
+        time.sleep(0.5)  # the log sink flushes at least every 200 ms
+        log = tmp / "access.jsonl"
+        lines = log.read_bytes().count(b"\n") if log.exists() else 0
+        served = sum(r.requests for r in results if r.target == "fastgate")
+        checks["fastgate usage log"] = (
+            f"{lines} records in access_log for >= {served} timed requests (+ warm-up)"
+        )
+
+    profile = ""
+    if args.profile and "fastgate" in args.targets:
+        print("profiling fastgate with py-spy", flush=True)
+        profile = profile_fastgate(env, max(args.duration, 5))
+    return results, checks, profile
+
+
+if __name__ == "__main__":
+    sys.exit(main())

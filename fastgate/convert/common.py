@@ -1,0 +1,278 @@
+"""Shared pieces of the converters: the hub's vocabulary and small codecs.
+
+The hub is the OpenAI Chat Completions shape (requests, responses, stream chunks as
+dicts). It is the OpenAI wire format plus two widely used extensions that let
+conversions through it keep information the three protocols share:
+
+- `reasoning_content` on messages and deltas (the reasoning text of thinking models, as
+  DeepSeek, vLLM and others name it);
+- `top_k` on requests (as vLLM accepts it); OpenAI itself rejects it with a clear 400.
+
+A stream of hub chunks is a list of dicts ending with the `DONE` sentinel.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import mimetypes
+import time
+import uuid
+from typing import Any, Final
+
+import orjson
+
+from fastgate.convert.errors import ConversionError, UpstreamProtocolError
+from fastgate.gateway.usage import Usage
+
+__all__ = [
+    "DONE",
+    "DEFAULT_MAX_EVENT_BYTES",
+    "decode_call_id",
+    "encode_call_id",
+    "guess_mime",
+    "load_event_json",
+    "make_data_url",
+    "new_id",
+    "now",
+    "openai_usage_dict",
+    "parse_data_url",
+    "usage_from_openai",
+]
+
+
+class _Done:
+    """The end of a hub chunk stream (OpenAI's `data: [DONE]`)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DONE"
+
+
+DONE: Final = _Done()
+
+# Gemini may stream generated images inline; keep the bound generous.
+DEFAULT_MAX_EVENT_BYTES: Final = 16 * 1024 * 1024
+
+
+def now() -> int:
+    """Unix seconds for `created` fields."""
+    return int(time.time())
+
+
+def new_id(prefix: str) -> str:
+    """A fresh opaque id (`chatcmpl-…`, `msg_…`) when the upstream gave none."""
+    return prefix + uuid.uuid4().hex[:24]
+
+
+def load_event_json(data: bytes) -> Any:
+    """Parse one upstream event's JSON; malformed data is the upstream's fault."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        snippet = data[:200].decode("utf-8", "replace")
+        raise UpstreamProtocolError(f"malformed JSON in upstream stream event: {snippet!r}") from exc
+
+
+# --- data: URLs and media -----------------------------------------------------------
+
+
+def parse_data_url(url: str) -> tuple[str, str] | None:
+    """(mime type, base64 payload) of a `data:<mime>;base64,<data>` URL, else None.
+
+    A data URL that is not base64 is re-encoded so that every target (Anthropic
+    `base64` source, Gemini `inlineData`) receives base64.
+    """
+    if not url.startswith("data:"):
+        return None
+    head, sep, payload = url[5:].partition(",")
+    if not sep:
+        raise ConversionError("malformed data: URL (no comma)")
+    params = head.split(";")
+    mime = params[0] or "text/plain"
+    if "base64" in params[1:]:
+        return mime, payload
+    from urllib.parse import unquote_to_bytes
+
+    return mime, base64.b64encode(unquote_to_bytes(payload)).decode()
+
+
+def make_data_url(mime: str, b64: str) -> str:
+    """`data:<mime>;base64,<b64>`: how the hub carries inline media."""
+    return f"data:{mime};base64,{b64}"
+
+
+def guess_mime(url_or_name: str, default: str | None = None) -> str | None:
+    """Mime type from a URL's or file name's extension (query string ignored)."""
+    path = url_or_name.split("?", 1)[0].split("#", 1)[0]
+    mime, _ = mimetypes.guess_type(path, strict=False)
+    return mime or default
+
+
+# --- tool call ids carrying Gemini thought signatures --------------------------------
+#
+# Gemini has no tool call ids, but thinking models attach an opaque `thoughtSignature`
+# to function calls that must come back with the call in the next request (Gemini 3
+# rejects a function call without it). The only field that every client echoes back
+# unchanged is the call id, so the signature travels inside it, base64url-encoded
+# (the alphabet Anthropic's tool_use id pattern `[A-Za-z0-9_-]+` accepts).
+
+_SIG_MARK: Final = "__sig_"
+
+
+def encode_call_id(base: str, signature: str | None) -> str:
+    """`base`, plus the thought signature when there is one."""
+    if not signature:
+        return base
+    try:
+        raw = base64.b64decode(signature + "=" * (-len(signature) % 4), altchars=b"-_")
+    except (binascii.Error, ValueError):
+        raw = signature.encode()
+    return base + _SIG_MARK + base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode_call_id(call_id: str) -> tuple[str, str | None]:
+    """(id without signature, standard-base64 signature or None)."""
+    base, sep, enc = call_id.partition(_SIG_MARK)
+    if not sep or not enc:
+        return call_id, None
+    try:
+        raw = base64.urlsafe_b64decode(enc + "=" * (-len(enc) % 4))
+    except (binascii.Error, ValueError):
+        return call_id, None
+    return base, base64.b64encode(raw).decode()
+
+
+# --- usage --------------------------------------------------------------------------
+
+
+def _int(v: Any) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+
+
+def usage_from_openai(obj: Any) -> Usage:
+    """`Usage` from an OpenAI `usage` object (`cache_write_tokens` when a converter set it)."""
+    u = Usage()
+    if not isinstance(obj, dict):
+        return u
+    u.prompt_tokens = _int(obj.get("prompt_tokens"))
+    u.completion_tokens = _int(obj.get("completion_tokens"))
+    details = obj.get("prompt_tokens_details")
+    if isinstance(details, dict):
+        u.cached_tokens = _int(details.get("cached_tokens"))
+        u.cache_write_tokens = _int(details.get("cache_write_tokens"))
+    u.found = True
+    return u
+
+
+def reasoning_tokens_of(obj: Any) -> int:
+    """`completion_tokens_details.reasoning_tokens` of an OpenAI usage object."""
+    if isinstance(obj, dict):
+        details = obj.get("completion_tokens_details")
+        if isinstance(details, dict):
+            return _int(details.get("reasoning_tokens"))
+    return 0
+
+
+def openai_usage_dict(u: Usage, reasoning_tokens: int = 0) -> dict[str, Any]:
+    """An OpenAI `usage` object (SPEC section 5: prompt includes cached and cache-write).
+
+    `prompt_tokens_details.cache_write_tokens` is set only when the upstream reported
+    cache writes (Anthropic); it is the field name the OpenAI SDK models.
+    """
+    details: dict[str, int] = {"cached_tokens": u.cached_tokens}
+    if u.cache_write_tokens:
+        details["cache_write_tokens"] = u.cache_write_tokens
+    out: dict[str, Any] = {
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.prompt_tokens + u.completion_tokens,
+        "prompt_tokens_details": details,
+    }
+    if reasoning_tokens:
+        out["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
+    return out
+
+
+# --- small request helpers ----------------------------------------------------------
+
+
+def require_dict(obj: Any, what: str) -> dict[str, Any]:
+    """`obj` if it is a JSON object, else a client-facing ConversionError."""
+    if not isinstance(obj, dict):
+        raise ConversionError(f"{what} must be a JSON object")
+    return obj
+
+
+def require_list(obj: Any, what: str) -> list[Any]:
+    """`obj` if it is a JSON array, else a client-facing ConversionError."""
+    if not isinstance(obj, list):
+        raise ConversionError(f"{what} must be an array")
+    return obj
+
+
+def json_args(arguments: Any, where: str) -> dict[str, Any]:
+    """Tool call `arguments` (a JSON string) as an object; '' means no arguments."""
+    if isinstance(arguments, dict):
+        return arguments
+    if arguments is None or arguments == "":
+        return {}
+    if not isinstance(arguments, str):
+        raise ConversionError(f"{where}: function.arguments must be a JSON string")
+    try:
+        value = orjson.loads(arguments)
+    except orjson.JSONDecodeError as exc:
+        raise ConversionError(f"{where}: function.arguments is not valid JSON") from exc
+    if not isinstance(value, dict):
+        raise ConversionError(f"{where}: function.arguments must encode a JSON object")
+    return value
+
+
+def dumps_str(obj: Any) -> str:
+    """Compact JSON text (tool arguments, tool results)."""
+    return orjson.dumps(obj).decode()
+
+
+def stop_list(stop: Any, where: str = "stop") -> list[str]:
+    """OpenAI `stop` (string or list) as a list of strings."""
+    if stop is None:
+        return []
+    if isinstance(stop, str):
+        return [stop]
+    if isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        return list(stop)
+    raise ConversionError(f"{where} must be a string or an array of strings")
+
+
+def text_of_parts(content: Any, where: str, allowed: tuple[str, ...] = ("text",)) -> str:
+    """Plain text of a message `content` that may only hold text parts."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise ConversionError(f"{where}.content must be a string or an array of parts")
+    out: list[str] = []
+    for i, part in enumerate(content):
+        if not isinstance(part, dict) or part.get("type") not in allowed:
+            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+            raise ConversionError(f"{where}.content[{i}]: part type {kind!r} is not supported here")
+        text = part.get("text") if part.get("type") == "text" else part.get("refusal")
+        if not isinstance(text, str):
+            raise ConversionError(f"{where}.content[{i}] needs a string text")
+        out.append(text)
+    return "".join(out)
+
+
+# Reasoning effort <-> thinking budget. Anthropic needs 1024 <= budget < max_tokens.
+EFFORT_BUDGET: Final = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576}
+
+
+def effort_from_budget(budget: int) -> str:
+    """The OpenAI `reasoning_effort` closest to a thinking token budget."""
+    if budget <= 2048:
+        return "low"
+    if budget <= 8192:
+        return "medium"
+    return "high"

@@ -1,0 +1,522 @@
+"""A request's life: auth -> route -> forward -> account.
+
+`Exchange` is driven by callbacks, not a task: the client protocol hands it a
+complete request; it authenticates and routes from the snapshot (no I/O), asks
+the pool for an upstream connection, writes the request in one write, then
+receives the upstream's parsed response events (`up_headers`, `up_body`,
+`up_flush`, `up_complete`, `up_error`) and forwards bytes to the client as they
+arrive, writing once per upstream read. Failover happens while no byte has
+reached the client; after that an upstream failure ends the response with an
+error event. When the response ends the usage is priced and a record queued.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from fastgate import errors
+from fastgate.gateway.auth import authenticate, check_model, presented_key
+from fastgate.gateway.billing import cost_micros
+from fastgate.gateway.routing import attempt_plan
+from fastgate.gateway.usage import OpenAIBodyUsage, OpenAIStreamUsage, Usage, UsageRecord
+from fastgate.http import upstream as up
+from fastgate.http.flow import PEER_SLOW
+from fastgate.http.head import RequestHead
+from fastgate.http.responses import CHUNK_END, HOP_BY_HOP, simple_response, status_line
+from fastgate.providers import openai as openai_proto
+
+if TYPE_CHECKING:
+    from fastgate.app import App
+    from fastgate.http.client import ClientProtocol
+
+# Upstream response headers the client does not get as they are.
+_DROP_DOWN = HOP_BY_HOP | {b"x-request-id", b"server", b"openai-organization", b"openai-project"}
+_SSE = b"text/event-stream"
+
+
+class Exchange:
+    __slots__ = (
+        "app",
+        "attempts",
+        "breaker",
+        "bytes_out",
+        "cancel_acquire",
+        "channel",
+        "chunked",
+        "client",
+        "client_paused_flag",
+        "conn",
+        "done",
+        "failures",
+        "force_close",
+        "head",
+        "head_out",
+        "inject",
+        "last_channel",
+        "model",
+        "obj",
+        "out",
+        "plan",
+        "request_id",
+        "requested",
+        "scanner",
+        "sent",
+        "skipped_open",
+        "stale_retry",
+        "status",
+        "stream",
+        "t_first",
+        "token",
+        "upstream_model",
+        "upstream_request_id",
+    )
+
+    def __init__(self, app: App, client: ClientProtocol, head: RequestHead) -> None:
+        self.app = app
+        self.client = client
+        self.head = head
+        self.request_id = head.request_id or app.new_request_id()
+        self.token: Any = None
+        self.model = ""
+        self.requested = ""
+        self.upstream_model = ""
+        self.stream = False
+        self.inject = False
+        self.obj: dict[str, Any] | None = None
+        self.plan: Any = None
+        self.attempts = 0
+        self.last_channel: Any = None
+        self.channel: Any = None
+        self.breaker: Any = None
+        self.conn: Any = None
+        self.cancel_acquire: Any = None
+        self.scanner: Any = None
+        self.head_out: bytes | None = None
+        self.out: list[bytes] = []
+        self.chunked = False
+        self.sent = False  # a response byte has been written to the client
+        self.bytes_out = 0
+        self.status = 0
+        self.t_first = 0.0
+        self.failures: list[tuple[str, str]] = []
+        self.skipped_open = 0
+        self.done = False
+        self.force_close = False
+        self.client_paused_flag = False
+        self.upstream_request_id = b""
+        self.stale_retry = False
+
+    # -- start ----------------------------------------------------------------
+
+    def start(self) -> None:
+        self.client.exchange = self
+        self.app.inflight += 1
+        try:
+            self._start()
+        except errors.FastgateError as err:
+            self.local_error(err)
+
+    def _start(self) -> None:
+        head = self.head
+        path = head.path
+        if head.method == b"GET":
+            self._get(path)
+            return
+        if head.method != b"POST":
+            raise errors.NotFound(f"no route for {head.method.decode()} {path.decode('latin-1')}")
+        if not path.startswith(b"/v1/"):
+            raise errors.NotFound(f"no route for POST {path.decode('latin-1')}")
+        snap = self.app.snapshot
+        self.token = token = authenticate(snap, presented_key(head, "openai"))
+        try:
+            obj = orjson.loads(head.body)
+        except orjson.JSONDecodeError as exc:
+            raise errors.InvalidRequest(f"request body is not valid JSON: {exc}") from exc
+        if not isinstance(obj, dict):
+            raise errors.InvalidRequest("request body must be a JSON object")
+        requested = obj.get("model")
+        if not isinstance(requested, str) or not requested:
+            raise errors.InvalidRequest("missing 'model' in request body")
+        self.obj = obj
+        self.requested = requested
+        self.model = model = snap.resolve_model(requested)
+        self.stream = obj.get("stream") is True
+        check_model(token, model, requested)
+        route = snap.routes.get((token.group, model))
+        if route is None:
+            raise errors.ModelNotFound(
+                f"The model '{requested}' does not exist or is not available to this key"
+            )
+        if token.quota_micros >= 0 and self.app.quota_left(token) <= 0:
+            raise errors.InsufficientQuota("quota exhausted for this API key")
+        self.inject = openai_proto.needs_include_usage(path, obj)
+        self.plan = attempt_plan(route.order(), self.app.cfg.routing.max_attempts)
+        self.attempt()
+
+    def _get(self, path: bytes) -> None:
+        app = self.app
+        if path == b"/health":
+            self.respond(200, b'{"status":"ok"}')
+        elif path == b"/ready":
+            if app.ready:
+                self.respond(200, b'{"status":"ready","snapshot":%d}' % app.snapshot.version)
+            else:
+                self.respond(503, b'{"status":"not ready"}')
+        elif path == b"/metrics":
+            self.respond(200, app.metrics.render(app), b"text/plain; version=0.0.4")
+        elif path == b"/v1/models":
+            token = authenticate(app.snapshot, presented_key(self.head, "openai"))
+            self.respond(200, app.snapshot.models_body(token))
+        else:
+            raise errors.NotFound(f"no route for GET {path.decode('latin-1')}")
+
+    # -- attempts ---------------------------------------------------------------
+
+    def attempt(self) -> None:
+        """Send the request to the next candidate, or give up with the right error."""
+        app = self.app
+        breakers = app.breakers
+        now = time.monotonic()
+        for ch in self.plan:
+            if ch is self.last_channel:
+                continue
+            until = app.channel_cooldown.get(ch.name)
+            if until is not None and now < until:
+                self.skipped_open += 1
+                continue
+            br = breakers.get(ch.name, self.model)
+            if not br.allow(now):
+                self.skipped_open += 1
+                continue
+            self.attempts += 1
+            self.channel = ch
+            self.last_channel = ch
+            self.breaker = br
+            self.upstream_model = ch.model_map.get(self.model, self.model)
+            if ch.is_mock:
+                app.mock.serve(self, ch)
+            else:
+                self.cancel_acquire = app.pool.acquire(ch.origin, self.on_conn, self.on_conn_error)
+            return
+        self.give_up()
+
+    def give_up(self) -> None:
+        if self.attempts == 0 and self.skipped_open:
+            err: errors.FastgateError = errors.ServiceUnavailable(
+                f"every channel for '{self.model}' is temporarily unavailable (circuit open)"
+            )
+        elif self.failures and all(k in up.TIMEOUT_KINDS for _, k in self.failures):
+            err = errors.UpstreamTimeout(
+                "upstream timed out: " + "; ".join(f"{c}: {k}" for c, k in self.failures)
+            )
+        else:
+            err = errors.UpstreamError(
+                f"all {self.attempts} attempt(s) failed: "
+                + "; ".join(f"{c}: {k}" for c, k in self.failures)
+            )
+        self.local_error(err)
+
+    def on_conn(self, conn: Any) -> None:
+        self.cancel_acquire = None
+        if self.done:
+            self.app.pool.release(conn)
+            return
+        self.conn = conn
+        ch = self.channel
+        head = self.head
+        body = openai_proto.edit_body(
+            head.body, self.obj, self.requested, self.upstream_model, self.inject
+        )
+        data = openai_proto.request_bytes(
+            ch, head.path, head.query, head.forward, body, head.content_type
+        )
+        srv = self.app.cfg.server
+        conn.send(self, data, ch.first_byte_timeout or srv.first_byte_timeout, srv.idle_timeout)
+
+    def on_conn_error(self, kind: str, exc: BaseException | None) -> None:
+        self.cancel_acquire = None
+        if self.done:
+            return
+        self.attempt_failed(kind)
+
+    def attempt_failed(self, kind: str) -> None:
+        self.failures.append((self.channel.name, kind))
+        self.breaker.failure()
+        self.app.metrics.attempt(self.channel.name, kind)
+        self.scanner = None
+        self.head_out = None
+        self.out.clear()
+        self.attempt()
+
+    # -- upstream events -------------------------------------------------------------
+
+    def up_headers(self, conn: Any, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        if status == 429 or status >= 500:
+            if status == 429:
+                self.app.note_rate_limited(self.channel.name, headers)
+            self.drop_conn(conn)
+            self.attempt_failed(f"HTTP {status}")
+            return
+        self.status = status
+        self.t_first = time.time()
+        self.breaker.success()
+        self.app.metrics.attempt(self.channel.name, "ok")
+        parts = [status_line(status)]
+        length = b""
+        sse = False
+        for name, value in headers:
+            if name in _DROP_DOWN:
+                if name == b"content-length":
+                    length = value
+                elif name == b"x-request-id":
+                    self.upstream_request_id = value
+                continue
+            if name == b"content-type" and value.startswith(_SSE):
+                sse = True
+            parts.append(b"%b: %b\r\n" % (name, value))
+        parts.append(b"x-request-id: %b\r\n" % self.request_id)
+        if self.upstream_request_id:
+            parts.append(b"x-upstream-request-id: %b\r\n" % self.upstream_request_id)
+        if 200 <= status < 300:
+            if sse:
+                self.scanner = OpenAIStreamUsage(strip_usage_chunk=self.inject)
+            else:
+                self.scanner = OpenAIBodyUsage()
+        keep = self.keep_alive()
+        if length and not (sse and self.inject):
+            parts.append(b"content-length: %b\r\n" % length)
+        elif self.head.http11:
+            parts.append(b"transfer-encoding: chunked\r\n")
+            self.chunked = True
+        else:
+            keep = False
+            self.force_close = True
+        if not keep:
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        self.head_out = b"".join(parts)
+        if self.client_paused_flag:
+            conn.pause_reading()
+
+    def up_body(self, data: bytes) -> None:
+        scanner = self.scanner
+        if scanner is not None:
+            if scanner.__class__ is OpenAIBodyUsage:
+                scanner.feed(data)
+            else:
+                data = scanner.feed(data)
+                if not data:
+                    return
+        out = self.out
+        if self.head_out is not None:
+            out.append(self.head_out)
+            self.head_out = None
+        if self.chunked:
+            out.append(b"%x\r\n" % len(data))
+            out.append(data)
+            out.append(b"\r\n")
+        else:
+            out.append(data)
+
+    def up_flush(self) -> None:
+        out = self.out
+        if out:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            self.bytes_out += len(data)
+            self.sent = True
+            self.client.write(data)
+
+    def up_complete(self, conn: Any) -> None:
+        scanner = self.scanner
+        if scanner is not None and scanner.__class__ is OpenAIStreamUsage:
+            rest = scanner.close()
+            if rest:
+                self.up_body(rest)
+        if self.head_out is not None:
+            self.out.append(self.head_out)
+            self.head_out = None
+        if self.chunked:
+            self.out.append(CHUNK_END)
+        self.up_flush()
+        self.conn = None
+        if conn.key is not None:
+            self.app.pool.release(conn)
+        status = self.status
+        self.finish(status, "" if status < 400 else f"upstream_{status}")
+
+    def up_error(self, conn: Any, kind: str, exc: BaseException | None) -> None:
+        self.drop_conn(conn)
+        if self.done:
+            return
+        if not self.sent:
+            if kind == up.RESET and conn.used and not conn.got_bytes and not self.stale_retry:
+                # A kept-alive connection the upstream had closed: not the
+                # channel's fault; try once more on a fresh connection.
+                self.stale_retry = True
+                self.scanner = None
+                self.head_out = None
+                self.out.clear()
+                self.cancel_acquire = self.app.pool.acquire(
+                    self.channel.origin, self.on_conn, self.on_conn_error
+                )
+                return
+            self.attempt_failed(kind)
+            return
+        # Bytes already reached the client: no failover. End the stream with an
+        # error event in its format, or cut the connection if it is not a stream.
+        self.app.metrics.attempt(self.channel.name, kind)
+        self.breaker.failure()
+        msg = f"upstream failed mid-response: {kind}"
+        if (
+            self.chunked
+            and self.scanner is not None
+            and self.scanner.__class__ is OpenAIStreamUsage
+        ):
+            event = (
+                b"data: "
+                + orjson.dumps(
+                    {"error": {"message": msg, "type": "server_error", "code": "upstream_error"}}
+                )
+                + b"\n\n"
+            )
+            self.out.append(b"%x\r\n%b\r\n" % (len(event), event))
+            self.out.append(CHUNK_END)
+            self.up_flush()
+        else:
+            self.force_close = True
+        self.finish(502, "upstream_error")
+
+    def drop_conn(self, conn: Any) -> None:
+        """Done with a connection that must not be reused: close it, free its slot."""
+        self.conn = None
+        conn.abort()
+        if conn.key is not None:
+            self.app.pool.discard(conn)
+
+    def upstream_paused(self) -> None:
+        self.client.gate.pause(PEER_SLOW)
+
+    def upstream_resumed(self) -> None:
+        self.client.gate.resume(PEER_SLOW)
+
+    # -- client events ---------------------------------------------------------------------
+
+    def client_paused(self) -> None:
+        self.client_paused_flag = True
+        if self.conn is not None:
+            self.conn.pause_reading()
+
+    def client_resumed(self) -> None:
+        self.client_paused_flag = False
+        if self.conn is not None:
+            self.conn.resume_reading()
+
+    def client_lost(self) -> None:
+        """The client went away: cancel the upstream request, bill what was used."""
+        if self.done:
+            return
+        if self.conn is not None:
+            self.drop_conn(self.conn)
+        if self.cancel_acquire is not None:
+            self.cancel_acquire()
+            self.cancel_acquire = None
+        if self.breaker is not None and not self.status:
+            self.breaker.release_probe()
+        self.finish(499, "client_closed")
+
+    # -- endings ---------------------------------------------------------------------------
+
+    def keep_alive(self) -> bool:
+        return self.head.keep_alive and not self.force_close and not self.app.stopping
+
+    def respond(self, status: int, body: bytes, content_type: bytes = b"application/json") -> None:
+        """A whole local response (ops endpoints, /v1/models)."""
+        keep = self.keep_alive()
+        self.client.write(
+            simple_response(
+                status, body, content_type=content_type, request_id=self.request_id, keep_alive=keep
+            )
+        )
+        self.done = True
+        self.app.inflight -= 1
+        self.app.metrics.count_status(status)
+        self.client.finish(keep)
+
+    def local_error(self, err: errors.FastgateError) -> None:
+        """An error the gateway answers itself, in the ingress protocol's shape."""
+        keep = self.keep_alive()
+        self.client.write(
+            simple_response(
+                err.status,
+                err.body("openai"),
+                request_id=self.request_id,
+                keep_alive=keep,
+                extra=err.headers,
+            )
+        )
+        self.sent = True
+        if self.head.method == b"POST":
+            self.finish(err.status, err.code)  # data-plane requests always leave a record
+        else:
+            self.done = True
+            self.app.inflight -= 1
+            self.app.metrics.count_status(err.status)
+            self.client.finish(keep)
+
+    def finish(self, status: int, error_code: str = "") -> None:
+        """Account for the request and hand the connection back to the client side."""
+        if self.done:
+            return
+        self.done = True
+        app = self.app
+        app.inflight -= 1
+        app.metrics.count_status(status)
+        scanner = self.scanner
+        usage = scanner.usage if scanner is not None else Usage()
+        ch = self.channel
+        token = self.token
+        snap = app.snapshot
+        cost = 0
+        if usage.found and token is not None:
+            cost = cost_micros(
+                snap.prices.get(self.model), usage, snap.group_ratio.get(token.group, 1_000_000)
+            )
+            if cost:
+                app.charge(token, cost)
+        now = time.time()
+        t0 = self.head.t0
+        app.sink.append(
+            UsageRecord(
+                ts=t0,
+                request_id=self.request_id.decode("latin-1"),
+                key_name=token.name if token is not None else "",
+                group=token.group if token is not None else "",
+                ingress="openai",
+                channel=ch.name if ch is not None else "",
+                provider=ch.type if ch is not None else "",
+                model=self.model,
+                upstream_model=self.upstream_model,
+                stream=self.stream,
+                status=status,
+                error_code=error_code,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                cached_tokens=usage.cached_tokens,
+                cache_write_tokens=usage.cache_write_tokens,
+                estimated=False,
+                cost_micros=cost,
+                latency_ms=round((now - t0) * 1000, 3),
+                ttfb_ms=round((self.t_first - t0) * 1000, 3) if self.t_first else 0.0,
+                attempts=self.attempts,
+                client_ip=self.client.client_ip,
+                tag=self.head.tag.decode("latin-1"),
+            )
+        )
+        self.client.gate.resume(PEER_SLOW)
+        if status == 499:
+            return
+        self.client.finish(self.keep_alive())

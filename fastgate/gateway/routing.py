@@ -1,0 +1,89 @@
+"""Routing: the ordered candidates for one request.
+
+A `Route` is precomputed per (group, model) when the snapshot is built: channels
+grouped by priority (highest first), each level with cumulative weights so that
+a weighted pick is one bisect. All weights 0 in a level means round robin.
+"""
+
+from __future__ import annotations
+
+import random
+from bisect import bisect_right
+from collections.abc import Iterator
+from itertools import accumulate
+from typing import Any
+
+
+class Level:
+    """The channels of one priority, with what a weighted or round-robin pick needs."""
+
+    __slots__ = ("channels", "cum", "rr", "total")
+
+    def __init__(self, channels: list[Any]) -> None:
+        self.channels = channels
+        weights = [max(0, c.weight) for c in channels]
+        self.total = sum(weights)
+        self.cum = list(accumulate(weights))
+        self.rr = 0
+
+    def order(self) -> list[Any]:
+        """All channels of the level, in a weighted-random (or round-robin) order."""
+        chans = self.channels
+        n = len(chans)
+        if n == 1:
+            return chans
+        if self.total == 0:
+            start = self.rr % n
+            self.rr += 1
+            return chans[start:] + chans[:start]
+        # Weighted sampling without replacement: pick, then renormalise the rest.
+        remaining = list(chans)
+        weights = [max(0, c.weight) for c in remaining]
+        out = []
+        total = self.total
+        while remaining:
+            if total <= 0:
+                out.extend(remaining)
+                break
+            cum = list(accumulate(weights))
+            i = bisect_right(cum, random.random() * total)
+            if i >= len(remaining):
+                i = len(remaining) - 1
+            out.append(remaining.pop(i))
+            total -= weights.pop(i)
+        return out
+
+
+class Route:
+    """Candidates for a (group, model): priority levels, highest first."""
+
+    __slots__ = ("levels", "single")
+
+    def __init__(self, channels: list[Any]) -> None:
+        by_prio: dict[int, list[Any]] = {}
+        for c in channels:
+            by_prio.setdefault(c.priority, []).append(c)
+        self.levels = [Level(by_prio[p]) for p in sorted(by_prio, reverse=True)]
+        self.single = channels[0] if len(channels) == 1 else None
+
+    def order(self) -> list[Any]:
+        """Every channel once, in the order they should be tried."""
+        if self.single is not None:
+            return [self.single]
+        out: list[Any] = []
+        for level in self.levels:
+            out.extend(level.order())
+        return out
+
+
+def attempt_plan(order: list[Any], max_attempts: int) -> Iterator[Any]:
+    """Up to max_attempts channels from `order`, cycling when there are fewer
+    distinct channels than attempts, never the same channel twice in a row."""
+    n = len(order)
+    if n == 0:
+        return
+    if n == 1:
+        yield order[0]
+        return
+    for i in range(max_attempts):
+        yield order[i % n]

@@ -1,0 +1,303 @@
+"""ClientProtocol: one per downstream connection.
+
+httptools parses the request; callbacks only record (they never raise into the
+loop: a protocol violation becomes a 4xx and a close). Complete requests queue
+in order (pipelining) and are handed, one at a time, to the app's dispatcher,
+which answers through `write` / `finish`. Backpressure: when this transport's
+write buffer passes its high-water mark the active exchange is told to stop
+reading its upstream, and told again when it drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import httptools
+
+from fastgate import errors
+from fastgate.http.flow import PIPELINE, WRITE_HIGH, WRITE_LOW, ReadGate
+from fastgate.http.head import DROP_UPSTREAM, SPECIAL, RequestHead
+from fastgate.http.responses import CONTINUE_100, simple_response
+
+if TYPE_CHECKING:
+    from fastgate.app import App
+
+MAX_PIPELINE = 16
+
+# Connection states, for the timeout sweeper.
+IDLE, READING, ACTIVE, CLOSED = 0, 1, 2, 3
+
+
+class _Abort(Exception):
+    """Raised inside a parser callback to stop parsing after a local error."""
+
+
+class ClientProtocol(asyncio.Protocol):
+    __slots__ = (
+        "app",
+        "body_parts",
+        "body_size",
+        "client_ip",
+        "deadline",
+        "exchange",
+        "gate",
+        "head",
+        "head_size",
+        "headers_done",
+        "lingering",
+        "parser",
+        "queue",
+        "state",
+        "transport",
+        "url",
+        "write_paused",
+    )
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.queue: deque[RequestHead] = deque()
+        self.exchange: Any = None
+        self.head: RequestHead | None = None
+        self.url = b""
+        self.head_size = 0
+        self.headers_done = False
+        self.body_parts: list[bytes] = []
+        self.body_size = 0
+        self.write_paused = False
+        self.lingering = False
+        self.state = IDLE
+        self.deadline = 0.0
+        self.client_ip = ""
+        self.gate: ReadGate | None = None
+
+    # -- connection lifecycle ------------------------------------------------
+
+    def connection_made(self, transport: Any) -> None:  # uvloop transports are not asyncio.Transport subclasses
+        self.transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
+        self.gate = ReadGate(transport)
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0] if peer else ""
+        self.app.clients.add(self)
+        self.deadline = self.app.loop.time() + self.app.cfg.server.keepalive_timeout
+        if self.app.stopping:
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state = CLOSED
+        self.deadline = 0.0
+        self.app.clients.discard(self)
+        ex = self.exchange
+        if ex is not None:
+            self.exchange = None
+            ex.client_lost()
+        self.queue.clear()
+
+    def eof_received(self) -> bool | None:
+        # A half-closed client may still read the answers to what it sent.
+        return not (self.exchange is None and not self.queue)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.exchange is not None:
+            self.exchange.client_paused()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.exchange is not None:
+            self.exchange.client_resumed()
+
+    # -- incoming bytes --------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.lingering or self.state == CLOSED:
+            return
+        try:
+            self.parser.feed_data(data)
+        except _Abort:
+            return
+        except httptools.HttpParserUpgrade:
+            self._reject(errors.InvalidRequest("protocol upgrade is not supported"))
+            return
+        except httptools.HttpParserError as exc:
+            self._reject(errors.InvalidRequest(f"malformed HTTP request: {exc}"))
+            return
+        if not self.headers_done and self.state == READING:
+            # Still inside a head: bound what the parser is holding for us.
+            self.head_size += len(data)
+            if self.head_size > self.app.cfg.server.max_header_bytes:
+                self._reject(errors.HeadersTooLarge("request headers too large"), status_only=True)
+                return
+        if self.queue and self.exchange is None:
+            self._next()
+
+    # httptools callbacks: record only.
+
+    def on_message_begin(self) -> None:
+        self.head = RequestHead()
+        self.url = b""
+        self.head_size = 0
+        self.headers_done = False
+        self.body_parts = []
+        self.body_size = 0
+        if self.state == IDLE:
+            self.state = READING
+            self.deadline = self.app.loop.time() + self.app.cfg.server.header_timeout
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        head = self.head
+        lname = name.lower()
+        slot = SPECIAL.get(lname)
+        if slot is not None:
+            setattr(head, slot, value)
+        elif lname not in DROP_UPSTREAM:
+            head.forward.append(b"%b: %b\r\n" % (name, value))
+
+    def on_headers_complete(self) -> None:
+        head = self.head
+        cfg = self.app.cfg.server
+        size = len(self.url) + sum(len(h) for h in head.forward)
+        if size > cfg.max_header_bytes:
+            self._reject(errors.HeadersTooLarge("request headers too large"), status_only=True)
+            raise _Abort
+        self.headers_done = True
+        parser = self.parser
+        head.method = parser.get_method()
+        head.keep_alive = parser.should_keep_alive()
+        head.http11 = parser.get_http_version() == "1.1"
+        path, _, query = self.url.partition(b"?")
+        head.path = path
+        head.query = query
+        if head.content_length:
+            try:
+                n = int(head.content_length)
+            except ValueError:
+                self._reject(errors.InvalidRequest("bad content-length"))
+                raise _Abort from None
+            if n > cfg.max_body_bytes:
+                self._reject(
+                    errors.RequestTooLarge(f"request body over {cfg.max_body_bytes} bytes"),
+                    status_only=True,
+                )
+                raise _Abort
+        if head.expect:
+            if head.expect.lower() != b"100-continue":
+                self._reject(errors.FastgateError("unsupported expectation"), status=417)
+                raise _Abort
+            self.transport.write(CONTINUE_100)
+        # The body may take a while; from here the keep-alive clock bounds silence.
+        self.deadline = self.app.loop.time() + cfg.keepalive_timeout
+
+    def on_body(self, body: bytes) -> None:
+        self.body_size += len(body)
+        limit = self.app.cfg.server.max_body_bytes
+        if self.body_size > limit:
+            self._reject(
+                errors.RequestTooLarge(f"request body over {limit} bytes"), status_only=True
+            )
+            raise _Abort
+        self.body_parts.append(body)
+
+    def on_message_complete(self) -> None:
+        head = self.head
+        parts = self.body_parts
+        head.body = parts[0] if len(parts) == 1 else b"".join(parts)
+        self.body_parts = []
+        head.t0 = time.time()
+        self.head = None
+        self.headers_done = False
+        self.head_size = 0
+        self.queue.append(head)
+        if len(self.queue) > MAX_PIPELINE:
+            self.gate.pause(PIPELINE)
+
+    # -- dispatch --------------------------------------------------------------
+
+    def _next(self) -> None:
+        while self.queue and self.exchange is None and self.state != CLOSED:
+            head = self.queue.popleft()
+            if len(self.queue) <= MAX_PIPELINE // 2:
+                self.gate.resume(PIPELINE)
+            self.state = ACTIVE
+            self.deadline = 0.0
+            self.app.dispatch(self, head)
+
+    def write(self, data: bytes) -> None:
+        if self.state != CLOSED:
+            self.transport.write(data)
+
+    def finish(self, keep_alive: bool) -> None:
+        """The active exchange has written its whole response."""
+        self.exchange = None
+        if not keep_alive or self.app.stopping:
+            self.close()
+            return
+        if self.head is not None:
+            # The next request's bytes have started arriving.
+            self.state = READING
+            self.deadline = self.app.loop.time() + self.app.cfg.server.header_timeout
+        else:
+            self.state = IDLE
+            self.deadline = self.app.loop.time() + self.app.cfg.server.keepalive_timeout
+        if self.queue:
+            self._next()
+
+    def close(self) -> None:
+        if self.state != CLOSED and self.transport is not None:
+            self.state = CLOSED
+            self.deadline = 0.0
+            self.transport.close()
+
+    # -- errors and timeouts -----------------------------------------------------
+
+    def _reject(
+        self, err: errors.FastgateError, *, status: int = 0, status_only: bool = False
+    ) -> None:
+        """Answer a protocol-level error and stop reading this connection.
+
+        The response is written, our side is half-closed, and what the client is
+        still sending is discarded for a moment (lingering close) so that it can
+        read the answer instead of a reset.
+        """
+        if self.state == CLOSED or self.lingering:
+            return
+        self.app.metrics.count_status(status or err.status)
+        if self.exchange is not None:
+            # A pipelined request's head went bad while an earlier one is being
+            # answered: let that one finish, but read nothing more.
+            self.queue.clear()
+            self.lingering = True
+            self.exchange.force_close = True
+            return
+        rid = self.app.new_request_id()
+        body = err.body("openai")
+        self.transport.write(
+            simple_response(status or err.status, body, request_id=rid, keep_alive=False)
+        )
+        self.lingering = True
+        self.queue.clear()
+        try:
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+        except (OSError, RuntimeError):
+            pass
+        self.state = READING
+        self.deadline = self.app.loop.time() + 1.0  # linger at most one second
+
+    def on_timeout(self, now: float) -> None:
+        """Called by the sweeper when `deadline` has passed."""
+        if self.state == CLOSED:
+            return
+        if self.lingering or self.state == IDLE:
+            self.close()
+        elif self.state == READING:
+            self._reject(errors.RequestTimeout("timed out reading the request"))
+            self.close()

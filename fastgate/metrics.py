@@ -1,0 +1,53 @@
+"""Prometheus metrics: a few counters kept as plain dict increments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.status: dict[int, int] = {}
+        self.attempts: dict[tuple[str, str], int] = {}
+        self.records_dropped = 0
+
+    def count_status(self, status: int) -> None:
+        self.status[status] = self.status.get(status, 0) + 1
+
+    def attempt(self, channel: str, outcome: str) -> None:
+        key = (channel, outcome)
+        self.attempts[key] = self.attempts.get(key, 0) + 1
+
+    def render(self, app: Any) -> bytes:
+        lines = [
+            "# HELP fastgate_requests_total Responses sent, by HTTP status.",
+            "# TYPE fastgate_requests_total counter",
+        ]
+        for status, n in sorted(self.status.items()):
+            lines.append(f'fastgate_requests_total{{status="{status}"}} {n}')
+        lines += [
+            "# HELP fastgate_upstream_attempts_total Upstream attempts, by channel and outcome.",
+            "# TYPE fastgate_upstream_attempts_total counter",
+        ]
+        for (ch, outcome), n in sorted(self.attempts.items()):
+            lines.append(
+                f'fastgate_upstream_attempts_total{{channel="{ch}",outcome="{outcome}"}} {n}'
+            )
+        lines += [
+            "# HELP fastgate_inflight_requests Requests being answered now.",
+            "# TYPE fastgate_inflight_requests gauge",
+            f"fastgate_inflight_requests {app.inflight}",
+            "# HELP fastgate_client_connections Open client connections.",
+            "# TYPE fastgate_client_connections gauge",
+            f"fastgate_client_connections {len(app.clients)}",
+            "# HELP fastgate_upstream_connections Open upstream connections.",
+            "# TYPE fastgate_upstream_connections gauge",
+            f"fastgate_upstream_connections {len(app.pool.all)}",
+            "# HELP fastgate_usage_records_dropped_total Usage records dropped (queue full).",
+            "# TYPE fastgate_usage_records_dropped_total counter",
+            f"fastgate_usage_records_dropped_total {app.sink.dropped}",
+            "# HELP fastgate_snapshot_version Version of the config snapshot in use.",
+            "# TYPE fastgate_snapshot_version gauge",
+            f"fastgate_snapshot_version {app.snapshot.version}",
+        ]
+        return ("\n".join(lines) + "\n").encode()

@@ -1,0 +1,220 @@
+"""The immutable in-memory view the data plane reads.
+
+A `Snapshot` is built once from a `Config` (and, later, the store), holds every
+lookup the hot path needs precomputed — tokens by sha256, routes by (group,
+model), pre-encoded upstream header blocks per channel — and is swapped as one
+reference when configuration changes. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from fastgate.gateway.billing import IntPrice, ratio_ppm, to_int_price
+from fastgate.gateway.routing import Route
+
+# Which wire protocol each channel type speaks upstream.
+PROTOCOL_OF_TYPE = {
+    "openai": "openai",
+    "openrouter": "openai",
+    "azure": "openai",
+    "mock": "openai",
+    "anthropic": "anthropic",
+    "gemini": "gemini",
+    "ollama": "ollama",
+    "bedrock": "bedrock",
+}
+
+
+@dataclass(slots=True, eq=False)
+class Channel:
+    """A channel ready for the hot path: origin, pre-encoded auth and headers."""
+
+    name: str
+    type: str
+    protocol: str
+    priority: int
+    weight: int
+    models: tuple[str, ...]
+    model_map: dict[str, str]
+    groups: tuple[str, ...]
+    scheme: str = "http"
+    host: str = ""
+    port: int = 0
+    path_prefix: bytes = b""
+    static_headers: bytes = b""  # host, auth, extra headers: "name: value\r\n"...
+    first_byte_timeout: float = 0.0
+    delay_ms: float = 0.0
+    default_max_tokens: int = 4096
+    config: Any = None
+
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        return (self.scheme, self.host, self.port)
+
+    @property
+    def is_mock(self) -> bool:
+        return self.type == "mock"
+
+
+@dataclass(slots=True, eq=False)
+class Token:
+    name: str
+    sha256: str
+    group: str
+    quota_micros: int
+    expires_at: float | None
+    models: frozenset[str] | None  # None: every model of the group
+    enabled: bool
+    rpm: int = 0
+    tpm: int = 0
+    max_concurrency: int = 0
+    cache: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class Snapshot:
+    version: int
+    config: Any
+    channels: dict[str, Channel]
+    tokens: dict[str, Token]
+    aliases: dict[str, str]
+    routes: dict[tuple[str, str], Route]
+    models_by_group: dict[str, list[str]]
+    prices: dict[str, IntPrice]
+    group_ratio: dict[str, int]  # parts per million
+    built_at: float = field(default_factory=time.time)
+    models_json: dict[tuple[str, frozenset[str] | None], bytes] = field(default_factory=dict)
+
+    def resolve_model(self, name: str) -> str:
+        return self.aliases.get(name, name)
+
+    def models_body(self, token: Token) -> bytes:
+        """GET /v1/models for a key: public names and aliases it may use (cached)."""
+        key = (token.group, token.models)
+        body = self.models_json.get(key)
+        if body is None:
+            names = list(self.models_by_group.get(token.group, ()))
+            allowed = set(names)
+            for alias, target in self.aliases.items():
+                if target in allowed:
+                    names.append(alias)
+            if token.models is not None:
+                names = [
+                    n for n in names if n in token.models or self.aliases.get(n) in token.models
+                ]
+            created = int(self.built_at)
+            data = [
+                {"id": n, "object": "model", "created": created, "owned_by": "fastgate"}
+                for n in sorted(set(names))
+            ]
+            body = orjson.dumps({"object": "list", "data": data})
+            self.models_json[key] = body
+        return body
+
+
+def _channel_from_config(cc: Any) -> Channel:
+    protocol = PROTOCOL_OF_TYPE[cc.type]
+    ch = Channel(
+        name=cc.name,
+        type=cc.type,
+        protocol=protocol,
+        priority=cc.priority,
+        weight=cc.weight,
+        models=tuple(cc.models),
+        model_map=dict(cc.model_map),
+        groups=tuple(cc.groups),
+        first_byte_timeout=float(cc.timeout or 0.0),
+        delay_ms=float(cc.delay_ms),
+        default_max_tokens=cc.default_max_tokens,
+        config=cc,
+    )
+    if cc.type == "mock":
+        return ch
+    u = urlsplit(cc.base_url)
+    ch.scheme = u.scheme
+    ch.host = u.hostname or ""
+    ch.port = u.port or (443 if u.scheme == "https" else 80)
+    ch.path_prefix = u.path.rstrip("/").encode()
+    default_port = 443 if u.scheme == "https" else 80
+    host_hdr = ch.host if ch.port == default_port else f"{ch.host}:{ch.port}"
+    if ":" in ch.host and not host_hdr.startswith("["):  # IPv6 literal
+        host_hdr = f"[{ch.host}]" + ("" if ch.port == default_port else f":{ch.port}")
+    lines = [f"host: {host_hdr}"]
+    key = cc.resolve_api_key()
+    if key:
+        if cc.type == "azure":
+            lines.append(f"api-key: {key}")
+        elif cc.type == "anthropic":
+            lines.append(f"x-api-key: {key}")
+        elif cc.type == "gemini":
+            lines.append(f"x-goog-api-key: {key}")
+        else:
+            lines.append(f"authorization: Bearer {key}")
+    if cc.type == "anthropic":
+        lines.append(f"anthropic-version: {cc.anthropic_version}")
+    for name, value in cc.headers.items():
+        lines.append(f"{name}: {value}")
+    lines.append("accept-encoding: identity")
+    ch.static_headers = "".join(line + "\r\n" for line in lines).encode("latin-1")
+    return ch
+
+
+def build_snapshot(config: Any, version: int = 1) -> Snapshot:
+    """Everything the data plane needs, precomputed from a Config."""
+    channels: dict[str, Channel] = {}
+    for cc in config.channels:
+        if not cc.enabled:
+            continue
+        channels[cc.name] = _channel_from_config(cc)
+
+    # (group, model) -> channels serving it
+    serving: dict[tuple[str, str], list[Channel]] = {}
+    models_by_group: dict[str, set[str]] = {}
+    for ch in channels.values():
+        for g in ch.groups:
+            for m in ch.models:
+                serving.setdefault((g, m), []).append(ch)
+                models_by_group.setdefault(g, set()).add(m)
+    routes = {k: Route(v) for k, v in serving.items()}
+
+    tokens: dict[str, Token] = {}
+    for tc in config.tokens:
+        tokens[tc.sha256] = Token(
+            name=tc.name,
+            sha256=tc.sha256,
+            group=tc.group,
+            quota_micros=tc.quota_micros,
+            expires_at=tc.expires_at,
+            models=frozenset(tc.models) if tc.models else None,
+            enabled=tc.enabled,
+            rpm=tc.rpm,
+            tpm=tc.tpm,
+            max_concurrency=tc.max_concurrency,
+            cache=tc.cache,
+        )
+
+    prices: dict[str, IntPrice] = {}
+    for pc in config.prices:
+        prices[pc.model] = to_int_price(pc.input, pc.output, pc.cache_read, pc.cache_write)
+    for pc in config.prices:
+        if pc.alias_of and pc.alias_of in prices:
+            prices[pc.model] = prices[pc.alias_of]
+    group_ratio = {g.name: ratio_ppm(g.ratio) for g in config.groups}
+
+    return Snapshot(
+        version=version,
+        config=config,
+        channels=channels,
+        tokens=tokens,
+        aliases=dict(config.aliases),
+        routes=routes,
+        models_by_group={g: sorted(ms) for g, ms in models_by_group.items()},
+        prices=prices,
+        group_ratio=group_ratio,
+    )

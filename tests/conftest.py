@@ -1,0 +1,95 @@
+"""Shared fixtures: fake upstreams, fastgate processes, keys, and service checks."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.openai_fake import FakeOpenAI
+from tests.harness import Gateway, gateway_config, make_key
+
+
+def _ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_service(name: str, host: str, port: int, timeout: float = 1.0) -> None:
+    """Skip the test if a backing service is not reachable — but fail under CI=true,
+    where a missing Postgres or Redis is a broken environment, not a reason to skip."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return
+    except OSError as exc:
+        msg = f"{name} not reachable at {host}:{port}: {exc}"
+        if _ci():
+            pytest.fail(msg + " (CI=true: required services must be present)")
+        pytest.skip(msg)
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    """One FakeOpenAI upstream, started for the test and stopped after it."""
+    fake = FakeOpenAI("fake")
+    fake.start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+@pytest.fixture
+def make_fake() -> Iterator[Callable[..., FakeOpenAI]]:
+    """Factory for more fakes: make_fake("a") -> started FakeOpenAI named "a"."""
+    fakes: list[FakeOpenAI] = []
+
+    def _make(name: str = "fake", **kw: Any) -> FakeOpenAI:
+        fake = FakeOpenAI(name, **kw)
+        fake.start()
+        fakes.append(fake)
+        return fake
+
+    try:
+        yield _make
+    finally:
+        for fake in fakes:
+            fake.stop()
+
+
+@pytest.fixture
+def demo_key() -> str:
+    """A fresh fastgate key of the documented shape."""
+    return make_key()
+
+
+@pytest.fixture
+def make_gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
+    """Factory: make_gateway(toml_text) or make_gateway(channels=..., tokens=..., ...)
+    returns a started Gateway; every gateway is stopped (or killed) at teardown."""
+    gateways: list[Gateway] = []
+
+    def _make(
+        toml_text: str | None = None,
+        *,
+        start: bool = True,
+        args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 15,
+        **config: Any,
+    ) -> Gateway:
+        text = toml_text if toml_text is not None else gateway_config(**config)
+        gw = Gateway(tmp_path / f"gw{len(gateways)}", text, args=args, env=env)
+        gateways.append(gw)
+        if start:
+            gw.start(timeout=timeout)
+        return gw
+
+    try:
+        yield _make
+    finally:
+        for gw in gateways:
+            gw.close()
