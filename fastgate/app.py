@@ -48,7 +48,7 @@ class App:
         self.ready = True
         self.channel_cooldown: dict[str, float] = {}
         self.quota_used: dict[str, int] = {}  # token name -> micro-dollars used
-        self._rid_prefix = b"fg-" + os.urandom(5).hex().encode() + b"-"
+        self._rid_prefix = b"fg-" + os.urandom(8).hex().encode() + b"-"
         self._rid = 0
         self._sweeper: asyncio.TimerHandle | None = None
 

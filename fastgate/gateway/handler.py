@@ -514,6 +514,9 @@ class Exchange:
                 attempts=self.attempts,
                 client_ip=self.client.client_ip,
                 tag=self.head.tag.decode("latin-1"),
+                uid=(app.new_request_id() if self.head.request_id else self.request_id).decode(
+                    "latin-1"
+                ),
             )
         )
         self.client.gate.resume(PEER_SLOW)

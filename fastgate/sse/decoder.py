@@ -133,9 +133,8 @@ def _fields(body: bytes) -> SSEEvent | None:
             parts.append(value)
         elif name == b"event":
             event = value.decode("utf-8", "replace")
-        elif name == b"id":
-            if b"\0" not in value:
-                ident = value.decode("utf-8", "replace")
+        elif name == b"id" and b"\0" not in value:
+            ident = value.decode("utf-8", "replace")
         # `retry` and unknown fields are ignored, as the spec says
     if not parts:
         if event is None:
