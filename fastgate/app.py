@@ -67,16 +67,14 @@ class App:
     def charge(self, token: Any, micros: int) -> None:
         self.quota_used[token.name] = self.quota_used.get(token.name, 0) + micros
 
-    def note_rate_limited(self, channel: str, headers: list[tuple[bytes, bytes]]) -> None:
+    def note_rate_limited(self, channel: str, retry_after: bytes) -> None:
         """Remember an upstream's 429 so the channel is skipped until it recovers."""
         wait = 0.0  # without retry-after the next request may try the channel again
-        for name, value in headers:
-            if name == b"retry-after":
-                try:
-                    wait = float(value)
-                except ValueError:
-                    pass
-                break
+        if retry_after:
+            try:
+                wait = float(retry_after)
+            except ValueError:
+                pass
         wait = min(max(wait, 0.0), 60.0)
         if wait > 0:
             self.channel_cooldown[channel] = time.monotonic() + wait

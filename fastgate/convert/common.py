@@ -26,11 +26,15 @@ from fastgate.convert.errors import ConversionError, UpstreamProtocolError
 from fastgate.gateway.usage import Usage
 
 __all__ = [
-    "DONE",
     "DEFAULT_MAX_EVENT_BYTES",
+    "DONE",
+    "chunk_bytes",
     "decode_call_id",
     "encode_call_id",
+    "foreign_id",
     "guess_mime",
+    "hub_id",
+    "hub_items",
     "load_event_json",
     "make_data_url",
     "new_id",
@@ -66,13 +70,59 @@ def new_id(prefix: str) -> str:
     return prefix + uuid.uuid4().hex[:24]
 
 
+def hub_id(upstream_id: Any) -> str:
+    """`chatcmpl-<upstream id>` (a fresh id when the upstream gave none)."""
+    if isinstance(upstream_id, str) and upstream_id:
+        return upstream_id if upstream_id.startswith("chatcmpl-") else "chatcmpl-" + upstream_id
+    return new_id("chatcmpl-")
+
+
+def foreign_id(hub: Any, prefix: str = "") -> str:
+    """An id for another protocol from a hub id: `chatcmpl-` comes off, `prefix` goes on.
+
+    So an id survives a trip through the hub unchanged (msg_1 -> chatcmpl-msg_1 -> msg_1).
+    """
+    if not isinstance(hub, str) or not hub:
+        return new_id(prefix)
+    if hub.startswith("chatcmpl-"):
+        hub = hub[9:]
+    return hub if hub.startswith(prefix) else prefix + hub
+
+
 def load_event_json(data: bytes) -> Any:
     """Parse one upstream event's JSON; malformed data is the upstream's fault."""
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         snippet = data[:200].decode("utf-8", "replace")
-        raise UpstreamProtocolError(f"malformed JSON in upstream stream event: {snippet!r}") from exc
+        raise UpstreamProtocolError(
+            f"malformed JSON in upstream stream event: {snippet!r}"
+        ) from exc
+
+
+def hub_items(events: list[Any]) -> list[Any]:
+    """OpenAI SSE events -> hub items (`[DONE]` -> DONE, the rest parsed JSON)."""
+    items: list[Any] = []
+    for ev in events:
+        data = ev.data
+        if not data:
+            continue
+        if data == b"[DONE]":
+            items.append(DONE)
+        else:
+            items.append(load_event_json(data))
+    return items
+
+
+def chunk_bytes(items: list[Any]) -> bytes:
+    """Hub chunks -> OpenAI SSE bytes."""
+    out = []
+    for it in items:
+        if it is DONE:
+            out.append(b"data: [DONE]\n\n")
+        else:
+            out.append(b"data: " + orjson.dumps(it) + b"\n\n")
+    return b"".join(out)
 
 
 # --- data: URLs and media -----------------------------------------------------------

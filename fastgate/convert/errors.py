@@ -169,16 +169,22 @@ _STATUS_BY_TYPE = {
 
 
 def anthropic_error_type(type_: str | None = None, status: int | None = None) -> str:
-    """Anthropic's name for an error given any protocol's type name or an HTTP status."""
+    """Anthropic's name for an error given an HTTP status and/or any protocol's type name.
+
+    The status decides when it is known (OpenAI's `invalid_request_error` covers 401 too,
+    where Anthropic says `authentication_error`); the type name decides otherwise.
+    """
+    if status is not None and status in _ANTHROPIC_BY_STATUS:
+        return _ANTHROPIC_BY_STATUS[status]
     if type_ in _ANTHROPIC_TYPES:
         return type_  # type: ignore[return-value]
     if type_ in _OPENAI_TO_ANTHROPIC_TYPE:
         return _OPENAI_TO_ANTHROPIC_TYPE[type_]  # type: ignore[index]
     if status is None and type_ is not None:
         status = _STATUS_BY_TYPE.get(type_)
-    if status is not None:
         if status in _ANTHROPIC_BY_STATUS:
             return _ANTHROPIC_BY_STATUS[status]
+    if status is not None:
         return "api_error" if status >= 500 else "invalid_request_error"
     return "api_error"
 

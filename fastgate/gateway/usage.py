@@ -61,6 +61,10 @@ class UsageRecord:
 # inside a string value is always escaped.
 
 _USAGE_KEY = b'"usage"'
+# `"usage"` where an object value may follow, or the input ends too soon to tell;
+# the compact `"usage":null` every chat chunk carries does not match, so one C
+# search per chunk rejects those without a Python-level loop
+_USAGE_HINT = re.compile(rb'"usage"(?:[ \t\r\n]|:[ \t\r\n{]|:?\Z)')
 _WS = b" \t\r\n"
 _AFTER_KEY = re.compile(rb"[ \t\r\n]*(:[ \t\r\n]*)?")
 _CHOICES_OPEN = re.compile(rb'"choices"[ \t\r\n]*:[ \t\r\n]*\[[ \t\r\n]*[^\] \t\r\n]')
@@ -139,6 +143,11 @@ def _is_usage_object(buf: bytes | bytearray, q: int, n: int) -> bool:
     if e >= n:
         return True
     return m.group(1) is not None and buf[e] == 123  # type: ignore[union-attr]
+
+
+def _hint(buf: bytes | bytearray, pos: int) -> int:
+    m = _USAGE_HINT.search(buf, pos)
+    return -1 if m is None else m.start()
 
 
 class OpenAIStreamUsage:
@@ -242,11 +251,11 @@ class OpenAIStreamUsage:
         cuts: list[int] = []
         done = 0  # events ending at or before `done` are settled
         cand = self._cand
-        p = buf.find(_USAGE_KEY, base - 6 if base > 6 else 0)
+        p = _hint(buf, base - 6 if base > 6 else 0)
         while True:
             if cand < 0:
                 while p >= 0 and not _is_usage_object(buf, p + 7, n):
-                    p = buf.find(_USAGE_KEY, p + 7)
+                    p = _hint(buf, p + 7)
                 if p < 0:
                     break
                 cand = p
@@ -263,7 +272,7 @@ class OpenAIStreamUsage:
             done = end
             cand = -1
             if p >= 0:
-                p = buf.find(_USAGE_KEY, end)
+                p = _hint(buf, end)
         # the incomplete tail starts after the last blank line
         if final:
             cut = n
@@ -341,11 +350,13 @@ class OpenAIStreamUsage:
 class OpenAIBodyUsage:
     """Usage from a non-streamed OpenAI JSON body, read as it streams past.
 
-    Nothing but the `usage` object is kept: a search for `"usage"` in the new bytes
-    (a carry only when a chunk ends inside that token), then the object is copied
-    from its `{` to the matching `}` (at most 64 KiB, strings and escapes tracked)
-    and parsed. The last usage object found wins; an object without any token
-    count (say, a JSON schema property named "usage") is ignored.
+    Nothing but the `usage` object is kept: one C-level search for `"usage"` per
+    chunk (a carry only when a chunk ends inside that token), then the object's
+    end is found by counting braces between `}`s and checked by parsing it; only
+    if that parse fails (a brace inside a string), or the object spans chunks, is
+    it copied (at most 64 KiB) and matched with strings and escapes tracked. The
+    last usage object found wins; an object without any token count (say, a JSON
+    schema property named "usage") is ignored.
     """
 
     __slots__ = ("_cap", "_carry", "_cpos", "_depth", "_instr", "usage")
@@ -353,7 +364,7 @@ class OpenAIBodyUsage:
     def __init__(self) -> None:
         self.usage = Usage()
         self._carry = b""  # end of the previous chunk that may begin `"usage"...`
-        self._cap: bytearray | None = None  # the usage object being captured
+        self._cap: bytearray | None = None  # a usage object spanning chunks
         self._cpos = 0
         self._depth = 0
         self._instr = False
@@ -362,41 +373,16 @@ class OpenAIBodyUsage:
         """Scan `data` (any size, any split)."""
         if not data:
             return
-        i = 0
         if self._cap is not None:
-            i = self._capture(data, 0)
-            if i < 0:
+            rest = self._capture(data)
+            if not rest:
                 return
+            data = rest
         carry = self._carry
         if carry:
             self._carry = b""
-            buf = carry + data[i:]
-        else:
-            buf = data if i == 0 else data[i:]
-        n = len(buf)
-        p = buf.find(_USAGE_KEY)
-        while p >= 0:
-            q = p + 7
-            if _is_usage_object(buf, q, n):
-                m = _AFTER_KEY.match(buf, q)
-                b = m.end()  # type: ignore[union-attr]
-                if b >= n:  # can't tell yet: carry from the token
-                    self._carry = bytes(buf[p:]) if n - p <= 256 else b""
-                    return
-                self._cap = bytearray()
-                self._cpos = 0
-                self._depth = 0
-                self._instr = False
-                j = self._capture(buf, b)
-                if j < 0:
-                    return
-                p = buf.find(_USAGE_KEY, j)
-            else:
-                p = buf.find(_USAGE_KEY, q)
-        # a chunk ending inside `"usage` carries those bytes over
-        q = buf.rfind(b'"', n - 6 if n > 6 else 0)
-        if q >= 0 and _USAGE_KEY.startswith(buf[q:]):
-            self._carry = bytes(buf[q:])
+            data = carry + data
+        self._scan(data)
 
     def close(self) -> Usage:
         """At EOF: the usage found (an unfinished object is ignored)."""
@@ -404,30 +390,70 @@ class OpenAIBodyUsage:
         self._carry = b""
         return self.usage
 
-    def _capture(self, buf: bytes, i: int) -> int:
-        """Copy `buf[i:]` into the capture and match braces; offset after the object or -1."""
+    def _scan(self, buf: bytes) -> None:
+        n = len(buf)
+        p = _hint(buf, 0)
+        while p >= 0:
+            q = p + 7
+            if not _is_usage_object(buf, q, n):
+                p = _hint(buf, q)
+                continue
+            b = _AFTER_KEY.match(buf, q).end()  # type: ignore[union-attr]
+            if b >= n:  # can't tell yet: carry from the token
+                if n - p <= 256:
+                    self._carry = buf[p:]
+                return
+            end = _brace_end(buf, b, n)
+            if end >= 0 and end - b <= _BODY_USAGE_CAP and self._take(buf[b:end]):
+                p = _hint(buf, end)
+                continue
+            # spans chunks, or a brace inside a string fooled the count
+            self._cap = bytearray()
+            self._cpos = self._depth = 0
+            self._instr = False
+            rest = self._capture(memoryview(buf)[b:])
+            if not rest:
+                return
+            buf = rest
+            n = len(buf)
+            p = _hint(buf, 0)
+        # a chunk ending inside `"usage` carries those bytes over
+        q = buf.rfind(b'"', n - 6 if n > 6 else 0)
+        if q >= 0 and _USAGE_KEY.startswith(buf[q:]):
+            self._carry = buf[q:]
+
+    def _take(self, raw: bytes | bytearray) -> bool:
+        """Parse a candidate object; False if it is not valid JSON."""
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return False
+        if type(obj) is dict and any(k in obj for k in _USAGE_FIELDS):
+            usage_from_openai(obj, self.usage)
+        return True
+
+    def _capture(self, chunk: bytes | memoryview) -> bytes:
+        """Feed the object being captured; return the body bytes that follow it.
+
+        Returns b"" while the object is still open. An object that outgrows the
+        cap is dropped, and the bytes it swallowed are not searched again.
+        """
         cap = self._cap
         assert cap is not None
-        old = len(cap)
-        room = _BODY_USAGE_CAP + 1 - old
-        cap += memoryview(buf)[i : i + room]
+        room = _BODY_USAGE_CAP + 1 - len(cap)
+        cap += chunk[:room]
         end = self._match(cap)
         if end >= 0:
             self._cap = None
-            try:
-                obj = orjson.loads(cap[:end])
-            except orjson.JSONDecodeError:
-                obj = None
-            if type(obj) is dict and any(k in obj for k in _USAGE_FIELDS):
-                usage_from_openai(obj, self.usage)
-            return i + end - old
+            self._take(cap[:end])
+            return bytes(cap[end:]) + bytes(chunk[room:])
         if len(cap) > _BODY_USAGE_CAP:
-            self._cap = None  # not a usage object anyone sends: give up on it
-            return i + len(cap) - old
-        return -1
+            self._cap = None
+            return bytes(chunk[room:])
+        return b""
 
     def _match(self, cap: bytearray) -> int:
-        """Advance the brace matcher over new capture bytes; offset after `}` or -1."""
+        """Advance the string-aware brace matcher over new bytes; offset after `}` or -1."""
         pos = self._cpos
         depth = self._depth
         instr = self._instr
@@ -466,3 +492,25 @@ class OpenAIBodyUsage:
         self._depth = depth
         self._instr = instr
         return result
+
+
+def _brace_end(buf: bytes, b: int, n: int) -> int:
+    """Offset after the `}` that balances the `{` at `b`, counting every brace.
+
+    Braces inside strings are counted too; the caller confirms the result by
+    parsing it (a JSON object is never a proper prefix of another, so a parse
+    that succeeds proves the end is right).
+    """
+    depth = 0
+    pos = b
+    limit = b + _BODY_USAGE_CAP + 1
+    if limit > n:
+        limit = n
+    while True:
+        j = buf.find(b"}", pos, limit)
+        if j < 0:
+            return -1
+        depth += buf.count(b"{", pos, j) - 1
+        pos = j + 1
+        if depth <= 0:
+            return pos

@@ -77,7 +77,9 @@ class ClientProtocol(asyncio.Protocol):
 
     # -- connection lifecycle ------------------------------------------------
 
-    def connection_made(self, transport: Any) -> None:  # uvloop transports are not asyncio.Transport subclasses
+    def connection_made(
+        self, transport: Any
+    ) -> None:  # uvloop transports are not asyncio.Transport subclasses
         self.transport = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
         self.gate = ReadGate(transport)

@@ -10,6 +10,7 @@ goes back to the pool only after a clean end of a keep-alive response.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections import deque
 from collections.abc import Callable
@@ -27,7 +28,34 @@ IDLE_TIMEOUT = "idle_timeout"
 RESET = "reset"  # the connection ended before the response did
 BAD_RESPONSE = "bad_response"
 
+log = logging.getLogger("fastgate.upstream")
+
 TIMEOUT_KINDS = frozenset({CONNECT_TIMEOUT, FIRST_BYTE_TIMEOUT, IDLE_TIMEOUT})
+
+# Response headers handled specially on their way to the client: 1 = dropped
+# (hop-by-hop, or redone by the gateway), 2 = content-length, 3 = the upstream's
+# request id, 4 = content-type (forwarded, and tells an SSE stream), 5 =
+# retry-after (forwarded, and remembered on a 429), 6 = transfer-encoding
+# (dropped; the response is framed).
+_DOWN = {
+    b"connection": 1,
+    b"keep-alive": 1,
+    b"proxy-connection": 1,
+    b"proxy-authenticate": 1,
+    b"te": 1,
+    b"trailer": 1,
+    b"transfer-encoding": 6,
+    b"upgrade": 1,
+    b"server": 1,
+    b"openai-organization": 1,
+    b"openai-project": 1,
+    b"content-length": 2,
+    b"x-request-id": 3,
+    b"request-id": 3,
+    b"content-type": 4,
+    b"retry-after": 5,
+}
+_SSE = b"text/event-stream"
 
 # What the sweeper is timing on a connection.
 T_NONE, T_FIRST_BYTE, T_IDLE, T_POOLED = 0, 1, 2, 3
@@ -37,16 +65,21 @@ class UpstreamProtocol(asyncio.Protocol):
     __slots__ = (
         "closed",
         "consumer",
+        "content_length",
         "deadline",
         "eof_framed",
+        "forward",
+        "framed",
         "gate",
         "got_bytes",
-        "headers",
         "idle_timeout",
         "key",
         "parser",
         "pool",
+        "request_id",
+        "retry_after",
         "reusable",
+        "sse",
         "status",
         "timing",
         "transport",
@@ -59,7 +92,12 @@ class UpstreamProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser: httptools.HttpResponseParser | None = None
         self.consumer: Any = None
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.forward: list[bytes] = []  # "name: value\r\n" lines for the client
+        self.content_length = b""
+        self.request_id = b""
+        self.retry_after = b""
+        self.sse = False
+        self.framed = False
         self.status = 0
         self.deadline = 0.0
         self.timing = T_NONE
@@ -73,7 +111,9 @@ class UpstreamProtocol(asyncio.Protocol):
 
     # -- lifecycle -------------------------------------------------------------
 
-    def connection_made(self, transport: Any) -> None:  # uvloop transports are not asyncio.Transport subclasses
+    def connection_made(
+        self, transport: Any
+    ) -> None:  # uvloop transports are not asyncio.Transport subclasses
         self.transport = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
         self.gate = ReadGate(transport)
@@ -112,8 +152,7 @@ class UpstreamProtocol(asyncio.Protocol):
         """Write a whole request (head and body coalesced) and await its response."""
         self.consumer = consumer
         self.parser = httptools.HttpResponseParser(self)
-        self.headers = []
-        self.status = 0
+        self._reset_head()
         self.got_bytes = False
         self.reusable = False
         self.eof_framed = False
@@ -147,27 +186,46 @@ class UpstreamProtocol(asyncio.Protocol):
     def on_status(self, status: bytes) -> None:
         pass
 
+    def _reset_head(self) -> None:
+        self.forward = []
+        self.content_length = b""
+        self.request_id = b""
+        self.retry_after = b""
+        self.sse = False
+        self.framed = False
+        self.status = 0
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value))
+        lname = name.lower()
+        kind = _DOWN.get(lname)
+        if kind is None:
+            self.forward.append(b"%b: %b\r\n" % (name, value))
+        elif kind == 2:
+            self.content_length = value
+            self.framed = True
+        elif kind == 6:
+            self.framed = True
+        elif kind == 3:
+            self.request_id = value
+        elif kind == 4:
+            self.sse = value.startswith(_SSE)
+            self.forward.append(b"%b: %b\r\n" % (name, value))
+        elif kind == 5:
+            self.retry_after = value
+            self.forward.append(b"%b: %b\r\n" % (name, value))
 
     def on_headers_complete(self) -> None:
         parser = self.parser
         self.status = status = parser.get_status_code()
         if status < 200:
             # 1xx interim response: httptools will parse the real one next.
-            self.status = 0
-            self.headers = []
+            self._reset_head()
             return
         self.reusable = parser.should_keep_alive()
-        framed = False
-        for name, _ in self.headers:
-            if name == b"content-length" or name == b"transfer-encoding":
-                framed = True
-                break
-        self.eof_framed = not framed and status not in (204, 304)
+        self.eof_framed = not self.framed and status not in (204, 304)
         if self.eof_framed:
             self.reusable = False
-        self.consumer.up_headers(self, status, self.headers)
+        self.consumer.up_headers(self, status)
 
     def on_body(self, body: bytes) -> None:
         if self.consumer is not None:
@@ -320,6 +378,11 @@ class Pool:
             on_error(CONNECT_TIMEOUT, exc)
             return
         except OSError as exc:
+            self._release_slot(origin)
+            on_error(CONNECT_FAILED, exc)
+            return
+        except Exception as exc:  # a bug must fail the attempt, never hang it
+            log.exception("opening a connection to %s://%s:%d failed", scheme, host, port)
             self._release_slot(origin)
             on_error(CONNECT_FAILED, exc)
             return

@@ -77,13 +77,18 @@ class MockConn:
     __slots__ = (
         "chunks",
         "closed",
+        "content_length",
         "delay",
         "exchange",
+        "forward",
         "got_bytes",
         "handle",
         "loop",
         "paused",
         "pos",
+        "request_id",
+        "retry_after",
+        "sse",
         "used",
     )
     key = None
@@ -99,6 +104,11 @@ class MockConn:
         self.handle: Any = None
         self.got_bytes = False
         self.used = 0
+        self.forward: list[bytes] = []
+        self.request_id = b""
+        self.retry_after = b""
+        self.content_length = b""
+        self.sse = False
 
     def pause_reading(self) -> None:
         self.paused = True
@@ -156,7 +166,11 @@ class MockProvider:
         status, headers, chunks = build_response(path, obj, model, ex.inject)
         conn.chunks = chunks
         conn.got_bytes = True
-        ex.up_headers(conn, status, [*headers, (b"x-request-id", b"mock-" + ex.request_id)])
+        conn.request_id = b"mock-" + ex.request_id
+        conn.forward = [b"%b: %b\r\n" % h for h in headers if h[0] != b"content-length"]
+        conn.sse = any(v.startswith(b"text/event-stream") for _, v in headers)
+        conn.content_length = next((v for n, v in headers if n == b"content-length"), b"")
+        ex.up_headers(conn, status)
         if conn.closed:
             return
         conn.pump()

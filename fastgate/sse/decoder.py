@@ -35,6 +35,7 @@ __all__ = [
 
 _LF = 10
 _CR = 13
+_EOL = b"\n\r"
 _BOM = b"\xef\xbb\xbf"
 _BLANKS = re.compile(rb"[\r\n]*")
 
@@ -63,21 +64,28 @@ class SSEEvent:
 
 
 def next_event_end(buf: bytes | bytearray, lo: int, hi: int, cr: bool) -> int:
-    """End offset of the first blank-line terminator starting in [lo, hi), or -1.
+    """End offset of the first blank-line terminator whose pair lies in [lo, hi), or -1.
 
-    `cr` says whether the stream has shown any CR; without one only b"\\n\\n"
-    is searched for.
+    `cr` says whether the stream has shown any CR; without one only LF pairs are
+    looked for. The search hops from LF to LF with `find` (memchr) and checks the
+    byte after each one: two hops per single-line event.
     """
-    i = buf.find(b"\n\n", lo, hi)
+    last = hi - 1  # a pair's first byte must be below this
+    find = buf.find
+    i = find(b"\n", lo, last)
+    while i >= 0:
+        c = buf[i + 1]
+        if c in _EOL:  # (no CR at all unless `cr`)
+            break
+        i = find(b"\n", i + 2, last)
     if cr:
-        h = hi if i < 0 else i + 1
-        k = buf.find(b"\n\r", lo, h)
-        if k >= 0:
-            i = k
-            h = k + 1
-        k = buf.find(b"\r\r", lo, h)
-        if k >= 0:
-            i = k
+        h = last if i < 0 else i
+        k = find(b"\r", lo, h)
+        while k >= 0:
+            if buf[k + 1] == _CR:
+                i = k
+                break
+            k = find(b"\r", k + 2, h)
         if i >= 0:
             end = i + 2
             if buf[i + 1] == _CR and end < len(buf) and buf[end] == _LF:
@@ -87,17 +95,23 @@ def next_event_end(buf: bytes | bytearray, lo: int, hi: int, cr: bool) -> int:
 
 
 def last_event_end(buf: bytes | bytearray, lo: int, hi: int, cr: bool) -> int:
-    """End offset of the last blank-line terminator starting in [lo, hi), or -1."""
-    i = buf.rfind(b"\n\n", lo, hi)
+    """End offset of the last blank-line terminator whose pair lies in [lo, hi), or -1."""
+    last = hi - 1
+    rfind = buf.rfind
+    i = rfind(b"\n", lo, last)
+    while i >= 0:
+        c = buf[i + 1]
+        if c in _EOL:
+            break
+        i = rfind(b"\n", lo, i)
     if cr:
         lo2 = lo if i < 0 else i + 1
-        k = buf.rfind(b"\n\r", lo2, hi)
-        if k >= 0:
-            i = k
-            lo2 = k + 1
-        k = buf.rfind(b"\r\r", lo2, hi)
-        if k >= 0:
-            i = k
+        k = rfind(b"\r", lo2, last)
+        while k >= 0:
+            if buf[k + 1] == _CR:
+                i = k
+                break
+            k = rfind(b"\r", lo2, k)
         if i >= 0:
             end = i + 2
             if buf[i + 1] == _CR and end < len(buf) and buf[end] == _LF:
@@ -173,8 +187,8 @@ class SSEDecoder:
     def __init__(self, max_event_bytes: int = 16 * 1024 * 1024) -> None:
         self._max = max_event_bytes
         self._pend = bytearray()  # the incomplete event; starts on a non-blank byte
-        self._cr = False  # any CR seen: switch from the b"\n\n"-only search
-        self._first = True  # the first event may start with a UTF-8 BOM
+        self._cr = False  # any CR seen: look for every blank-line form
+        self._first = True  # the stream's first event may start with a UTF-8 BOM
         self._failed = False
 
     def feed(self, data: bytes) -> list[SSEEvent]:
@@ -186,89 +200,131 @@ class SSEDecoder:
         if not self._cr and b"\r" in data:
             self._cr = True
         pend = self._pend
-        if pend:
-            base = len(pend)
-            pend += data
-            return self._run(pend, base - 2 if base > 2 else 0, 0, False)
-        if data[0] == _LF or data[0] == _CR:
-            pos = _BLANKS.match(data).end()  # type: ignore[union-attr]
-            return self._run(data, pos, pos, False)
-        return self._run(data, 0, 0, False)
+        if not pend:
+            if data[0] == _LF or data[0] == _CR:
+                self._first = False  # a BOM counts only as the stream's first bytes
+                pos = _BLANKS.match(data).end()  # type: ignore[union-attr]
+                return self._run(data, pos)
+            return self._run(data, 0)
+        # the pending event continues: look for its end in the new bytes only
+        base = len(pend)
+        pend += data
+        n = len(pend)
+        cr = self._cr
+        hi = n - 1 if cr and pend[n - 1] == _CR else n
+        end = next_event_end(pend, base - 2 if base > 2 else 0, hi, cr)
+        if end < 0:
+            if n > self._max:
+                self._fail(n)
+            return []
+        if end > self._max:
+            self._fail(end)
+        self._pend = bytearray()
+        first = self._event(pend, 0, end)
+        events = [] if first is None else [first]
+        if end < n:
+            rest = bytes(memoryview(pend)[end:])
+            pos = skip_blank_lines(rest, 0)
+            if pos < len(rest):
+                events += self._run(rest, pos)
+        return events
 
     def close(self) -> list[SSEEvent]:
         """Flush at EOF: an event that lacks its final blank line is still delivered."""
         if self._failed:
             raise SSEError("decoder is unusable after an error")
         pend = self._pend
+        self._pend = bytearray()
         if not pend:
             return []
-        events = self._run(pend, 0, 0, True)
-        if pend:
-            body = bytes(pend)
-            raw = body
-            if body.endswith(b"\r\n"):
-                body = body[:-2]
-            elif body.endswith((b"\n", b"\r")):
-                body = body[:-1]
-            self._pend = bytearray()
-            ev = self._event(body)
-            if ev is not None:
-                ev.raw = raw
-                events.append(ev)
+        n = len(pend)
+        end = next_event_end(pend, 0, n, self._cr)  # a CR at the end is final now
+        if end < 0:
+            end = n
+        ev = self._event(pend, 0, end)
+        events = [] if ev is None else [ev]
+        if end < n:
+            rest = bytes(memoryview(pend)[end:])
+            pos = skip_blank_lines(rest, 0)
+            if pos < len(rest):
+                events += self._run(rest, pos)
+                events += self.close()
         return events
 
-    def _event(self, body: bytes) -> SSEEvent | None:
+    def _event(self, buf: bytes | bytearray, pos: int, end: int) -> SSEEvent | None:
+        """The event in buf[pos:end] (`end` after its blank line, or at EOF)."""
+        raw = bytes(buf[pos:end])
+        if not self._cr and raw.endswith(b"\n\n"):
+            body = raw[:-2]
+        else:  # drop the blank line's terminator and the last line's (CR forms, EOF)
+            body = raw
+            for _ in range(2):
+                if body.endswith(b"\r\n"):
+                    body = body[:-2]
+                elif body.endswith((b"\n", b"\r")):
+                    body = body[:-1]
         if self._first:
             self._first = False
             if body.startswith(_BOM):
                 body = body[3:]
-        if self._cr:
-            return _body_event(body)
-        if body.startswith(b"data:") and b"\n" not in body:
-            return SSEEvent(None, body[6:] if body[5:6] == b" " else body[5:])
-        return _fields(body)
+        ev = _body_event(body)
+        if ev is not None:
+            ev.raw = raw
+        return ev
 
-    def _run(self, buf: bytes | bytearray, scan: int, pos: int, final: bool) -> list[SSEEvent]:
-        """Cut every complete event out of `buf` (searching from `scan`); keep the rest."""
+    def _run(self, buf: bytes, pos: int) -> list[SSEEvent]:
+        """Cut every complete event out of `buf` from `pos` on; keep the rest pending."""
         events: list[SSEEvent] = []
         n = len(buf)
-        cr = self._cr
-        hi = n - 1 if cr and not final and buf[n - 1] == _CR else n
         limit = self._max
-        pend = buf if buf is self._pend else None
-        while True:
-            if cr:
-                end = next_event_end(buf, scan, hi, True)
-            else:
-                end = buf.find(b"\n\n", scan)
-                if end >= 0:
-                    end += 2
-            if end < 0:
-                break
-            if end - pos > limit:
-                self._fail(end - pos)
-            # i: the last byte of the last line's terminator (the blank line's
-            # terminator follows it: one byte, or two for CRLF)
-            i = end - 2
-            if cr:
-                if buf[end - 1] == _LF and buf[end - 2] == _CR:
-                    i = end - 3
-                if buf[i] == _LF and buf[i - 1] == _CR:
-                    i -= 1  # the last line ended with CRLF
-            body = bytes(buf[pos:i]) if pend is not None else buf[pos:i]
-            ev = self._event(body)  # type: ignore[arg-type]
-            if ev is not None:
-                ev.raw = buf[pos:end] if pend is None else bytes(buf[pos:end])  # type: ignore[assignment]
-                events.append(ev)
-            pos = skip_blank_lines(buf, end)
-            scan = pos
-        if pend is not None:
-            if pos:
-                del pend[:pos]
-        elif pos < n:
+        if self._cr:
+            hi = n - 1 if buf[n - 1] == _CR else n
+            while True:
+                end = next_event_end(buf, pos, hi, True)
+                if end < 0:
+                    break
+                if end - pos > limit:
+                    self._fail(end - pos)
+                ev = self._event(buf, pos, end)
+                if ev is not None:
+                    events.append(ev)
+                pos = skip_blank_lines(buf, end)
+        else:
+            # LF-only stream: hop from LF to LF; an event of one `data:` line is
+            # decoded inline (the common case)
+            find = buf.find
+            last = n - 1
+            while True:
+                i = find(b"\n", pos, last)
+                if i < 0:
+                    break
+                if buf[i + 1] == _LF:
+                    end = i + 2
+                    if end - pos > limit:
+                        self._fail(end - pos)
+                    if buf.startswith(b"data:", pos) and not self._first:
+                        v = pos + 6 if buf[pos + 5] == 32 else pos + 5
+                        events.append(SSEEvent(None, buf[v:i], None, buf[pos:end]))
+                    else:
+                        ev = self._event(buf, pos, end)
+                        if ev is not None:
+                            events.append(ev)
+                else:
+                    end = next_event_end(buf, i + 2, n, False)
+                    if end < 0:
+                        break
+                    if end - pos > limit:
+                        self._fail(end - pos)
+                    ev = self._event(buf, pos, end)
+                    if ev is not None:
+                        events.append(ev)
+                pos = end
+                if pos < n and (buf[pos] == _LF or buf[pos] == _CR):
+                    pos = _BLANKS.match(buf, pos).end()  # type: ignore[union-attr]
+        if pos < n:
+            if n - pos > limit:
+                self._fail(n - pos)
             self._pend = bytearray(memoryview(buf)[pos:])
-        if len(self._pend) > limit:
-            self._fail(len(self._pend))
         return events
 
     def _fail(self, size: int) -> None:

@@ -108,10 +108,12 @@ class CloseImmediately:
 
 @dataclass
 class DieMidStream:
-    """Send `after_chunks` SSE events (non-stream: half the body), then abort the transport."""
+    """Send `after_chunks` SSE events (non-stream: half the body), wait `delay` seconds
+    (so the bytes surely reached the far side), then drop the connection."""
 
     after_chunks: int = 2
     rst: bool = False
+    delay: float = 0.0
 
 
 @dataclass
@@ -616,7 +618,7 @@ class FakeOpenAI:
             else:
                 doc = _responses_response(model, content, usage)
             if isinstance(behaviour, DieMidStream):
-                return await self._die_mid_body(request, rec, doc)
+                return await self._die_mid_body(request, rec, doc, behaviour.delay)
             return self._json(rec, doc, extra=ok.headers)
 
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -671,7 +673,7 @@ class FakeOpenAI:
             "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
         }
         if isinstance(behaviour, DieMidStream):
-            return await self._die_mid_body(request, rec, doc)
+            return await self._die_mid_body(request, rec, doc, behaviour.delay)
         return self._json(rec, doc, extra=ok.headers)
 
     def _models_body(self) -> dict:
@@ -764,6 +766,8 @@ class FakeOpenAI:
                     behaviour.bytes_written += len(ev)
                     behaviour.chunks_written += 1
             if isinstance(behaviour, DieMidStream):
+                if behaviour.delay:
+                    await asyncio.sleep(behaviour.delay)
                 self._kill_transport(request, rst=behaviour.rst)
                 raise _ClientGone
             if isinstance(behaviour, Hang):
@@ -777,7 +781,7 @@ class FakeOpenAI:
         rec.completed = True
         return resp
 
-    async def _die_mid_body(self, request: BaseRequest, rec: Recorded, doc: Any):
+    async def _die_mid_body(self, request: BaseRequest, rec: Recorded, doc: Any, delay: float):
         raw = _dumps(doc).encode()
         resp = web.StreamResponse(status=200, headers=self._headers(rec, JSON_CONTENT_TYPE))
         resp.content_length = len(raw)
@@ -785,6 +789,8 @@ class FakeOpenAI:
         try:
             await resp.prepare(request)
             await resp.write(raw[: len(raw) // 2])
+            if delay:
+                await asyncio.sleep(delay)
         except (ConnectionError, RuntimeError) as exc:
             raise _ClientGone from exc
         self._kill_transport(request, rst=False)

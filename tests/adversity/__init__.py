@@ -1,0 +1,1 @@
+"""Adversity tests: slow, vanishing and crowding clients; dead, slow and lying upstreams."""
