@@ -15,6 +15,7 @@ from typing import Any
 
 from fastgate.gateway.breaker import Breakers
 from fastgate.gateway.handler import Exchange
+from fastgate.gateway.limits import Limits
 from fastgate.http.head import RequestHead
 from fastgate.http.upstream import Pool
 from fastgate.metrics import Metrics
@@ -42,6 +43,7 @@ class App:
         self.breakers = Breakers(cfg.routing.breaker_failures, cfg.routing.breaker_cooldown)
         self.metrics = Metrics()
         self.mock = MockProvider(loop)
+        self.limits = Limits()
         self.clients: set[Any] = set()
         self.inflight = 0
         self.stopping = False

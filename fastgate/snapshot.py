@@ -49,6 +49,7 @@ class Channel:
     path_prefix: bytes = b""
     static_headers: bytes = b""  # host, auth, extra headers: "name: value\r\n"...
     first_byte_timeout: float = 0.0
+    rpm: int = 0
     delay_ms: float = 0.0
     default_max_tokens: int = 4096
     config: Any = None
@@ -75,6 +76,7 @@ class Token:
     tpm: int = 0
     max_concurrency: int = 0
     cache: bool = False
+    limited: bool = False  # any of rpm, tpm, max_concurrency: checked per request
 
 
 @dataclass(slots=True, eq=False)
@@ -130,6 +132,7 @@ def _channel_from_config(cc: Any) -> Channel:
         model_map=dict(cc.model_map),
         groups=tuple(cc.groups),
         first_byte_timeout=float(cc.timeout or 0.0),
+        rpm=cc.rpm,
         delay_ms=float(cc.delay_ms),
         default_max_tokens=cc.default_max_tokens,
         config=cc,
@@ -197,6 +200,7 @@ def build_snapshot(config: Any, version: int = 1) -> Snapshot:
             tpm=tc.tpm,
             max_concurrency=tc.max_concurrency,
             cache=tc.cache,
+            limited=bool(tc.rpm or tc.tpm or tc.max_concurrency),
         )
 
     prices: dict[str, IntPrice] = {}

@@ -27,6 +27,18 @@ LISTEN_RE = re.compile(r"listening on http://([^:\s]+):(\d+)")
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
+def _die_with_parent() -> None:
+    """Child-side: ask Linux to SIGKILL us when the test process dies, so a killed
+    pytest never leaves an orphaned gateway behind."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
 def make_key() -> str:
     """A fastgate key of the documented shape: "fg-" + 43 base64url characters."""
     return "fg-" + secrets.token_urlsafe(32)
@@ -190,6 +202,7 @@ class Gateway:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         self._threads = [
             threading.Thread(

@@ -55,6 +55,7 @@ class Exchange:
         "head_out",
         "inject",
         "last_channel",
+        "limited",
         "model",
         "obj",
         "out",
@@ -107,6 +108,7 @@ class Exchange:
         self.client_paused_flag = False
         self.upstream_request_id = b""
         self.stale_retry = False
+        self.limited = False
 
     # -- start ----------------------------------------------------------------
 
@@ -159,6 +161,9 @@ class Exchange:
             )
         if token.quota_micros >= 0 and self.app.quota_left(token) <= 0:
             raise errors.InsufficientQuota("quota exhausted for this API key")
+        if token.limited:
+            self.app.limits.admit(token)
+            self.limited = True
         self.inject = openai_proto.needs_include_usage(path, obj)
         self.plan = attempt_plan(route.order(), self.app.cfg.routing.max_attempts)
         self.attempt()
@@ -192,6 +197,9 @@ class Exchange:
                 continue
             until = app.channel_cooldown.get(ch.name)
             if until is not None and now < until:
+                self.skipped_open += 1
+                continue
+            if ch.rpm and not app.limits.channel_allows(ch):
                 self.skipped_open += 1
                 continue
             br = breakers.get(ch.name, self.model)
@@ -270,7 +278,9 @@ class Exchange:
         self.status = status
         self.t_first = time.time()
         self.breaker.success()
-        self.app.metrics.attempt(self.channel.name, "ok")
+        attempts = self.app.metrics.attempts
+        key = (self.channel.name, "ok")
+        attempts[key] = attempts.get(key, 0) + 1
         sse = conn.sse
         self.upstream_request_id = rid = conn.request_id
         parts = [status_line(status), *conn.forward, b"x-request-id: %b\r\n" % self.request_id]
@@ -469,7 +479,8 @@ class Exchange:
         self.done = True
         app = self.app
         app.inflight -= 1
-        app.metrics.count_status(status)
+        counts = app.metrics.status
+        counts[status] = counts.get(status, 0) + 1
         scanner = self.scanner
         usage = scanner.usage if scanner is not None else Usage()
         ch = self.channel
@@ -482,6 +493,8 @@ class Exchange:
             )
             if cost:
                 app.charge(token, cost)
+        if self.limited:
+            app.limits.done(token, usage.prompt_tokens + usage.completion_tokens)
         now = time.time()
         head = self.head
         t0 = head.t0
@@ -514,7 +527,8 @@ class Exchange:
             "uid": (app.new_request_id() if head.request_id else self.request_id).decode("latin-1"),
         }
         app.sink.append(record)
-        self.client.gate.resume(PEER_SLOW)
+        if self.client.gate.reasons:
+            self.client.gate.resume(PEER_SLOW)
         if status == 499:
             return
         self.client.finish(self.keep_alive())

@@ -266,7 +266,9 @@ class OpenAIStreamUsage:
                 end = n
             start = last_event_end(buf, done, cand, cr)
             start = skip_blank_lines(buf, done if start < 0 else start)
-            if self._event_usage(buf[start:end]) and strip and start >= sent:
+            if end - start > self._max:
+                pass  # over the bound: forwarded, never parsed (whatever the split)
+            elif self._event_usage(buf[start:end]) and strip and start >= sent:
                 cuts.append(start)
                 cuts.append(end)
             done = end

@@ -44,6 +44,7 @@ class ClientProtocol(asyncio.Protocol):
         "deadline",
         "exchange",
         "gate",
+        "hdr_bytes",
         "head",
         "head_size",
         "headers_done",
@@ -65,6 +66,7 @@ class ClientProtocol(asyncio.Protocol):
         self.head: RequestHead | None = None
         self.url = b""
         self.head_size = 0
+        self.hdr_bytes = 0
         self.headers_done = False
         self.body_parts: list[bytes] = []
         self.body_size = 0
@@ -144,6 +146,7 @@ class ClientProtocol(asyncio.Protocol):
         self.head = RequestHead()
         self.url = b""
         self.head_size = 0
+        self.hdr_bytes = 0
         self.headers_done = False
         self.body_parts = []
         self.body_size = 0
@@ -161,13 +164,13 @@ class ClientProtocol(asyncio.Protocol):
         if slot is not None:
             setattr(head, slot, value)
         elif lname not in DROP_UPSTREAM:
-            head.forward.append(b"%b: %b\r\n" % (name, value))
+            head.forward.extend((name, b": ", value, b"\r\n"))
+        self.hdr_bytes += len(name) + len(value) + 4
 
     def on_headers_complete(self) -> None:
         head = self.head
         cfg = self.app.cfg.server
-        size = len(self.url) + sum(len(h) for h in head.forward)
-        if size > cfg.max_header_bytes:
+        if len(self.url) + self.hdr_bytes > cfg.max_header_bytes:
             self._reject(errors.HeadersTooLarge("request headers too large"), status_only=True)
             raise _Abort
         self.headers_done = True

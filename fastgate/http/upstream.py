@@ -92,7 +92,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser: httptools.HttpResponseParser | None = None
         self.consumer: Any = None
-        self.forward: list[bytes] = []  # "name: value\r\n" lines for the client
+        self.forward: list[bytes] = []  # name, ": ", value, CRLF pieces for the client
         self.content_length = b""
         self.request_id = b""
         self.retry_after = b""
@@ -183,9 +183,6 @@ class UpstreamProtocol(asyncio.Protocol):
 
     # httptools callbacks
 
-    def on_status(self, status: bytes) -> None:
-        pass
-
     def _reset_head(self) -> None:
         self.forward = []
         self.content_length = b""
@@ -199,7 +196,7 @@ class UpstreamProtocol(asyncio.Protocol):
         lname = name.lower()
         kind = _DOWN.get(lname)
         if kind is None:
-            self.forward.append(b"%b: %b\r\n" % (name, value))
+            self.forward.extend((name, b": ", value, b"\r\n"))
         elif kind == 2:
             self.content_length = value
             self.framed = True
@@ -209,10 +206,10 @@ class UpstreamProtocol(asyncio.Protocol):
             self.request_id = value
         elif kind == 4:
             self.sse = value.startswith(_SSE)
-            self.forward.append(b"%b: %b\r\n" % (name, value))
+            self.forward.extend((name, b": ", value, b"\r\n"))
         elif kind == 5:
             self.retry_after = value
-            self.forward.append(b"%b: %b\r\n" % (name, value))
+            self.forward.extend((name, b": ", value, b"\r\n"))
 
     def on_headers_complete(self) -> None:
         parser = self.parser

@@ -346,12 +346,10 @@ def test_circuit_breaker_opens_probes_and_closes(make_gateway, make_fake, demo_k
     assert a.request_count == 3
     t_open = time.monotonic()
     # open: a is skipped, b serves at the first attempt
-    for _ in range(3):
-        resp = post_chat(gw, demo_key)
-        assert served_by(resp) == "b"
-        assert record(gw, resp)["attempts"] == 1
-    assert a.request_count == 3
+    while_open = [post_chat(gw, demo_key) for _ in range(3)]
     assert time.monotonic() - t_open < 1.0, "test too slow to observe the open breaker"
+    assert [served_by(r) for r in while_open] == ["b", "b", "b"]
+    assert a.request_count == 3
 
     time.sleep(max(0.0, 1.3 - (time.monotonic() - t_open)))
     # half-open: exactly one probe, which fails -> open again
@@ -366,6 +364,7 @@ def test_circuit_breaker_opens_probes_and_closes(make_gateway, make_fake, demo_k
     assert served_by(post_chat(gw, demo_key)) == "a"
     assert served_by(post_chat(gw, demo_key)) == "a"
     assert a.request_count == 6
+    assert [record(gw, r)["attempts"] for r in while_open] == [1, 1, 1]
 
 
 def test_all_breakers_open_is_503(make_gateway, make_fake, demo_key: str) -> None:

@@ -254,8 +254,15 @@ def test_big_stream_stalls_behind_a_slow_reader(fake_openai: FakeOpenAI) -> None
             "POST", "/v1/chat/completions", "x", body, {"content-type": "application/json"}
         )
     )
-    time.sleep(0.5)
-    first = big.bytes_written
+    deadline = time.monotonic() + 10
+    while big.bytes_written == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # let it fill the socket buffers, until it stops growing
+    first, prev = -1, big.bytes_written
+    while first != prev and time.monotonic() < deadline:
+        time.sleep(0.3)
+        first, prev = prev, big.bytes_written
+    assert first > 0
     time.sleep(0.5)
     assert big.bytes_written == first, "producer kept writing while nobody read"
     assert first < 8 * 2**20

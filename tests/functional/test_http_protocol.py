@@ -555,7 +555,7 @@ def test_half_sent_head_is_closed_after_header_timeout(gw: Gateway) -> None:
         s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Ty")
         closed, got, waited = wait_closed(s, 4.0)
     assert closed, "a stalled request head must not hold a connection forever"
-    assert HEADER_TIMEOUT * 0.8 <= waited < 2.0
+    assert HEADER_TIMEOUT * 0.8 <= waited < HEADER_TIMEOUT + 1.5
     if got:  # an answer is optional; if there is one it is a well-formed error
         status, headers, _ = split_head(got)
         assert status in (400, 408)
@@ -568,7 +568,7 @@ def test_idle_keep_alive_connection_is_closed_after_keepalive_timeout(gw: Gatewa
         assert r.status == 200
         closed, got, waited = wait_closed(s, 4.0)
     assert closed and got == b""
-    assert KEEPALIVE_TIMEOUT * 0.8 <= waited < KEEPALIVE_TIMEOUT + 1.0
+    assert KEEPALIVE_TIMEOUT * 0.8 <= waited < KEEPALIVE_TIMEOUT + 1.5
 
 
 # --------------------------------------------------------------------------- ops endpoints
