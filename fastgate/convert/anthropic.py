@@ -50,6 +50,9 @@ from fastgate.convert.common import (
     text_of_parts,
     usage_from_openai,
 )
+from fastgate.convert.common import (
+    MALFORMED as _MALFORMED,
+)
 from fastgate.convert.errors import (
     ConversionError,
     UpstreamProtocolError,
@@ -532,13 +535,31 @@ def openai_request_to_anthropic(
         choice = _tool_choice_to_anthropic(tc, out) if tc is not None else {"type": "auto"}
         if parallel is False and choice.get("type") != "none":
             choice["disable_parallel_tool_use"] = True
-        if tools_given or choice.get("type") == "none":
+        if tools_given:
             out["tool_choice"] = choice
+    if not tools_given:
+        # Anthropic rejects tool_use blocks in history without tool definitions, where
+        # OpenAI allows them: declare the names used, and forbid calling them, as the
+        # client's request (which declared no tools) did.
+        names = _tool_names_in_history(messages)
+        if names:
+            out["tools"] = [{"name": n, "input_schema": {"type": "object"}} for n in names]
+            out["tool_choice"] = {"type": "none"}
     if req.get("user") and isinstance(req["user"], str):
         out["metadata"] = {"user_id": req["user"]}
     if req.get("stream"):
         out["stream"] = True
     return out
+
+
+def _tool_names_in_history(messages: list[dict[str, Any]]) -> list[str]:
+    names: dict[str, None] = {}
+    for m in messages:
+        if m["role"] == "assistant" and isinstance(m["content"], list):
+            for b in m["content"]:
+                if b["type"] == "tool_use":
+                    names[b["name"]] = None
+    return list(names)
 
 
 def _messages_to_anthropic(
@@ -1015,7 +1036,7 @@ class AnthropicToOpenAIStream:
             raise UpstreamProtocolError("Anthropic stream event is not a JSON object")
         try:
             self._dispatch(obj, out)
-        except (KeyError, TypeError, AttributeError) as exc:
+        except _MALFORMED as exc:
             raise UpstreamProtocolError(
                 f"malformed Anthropic stream event {obj.get('type')!r}"
             ) from exc
@@ -1027,10 +1048,11 @@ class AnthropicToOpenAIStream:
             delta = obj["delta"]
             dk = delta["type"]
             if dk == "text_delta":
-                if delta["text"]:
-                    out.append(self._chunk({"content": delta["text"]}))
+                text = _str(delta["text"])
+                if text:
+                    out.append(self._chunk({"content": text}))
             elif dk == "input_json_delta":
-                part = delta["partial_json"]
+                part = _str(delta["partial_json"])
                 idx = self._tools.get(obj["index"])
                 if idx is None:
                     raise UpstreamProtocolError("input_json_delta for a block that is no tool_use")
@@ -1040,7 +1062,7 @@ class AnthropicToOpenAIStream:
                             {"tool_calls": [{"index": idx, "function": {"arguments": part}}]}
                         )
                     )
-            elif dk == "thinking_delta" and delta["thinking"]:
+            elif dk == "thinking_delta" and _str(delta["thinking"]):
                 out.append(self._chunk({"reasoning_content": delta["thinking"]}))
             # signature_delta, citations_delta and future delta types carry nothing the
             # chat format can hold
@@ -1056,9 +1078,9 @@ class AnthropicToOpenAIStream:
                 self._tools[obj["index"]] = idx
                 call = {
                     "index": idx,
-                    "id": block["id"],
+                    "id": _str(block["id"]),
                     "type": "function",
-                    "function": {"name": block["name"], "arguments": ""},
+                    "function": {"name": _str(block["name"]), "arguments": ""},
                 }
                 out.append(self._chunk({"tool_calls": [call]}))
                 if block.get("input"):
@@ -1127,6 +1149,13 @@ _EV_MESSAGE_DELTA = b"message_delta"
 _EV_MESSAGE_STOP = b"message_stop"
 
 
+def _str(v: Any) -> str:
+    """`v` if it is a string; anything else is a malformed upstream event."""
+    if isinstance(v, str):
+        return v
+    raise UpstreamProtocolError(f"expected a string in the upstream event, got {type(v).__name__}")
+
+
 def _ev(name: bytes, obj: dict[str, Any]) -> bytes:
     return b"event: " + name + b"\ndata: " + orjson.dumps(obj) + b"\n\n"
 
@@ -1178,7 +1207,10 @@ class OpenAIToAnthropicStream:
         if self._stop is None:
             raise UpstreamProtocolError("upstream stream ended before a finish_reason")
         out: list[bytes] = []
-        self._finalize(out)
+        try:
+            self._finalize(out)
+        except _MALFORMED as exc:
+            raise UpstreamProtocolError("malformed OpenAI stream") from exc
         return b"".join(out)
 
     def error_event(self, message: str, type_: str = "api_error") -> bytes:
@@ -1191,14 +1223,14 @@ class OpenAIToAnthropicStream:
         for it in items:
             if self._ended:
                 break
-            if it is DONE:
-                self._finalize(out)
-                continue
-            if not isinstance(it, dict):
-                raise UpstreamProtocolError("OpenAI stream chunk is not a JSON object")
             try:
-                self._chunk(it, out)
-            except (KeyError, TypeError, AttributeError) as exc:
+                if it is DONE:
+                    self._finalize(out)
+                elif isinstance(it, dict):
+                    self._chunk(it, out)
+                else:
+                    raise UpstreamProtocolError("OpenAI stream chunk is not a JSON object")
+            except _MALFORMED as exc:
                 raise UpstreamProtocolError("malformed OpenAI stream chunk") from exc
         return b"".join(out)
 

@@ -56,6 +56,9 @@ class _Done:
 
 DONE: Final = _Done()
 
+# What indexing into a malformed upstream object raises: turned into UpstreamProtocolError.
+MALFORMED: Final = (KeyError, TypeError, AttributeError, IndexError)
+
 # Gemini may stream generated images inline; keep the bound generous.
 DEFAULT_MAX_EVENT_BYTES: Final = 16 * 1024 * 1024
 

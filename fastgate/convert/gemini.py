@@ -60,6 +60,9 @@ from fastgate.convert.common import (
     text_of_parts,
     usage_from_openai,
 )
+from fastgate.convert.common import (
+    MALFORMED as _MALFORMED,
+)
 from fastgate.convert.errors import (
     ConversionError,
     UpstreamProtocolError,
@@ -290,6 +293,7 @@ def _contents_to_openai(contents: list[Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     pending: list[tuple[str, str, str | None]] = []  # (call id, name, gemini id)
     counter = 0
+    prev_role = None
     for i, c in enumerate(contents):
         where = f"contents[{i}]"
         c = require_dict(c, where)
@@ -298,8 +302,8 @@ def _contents_to_openai(contents: list[Any]) -> list[dict[str, Any]]:
         if role == "model":
             texts: list[str] = []
             calls: list[dict[str, Any]] = []
-            pending = []
-            first_sig_used = False
+            if prev_role != "model":
+                pending = []  # a new model turn: earlier calls were answered or dropped
             for j, p in enumerate(parts):
                 pw = f"{where}.parts[{j}]"
                 p = require_dict(p, pw)
@@ -318,7 +322,6 @@ def _contents_to_openai(contents: list[Any]) -> list[dict[str, Any]]:
                     if sig == SKIP_SIGNATURE:
                         sig = None
                     call_id = encode_call_id(base, sig if isinstance(sig, str) else None)
-                    first_sig_used = first_sig_used or bool(sig)
                     calls.append(
                         {
                             "id": call_id,
@@ -398,6 +401,7 @@ def _contents_to_openai(contents: list[Any]) -> list[dict[str, Any]]:
                     out.append({"role": "user", "content": user_parts})
         else:
             raise ConversionError(f"{where}.role must be 'user' or 'model'")
+        prev_role = role
     return out
 
 
@@ -630,7 +634,8 @@ def openai_request_to_gemini(
         if key in _O_TO_GC:
             gc[_O_TO_GC[key]] = value
         elif key in ("max_tokens", "max_completion_tokens"):
-            gc["maxOutputTokens"] = value
+            if key == "max_completion_tokens" or req.get("max_completion_tokens") is None:
+                gc["maxOutputTokens"] = value
         elif key == "stop":
             stops = stop_list(value)
             if stops:
@@ -670,7 +675,9 @@ def openai_request_to_gemini(
         out["generationConfig"] = gc
     tc = req.get("tool_choice")
     if tc is not None:
-        out["toolConfig"] = {"functionCallingConfig": _tool_choice_to_gemini(tc)}
+        fcc = _tool_choice_to_gemini(tc)
+        if "tools" in out:
+            out["toolConfig"] = {"functionCallingConfig": fcc}
     return out
 
 
@@ -1076,6 +1083,12 @@ def openai_response_to_gemini(resp: dict[str, Any], model: str) -> dict[str, Any
 # ==================================================================================
 
 
+def _name(v: Any) -> str:
+    if isinstance(v, str):
+        return v
+    raise UpstreamProtocolError("Gemini functionCall.name is not a string")
+
+
 class GeminiToOpenAIStream:
     """Gemini `alt=sse` stream in, OpenAI chat-completion chunk SSE out.
 
@@ -1093,8 +1106,7 @@ class GeminiToOpenAIStream:
     ) -> None:
         self.model = model
         self.include_usage = include_usage
-        self.usage = Usage()
-        self._thoughts = 0
+        self._meta: dict[str, Any] | None = None  # the latest usageMetadata
         self._dec = SSEDecoder(max_event_bytes)
         self._id = ""
         self._prefix = ""
@@ -1104,6 +1116,11 @@ class GeminiToOpenAIStream:
         self._counter = 0
         self._finished = False
         self._errored = False
+
+    @property
+    def usage(self) -> Usage:
+        """The upstream's usage so far (Gemini repeats usageMetadata in every chunk)."""
+        return usage_from_gemini(self._meta)
 
     def feed(self, data: bytes) -> bytes:
         """Convert what `data` completes; raises UpstreamProtocolError on bad input."""
@@ -1151,7 +1168,7 @@ class GeminiToOpenAIStream:
                     "created": self._created,
                     "model": self.model,
                     "choices": [],
-                    "usage": openai_usage_dict(self.usage, self._thoughts),
+                    "usage": openai_usage_dict(self.usage, _thoughts(self._meta)),
                 }
             )
         out.append(DONE)
@@ -1174,7 +1191,7 @@ class GeminiToOpenAIStream:
             raise UpstreamProtocolError("Gemini stream event is not a JSON object")
         try:
             self._dispatch(obj, out)
-        except (KeyError, TypeError, AttributeError) as exc:
+        except _MALFORMED as exc:
             raise UpstreamProtocolError("malformed Gemini stream event") from exc
 
     def _dispatch(self, obj: dict[str, Any], out: list[Any]) -> None:
@@ -1199,10 +1216,11 @@ class GeminiToOpenAIStream:
             rid = _g(obj, "responseId", "response_id")
             self._id = hub_id(rid)
             self._prefix = _call_prefix(rid)
-        meta = _g(obj, "usageMetadata", "usage_metadata")
-        if isinstance(meta, dict):
-            self.usage = usage_from_gemini(meta)
-            self._thoughts = _thoughts(meta)
+        meta = obj.get("usageMetadata")
+        if meta is not None:
+            if not isinstance(meta, dict):
+                raise UpstreamProtocolError("Gemini usageMetadata is not an object")
+            self._meta = meta
         cands = obj.get("candidates")
         if not cands:
             feedback = _g(obj, "promptFeedback", "prompt_feedback")
@@ -1221,30 +1239,33 @@ class GeminiToOpenAIStream:
             texts: list[str] = []
             thoughts: list[str] = []
             calls: list[dict[str, Any]] = []
-            content = cand.get("content") or {}
-            for p in content.get("parts") or ():
-                fc = _g(p, "functionCall", "function_call")
+            content = cand.get("content")
+            parts = content.get("parts") if content else None
+            for p in parts or ():
+                fc = p.get("functionCall")
                 if fc is not None:
                     n = self._calls.get(idx, 0)
                     self._calls[idx] = n + 1
                     gid = fc.get("id")
                     base = gid if isinstance(gid, str) and gid else f"{self._prefix}{self._counter}"
                     self._counter += 1
-                    sig = _g(p, "thoughtSignature", "thought_signature")
+                    sig = p.get("thoughtSignature")
                     calls.append(
                         {
                             "index": n,
                             "id": encode_call_id(base, sig if isinstance(sig, str) else None),
                             "type": "function",
                             "function": {
-                                "name": fc["name"],
+                                "name": _name(fc["name"]),
                                 "arguments": dumps_str(fc.get("args") or {}),
                             },
                         }
                     )
                 else:
                     text = p.get("text")
-                    if isinstance(text, str) and text:
+                    if text:
+                        if not isinstance(text, str):
+                            raise UpstreamProtocolError("Gemini part text is not a string")
                         (thoughts if p.get("thought") else texts).append(text)
             if thoughts:
                 delta["reasoning_content"] = "".join(thoughts)
@@ -1256,7 +1277,7 @@ class GeminiToOpenAIStream:
                 delta["tool_calls"] = calls
             if delta:
                 out.append(self._chunk(idx, delta))
-            reason = _g(cand, "finishReason", "finish_reason")
+            reason = cand.get("finishReason")
             if reason:
                 out.append(self._chunk(idx, {}, finish_from_gemini(reason, idx in self._calls)))
                 self._finished = True
@@ -1305,7 +1326,10 @@ class OpenAIToGeminiStream:
         if not self._finish:
             raise UpstreamProtocolError("upstream stream ended before a finish_reason")
         out: list[bytes] = []
-        self._finalize(out)
+        try:
+            self._finalize(out)
+        except _MALFORMED as exc:
+            raise UpstreamProtocolError("malformed OpenAI stream") from exc
         return b"".join(out)
 
     def error_event(self, message: str, type_: str = "server_error") -> bytes:
@@ -1318,14 +1342,14 @@ class OpenAIToGeminiStream:
         for it in items:
             if self._ended:
                 break
-            if it is DONE:
-                self._finalize(out)
-                continue
-            if not isinstance(it, dict):
-                raise UpstreamProtocolError("OpenAI stream chunk is not a JSON object")
             try:
-                self._chunk(it, out)
-            except (KeyError, TypeError, AttributeError) as exc:
+                if it is DONE:
+                    self._finalize(out)
+                elif isinstance(it, dict):
+                    self._chunk(it, out)
+                else:
+                    raise UpstreamProtocolError("OpenAI stream chunk is not a JSON object")
+            except _MALFORMED as exc:
                 raise UpstreamProtocolError("malformed OpenAI stream chunk") from exc
         return b"".join(out)
 

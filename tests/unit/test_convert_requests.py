@@ -69,7 +69,12 @@ def test_anthropic_basic_fields_to_openai():
 
 
 def test_anthropic_stream_asks_upstream_for_usage():
-    req = {"model": "m", "max_tokens": 5, "stream": True, "messages": [{"role": "user", "content": "x"}]}
+    req = {
+        "model": "m",
+        "max_tokens": 5,
+        "stream": True,
+        "messages": [{"role": "user", "content": "x"}],
+    }
     out = anthropic_request_to_openai(req)
     assert out["stream"] is True
     assert out["stream_options"] == {"include_usage": True}
@@ -157,7 +162,11 @@ def test_anthropic_tool_round_to_openai_messages():
         "max_tokens": 50,
         "tools": [
             {"name": "weather", "description": "get weather", "input_schema": WEATHER_SCHEMA},
-            {"name": "noargs", "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}},
+            {
+                "name": "noargs",
+                "input_schema": {"type": "object"},
+                "cache_control": {"type": "ephemeral"},
+            },
         ],
         "tool_choice": {"type": "any", "disable_parallel_tool_use": True},
         "messages": [
@@ -167,8 +176,18 @@ def test_anthropic_tool_round_to_openai_messages():
                 "content": [
                     {"type": "thinking", "thinking": "hmm", "signature": "sig"},
                     {"type": "text", "text": "Checking."},
-                    {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Paris"}},
-                    {"type": "tool_use", "id": "toolu_2", "name": "weather", "input": {"city": "Rome"}},
+                    {
+                        "type": "tool_use",
+                        "id": "toolu_1",
+                        "name": "weather",
+                        "input": {"city": "Paris"},
+                    },
+                    {
+                        "type": "tool_use",
+                        "id": "toolu_2",
+                        "name": "weather",
+                        "input": {"city": "Rome"},
+                    },
                 ],
             },
             {
@@ -190,7 +209,11 @@ def test_anthropic_tool_round_to_openai_messages():
     assert out["tools"] == [
         {
             "type": "function",
-            "function": {"name": "weather", "description": "get weather", "parameters": WEATHER_SCHEMA},
+            "function": {
+                "name": "weather",
+                "description": "get weather",
+                "parameters": WEATHER_SCHEMA,
+            },
         },
         {"type": "function", "function": {"name": "noargs", "parameters": {"type": "object"}}},
     ]
@@ -240,7 +263,11 @@ def test_anthropic_tool_result_with_image_keeps_parts():
                             {"type": "text", "text": "here"},
                             {
                                 "type": "image",
-                                "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64},
+                                "source": {
+                                    "type": "base64",
+                                    "media_type": "image/png",
+                                    "data": PNG_B64,
+                                },
                             },
                         ],
                     }
@@ -267,7 +294,10 @@ def test_anthropic_tool_result_with_image_keeps_parts():
         ({"type": "auto"}, "auto"),
         ({"type": "any"}, "required"),
         ({"type": "none"}, "none"),
-        ({"type": "tool", "name": "weather"}, {"type": "function", "function": {"name": "weather"}}),
+        (
+            {"type": "tool", "name": "weather"},
+            {"type": "function", "function": {"name": "weather"}},
+        ),
     ],
 )
 def test_anthropic_tool_choice(choice, expected):
@@ -284,7 +314,8 @@ def test_anthropic_tool_choice(choice, expected):
 
 
 @pytest.mark.parametrize(
-    ("budget", "effort"), [(1024, "low"), (2048, "low"), (5000, "medium"), (8192, "medium"), (20000, "high")]
+    ("budget", "effort"),
+    [(1024, "low"), (2048, "low"), (5000, "medium"), (8192, "medium"), (20000, "high")],
 )
 def test_anthropic_thinking_budget_to_reasoning_effort(budget, effort):
     req = {
@@ -298,7 +329,12 @@ def test_anthropic_thinking_budget_to_reasoning_effort(budget, effort):
 
 def test_anthropic_adaptive_or_disabled_thinking_sets_no_effort():
     for thinking in ({"type": "adaptive"}, {"type": "disabled"}):
-        req = {"model": "m", "max_tokens": 5, "thinking": thinking, "messages": [{"role": "user", "content": "x"}]}
+        req = {
+            "model": "m",
+            "max_tokens": 5,
+            "thinking": thinking,
+            "messages": [{"role": "user", "content": "x"}],
+        }
         assert "reasoning_effort" not in anthropic_request_to_openai(req)
 
 
@@ -407,11 +443,19 @@ def test_openai_default_max_tokens_is_4096_and_explicit_wins():
     base = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
     assert openai_request_to_anthropic(dict(base))["max_tokens"] == 4096
     assert openai_request_to_anthropic(dict(base, max_tokens=12))["max_tokens"] == 12
-    assert openai_request_to_anthropic(dict(base, max_completion_tokens=34, max_tokens=12))["max_tokens"] == 34
+    assert (
+        openai_request_to_anthropic(dict(base, max_completion_tokens=34, max_tokens=12))[
+            "max_tokens"
+        ]
+        == 34
+    )
 
 
 def test_openai_single_system_is_a_string():
-    req = {"model": "m", "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "x"}]}
+    req = {
+        "model": "m",
+        "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "x"}],
+    }
     assert openai_request_to_anthropic(req)["system"] == "s"
 
 
@@ -424,7 +468,11 @@ def test_openai_tool_messages_become_one_user_turn_with_results_first():
                 "role": "assistant",
                 "content": None,
                 "tool_calls": [
-                    {"id": "c1", "type": "function", "function": {"name": "w", "arguments": '{"city":"A"}'}},
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "w", "arguments": '{"city":"A"}'},
+                    },
                     {"id": "c2", "type": "function", "function": {"name": "w", "arguments": ""}},
                 ],
             },
@@ -450,13 +498,54 @@ def test_openai_tool_messages_become_one_user_turn_with_results_first():
             "role": "user",
             "content": [
                 {"type": "tool_result", "tool_use_id": "c1", "content": "sunny"},
-                {"type": "tool_result", "tool_use_id": "c2", "content": [{"type": "text", "text": "rain"}]},
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "c2",
+                    "content": [{"type": "text", "text": "rain"}],
+                },
                 {"type": "text", "text": "and?"},
             ],
         },
     ]
     assert out["tools"] == [{"name": "w", "input_schema": WEATHER_SCHEMA}]
     assert out["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
+
+
+def test_openai_tool_history_without_tools_declares_them_uncallable():
+    req = {
+        "model": "m",
+        "messages": [
+            {"role": "user", "content": "q"},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "search", "arguments": "{}"},
+                    },
+                    {
+                        "id": "c2",
+                        "type": "function",
+                        "function": {"name": "search", "arguments": "{}"},
+                    },
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "r1"},
+            {"role": "tool", "tool_call_id": "c2", "content": "r2"},
+            {"role": "user", "content": "summarize"},
+        ],
+        "tool_choice": "none",
+    }
+    out = openai_request_to_anthropic(req)
+    assert out["tools"] == [{"name": "search", "input_schema": {"type": "object"}}]
+    assert out["tool_choice"] == {"type": "none"}
+
+
+def test_openai_tool_choice_without_tools_is_not_sent():
+    req = {"model": "m", "messages": [{"role": "user", "content": "x"}], "tool_choice": "none"}
+    out = openai_request_to_anthropic(req)
+    assert "tool_choice" not in out and "tools" not in out
 
 
 def test_openai_consecutive_same_role_messages_merge():
@@ -472,23 +561,41 @@ def test_openai_consecutive_same_role_messages_merge():
     }
     assert openai_request_to_anthropic(req)["messages"] == [
         {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
-        {"role": "assistant", "content": [{"type": "text", "text": "c"}, {"type": "text", "text": "d"}]},
+        {
+            "role": "assistant",
+            "content": [{"type": "text", "text": "c"}, {"type": "text", "text": "d"}],
+        },
         {"role": "user", "content": "e"},
     ]
 
 
 def test_openai_images_and_files_to_anthropic_blocks():
-    text_b64 = base64.b64encode("hello file".encode()).decode()
+    text_b64 = base64.b64encode(b"hello file").decode()
     req = {
         "model": "m",
         "messages": [
             {
                 "role": "user",
                 "content": [
-                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}", "detail": "low"}},
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": f"data:image/png;base64,{PNG_B64}", "detail": "low"},
+                    },
                     {"type": "image_url", "image_url": {"url": "https://x.test/cat.webp"}},
-                    {"type": "file", "file": {"filename": "a.pdf", "file_data": f"data:application/pdf;base64,{PDF_B64}"}},
-                    {"type": "file", "file": {"filename": "b.txt", "file_data": f"data:text/plain;base64,{text_b64}"}},
+                    {
+                        "type": "file",
+                        "file": {
+                            "filename": "a.pdf",
+                            "file_data": f"data:application/pdf;base64,{PDF_B64}",
+                        },
+                    },
+                    {
+                        "type": "file",
+                        "file": {
+                            "filename": "b.txt",
+                            "file_data": f"data:text/plain;base64,{text_b64}",
+                        },
+                    },
                     {"type": "file", "file": {"filename": "raw.pdf", "file_data": PDF_B64}},
                 ],
             }
@@ -502,7 +609,10 @@ def test_openai_images_and_files_to_anthropic_blocks():
             "source": {"type": "base64", "media_type": "application/pdf", "data": PDF_B64},
             "title": "a.pdf",
         },
-        {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "hello file"}},
+        {
+            "type": "document",
+            "source": {"type": "text", "media_type": "text/plain", "data": "hello file"},
+        },
         {
             "type": "document",
             "source": {"type": "base64", "media_type": "application/pdf", "data": PDF_B64},
@@ -514,7 +624,14 @@ def test_openai_images_and_files_to_anthropic_blocks():
 def test_openai_percent_encoded_data_url_becomes_base64():
     req = {
         "model": "m",
-        "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/gif,GIF89a%00"}}]}],
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": "data:image/gif,GIF89a%00"}}
+                ],
+            }
+        ],
     }
     block = openai_request_to_anthropic(req)["messages"][0]["content"][0]
     assert block["source"]["media_type"] == "image/gif"
@@ -552,7 +669,10 @@ def test_openai_allowed_tools_filters_the_tool_list():
         ],
         "tool_choice": {
             "type": "allowed_tools",
-            "allowed_tools": {"mode": "required", "tools": [{"type": "function", "function": {"name": "b"}}]},
+            "allowed_tools": {
+                "mode": "required",
+                "tools": [{"type": "function", "function": {"name": "b"}}],
+            },
         },
     }
     out = openai_request_to_anthropic(req)
@@ -567,17 +687,32 @@ def test_openai_json_schema_to_output_config():
         "messages": [{"role": "user", "content": "x"}],
         "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}},
     }
-    assert openai_request_to_anthropic(req)["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
+    assert openai_request_to_anthropic(req)["output_config"] == {
+        "format": {"type": "json_schema", "schema": schema}
+    }
 
 
 @pytest.mark.parametrize(("effort", "budget"), [("low", 2048), ("medium", 8192), ("high", 24576)])
 def test_openai_reasoning_effort_to_thinking(effort, budget):
-    req = {"model": "m", "max_tokens": 64000, "messages": [{"role": "user", "content": "x"}], "reasoning_effort": effort}
-    assert openai_request_to_anthropic(req)["thinking"] == {"type": "enabled", "budget_tokens": budget}
+    req = {
+        "model": "m",
+        "max_tokens": 64000,
+        "messages": [{"role": "user", "content": "x"}],
+        "reasoning_effort": effort,
+    }
+    assert openai_request_to_anthropic(req)["thinking"] == {
+        "type": "enabled",
+        "budget_tokens": budget,
+    }
 
 
 def test_openai_reasoning_budget_stays_below_max_tokens():
-    req = {"model": "m", "max_tokens": 3000, "messages": [{"role": "user", "content": "x"}], "reasoning_effort": "high"}
+    req = {
+        "model": "m",
+        "max_tokens": 3000,
+        "messages": [{"role": "user", "content": "x"}],
+        "reasoning_effort": "high",
+    }
     assert openai_request_to_anthropic(req)["thinking"]["budget_tokens"] == 2999
     req["max_tokens"] = 1000
     with pytest.raises(ConversionError, match="1024"):
@@ -622,7 +757,13 @@ def test_openai_harmless_defaults_are_accepted():
         ({"web_search_options": {}}, "web_search_options"),
         ({"prediction": {"type": "content", "content": "x"}}, "prediction"),
         ({"tools": [{"type": "custom", "custom": {"name": "x"}}]}, "tool type 'custom'"),
-        ({"tool_choice": {"type": "custom", "custom": {"name": "x"}}, "tools": [{"type": "function", "function": {"name": "x"}}]}, "tool_choice"),
+        (
+            {
+                "tool_choice": {"type": "custom", "custom": {"name": "x"}},
+                "tools": [{"type": "function", "function": {"name": "x"}}],
+            },
+            "tool_choice",
+        ),
     ],
 )
 def test_openai_unsupported_params_raise_for_anthropic(extra, needle):
@@ -634,21 +775,66 @@ def test_openai_unsupported_params_raise_for_anthropic(extra, needle):
 @pytest.mark.parametrize(
     ("message", "needle"),
     [
-        ({"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "AA", "format": "wav"}}]}, "audio"),
+        (
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_audio", "input_audio": {"data": "AA", "format": "wav"}}
+                ],
+            },
+            "audio",
+        ),
         ({"role": "user", "content": [{"type": "file", "file": {"file_id": "file-1"}}]}, "file_id"),
-        ({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/bmp;base64,AA"}}]}, "image/bmp"),
-        ({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x/a.png"}}]}, "scheme"),
-        ({"role": "user", "content": [{"type": "file", "file": {"file_data": "data:video/mp4;base64,AA"}}]}, "video/mp4"),
+        (
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": "data:image/bmp;base64,AA"}}
+                ],
+            },
+            "image/bmp",
+        ),
+        (
+            {
+                "role": "user",
+                "content": [{"type": "image_url", "image_url": {"url": "ftp://x/a.png"}}],
+            },
+            "scheme",
+        ),
+        (
+            {
+                "role": "user",
+                "content": [{"type": "file", "file": {"file_data": "data:video/mp4;base64,AA"}}],
+            },
+            "video/mp4",
+        ),
         ({"role": "function", "name": "f", "content": "x"}, "function"),
         ({"role": "tool", "content": "x"}, "tool_call_id"),
         ({"role": "critic", "content": "x"}, "critic"),
-        ({"role": "assistant", "content": None, "function_call": {"name": "f", "arguments": "{}"}}, "function_call"),
         (
-            {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{bad"}}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "function_call": {"name": "f", "arguments": "{}"},
+            },
+            "function_call",
+        ),
+        (
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{bad"}}
+                ],
+            },
             "not valid JSON",
         ),
         (
-            {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "[1]"}}]},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {"id": "c", "type": "function", "function": {"name": "f", "arguments": "[1]"}}
+                ],
+            },
             "JSON object",
         ),
     ],
@@ -670,9 +856,27 @@ def test_anthropic_request_survives_a_trip_through_the_hub():
         "tools": [{"name": "w", "description": "d", "input_schema": WEATHER_SCHEMA}],
         "tool_choice": {"type": "tool", "name": "w", "disable_parallel_tool_use": True},
         "messages": [
-            {"role": "user", "content": [{"type": "text", "text": "q"}, {"type": "image", "source": {"type": "url", "url": "https://i/x.png"}}]},
-            {"role": "assistant", "content": [{"type": "text", "text": "ok"}, {"type": "tool_use", "id": "t1", "name": "w", "input": {"city": "P"}}]},
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "sun"}, {"type": "text", "text": "more"}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "q"},
+                    {"type": "image", "source": {"type": "url", "url": "https://i/x.png"}},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "text", "text": "ok"},
+                    {"type": "tool_use", "id": "t1", "name": "w", "input": {"city": "P"}},
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "t1", "content": "sun"},
+                    {"type": "text", "text": "more"},
+                ],
+            },
         ],
         "stream": True,
         "metadata": {"user_id": "u"},
@@ -690,9 +894,19 @@ def test_gemini_request_to_openai_full():
     req = {
         "systemInstruction": {"parts": [{"text": "be nice"}]},
         "contents": [
-            {"role": "user", "parts": [{"text": "look"}, {"inlineData": {"mimeType": "image/png", "data": PNG_B64}}]},
+            {
+                "role": "user",
+                "parts": [
+                    {"text": "look"},
+                    {"inlineData": {"mimeType": "image/png", "data": PNG_B64}},
+                ],
+            },
             {"role": "model", "parts": [{"text": "a cat"}]},
-            {"parts": [{"fileData": {"mimeType": "image/jpeg", "fileUri": "https://x.test/dog.jpg"}}]},
+            {
+                "parts": [
+                    {"fileData": {"mimeType": "image/jpeg", "fileUri": "https://x.test/dog.jpg"}}
+                ]
+            },
         ],
         "generationConfig": {
             "temperature": 0.1,
@@ -719,7 +933,10 @@ def test_gemini_request_to_openai_full():
                 ],
             },
             {"role": "assistant", "content": "a cat"},
-            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x.test/dog.jpg"}}]},
+            {
+                "role": "user",
+                "content": [{"type": "image_url", "image_url": {"url": "https://x.test/dog.jpg"}}],
+            },
         ],
         "temperature": 0.1,
         "top_p": 0.7,
@@ -738,12 +955,19 @@ def test_gemini_request_to_openai_full():
 def test_gemini_snake_case_fields_are_read():
     req = {
         "system_instruction": {"parts": [{"text": "s"}]},
-        "contents": [{"role": "user", "parts": [{"inline_data": {"mime_type": "image/png", "data": PNG_B64}}]}],
+        "contents": [
+            {
+                "role": "user",
+                "parts": [{"inline_data": {"mime_type": "image/png", "data": PNG_B64}}],
+            }
+        ],
         "generation_config": {"max_output_tokens": 5, "stop_sequences": ["q"]},
     }
     out = gemini_request_to_openai(req, "g", stream=False)
     assert out["messages"][0] == {"role": "system", "content": "s"}
-    assert out["messages"][1]["content"][0]["image_url"]["url"] == f"data:image/png;base64,{PNG_B64}"
+    assert (
+        out["messages"][1]["content"][0]["image_url"]["url"] == f"data:image/png;base64,{PNG_B64}"
+    )
     assert out["max_tokens"] == 5 and out["stop"] == ["q"]
     assert "stream" not in out
 
@@ -755,7 +979,10 @@ def test_gemini_function_calls_get_ids_and_results_match_by_name():
             {
                 "role": "model",
                 "parts": [
-                    {"functionCall": {"name": "weather", "args": {"city": "A"}}, "thoughtSignature": "c2lnMQ=="},
+                    {
+                        "functionCall": {"name": "weather", "args": {"city": "A"}},
+                        "thoughtSignature": "c2lnMQ==",
+                    },
                     {"functionCall": {"name": "time", "args": {}}},
                 ],
             },
@@ -770,7 +997,15 @@ def test_gemini_function_calls_get_ids_and_results_match_by_name():
         "tools": [
             {
                 "functionDeclarations": [
-                    {"name": "weather", "description": "w", "parameters": {"type": "OBJECT", "properties": {"city": {"type": "STRING", "nullable": True}}, "propertyOrdering": ["city"]}},
+                    {
+                        "name": "weather",
+                        "description": "w",
+                        "parameters": {
+                            "type": "OBJECT",
+                            "properties": {"city": {"type": "STRING", "nullable": True}},
+                            "propertyOrdering": ["city"],
+                        },
+                    },
                     {"name": "time", "parametersJsonSchema": {"type": "object"}},
                 ]
             }
@@ -794,7 +1029,10 @@ def test_gemini_function_calls_get_ids_and_results_match_by_name():
             "function": {
                 "name": "weather",
                 "description": "w",
-                "parameters": {"type": "object", "properties": {"city": {"type": ["string", "null"]}}},
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": ["string", "null"]}},
+                },
             },
         },
         {"type": "function", "function": {"name": "time", "parameters": {"type": "object"}}},
@@ -806,8 +1044,20 @@ def test_gemini_function_response_matches_by_id_when_given():
     req = {
         "contents": [
             {"role": "user", "parts": [{"text": "q"}]},
-            {"role": "model", "parts": [{"functionCall": {"id": "g1", "name": "f", "args": {}}}, {"functionCall": {"id": "g2", "name": "f", "args": {"a": 1}}}]},
-            {"role": "user", "parts": [{"functionResponse": {"id": "g2", "name": "f", "response": {"r": 2}}}, {"functionResponse": {"id": "g1", "name": "f", "response": {"r": 1}}}]},
+            {
+                "role": "model",
+                "parts": [
+                    {"functionCall": {"id": "g1", "name": "f", "args": {}}},
+                    {"functionCall": {"id": "g2", "name": "f", "args": {"a": 1}}},
+                ],
+            },
+            {
+                "role": "user",
+                "parts": [
+                    {"functionResponse": {"id": "g2", "name": "f", "response": {"r": 2}}},
+                    {"functionResponse": {"id": "g1", "name": "f", "response": {"r": 1}}},
+                ],
+            },
         ]
     }
     msgs = gemini_request_to_openai(req, "g", stream=False)["messages"]
@@ -821,8 +1071,14 @@ def test_gemini_function_response_matches_by_id_when_given():
     [
         ({"mode": "AUTO"}, {"tool_choice": "auto", "names": ["a", "b"]}),
         ({"mode": "NONE"}, {"tool_choice": "none", "names": ["a", "b"]}),
-        ({"mode": "ANY", "allowedFunctionNames": ["b"]}, {"tool_choice": {"type": "function", "function": {"name": "b"}}, "names": ["b"]}),
-        ({"mode": "ANY", "allowedFunctionNames": ["a", "b"]}, {"tool_choice": "required", "names": ["a", "b"]}),
+        (
+            {"mode": "ANY", "allowedFunctionNames": ["b"]},
+            {"tool_choice": {"type": "function", "function": {"name": "b"}}, "names": ["b"]},
+        ),
+        (
+            {"mode": "ANY", "allowedFunctionNames": ["a", "b"]},
+            {"tool_choice": "required", "names": ["a", "b"]},
+        ),
         ({"mode": "AUTO", "allowedFunctionNames": ["a"]}, {"tool_choice": "auto", "names": ["a"]}),
     ],
 )
@@ -841,15 +1097,29 @@ def test_gemini_structured_output_and_thinking():
     schema = {"type": "OBJECT", "properties": {"n": {"type": "INTEGER"}}, "required": ["n"]}
     req = {
         "contents": [{"role": "user", "parts": [{"text": "x"}]}],
-        "generationConfig": {"responseMimeType": "application/json", "responseSchema": schema, "thinkingConfig": {"thinkingBudget": 9000}},
+        "generationConfig": {
+            "responseMimeType": "application/json",
+            "responseSchema": schema,
+            "thinkingConfig": {"thinkingBudget": 9000},
+        },
     }
     out = gemini_request_to_openai(req, "g", stream=False)
     assert out["response_format"] == {
         "type": "json_schema",
-        "json_schema": {"name": "response", "schema": {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}},
+        "json_schema": {
+            "name": "response",
+            "schema": {
+                "type": "object",
+                "properties": {"n": {"type": "integer"}},
+                "required": ["n"],
+            },
+        },
     }
     assert out["reasoning_effort"] == "high"
-    req["generationConfig"] = {"responseMimeType": "application/json", "thinkingConfig": {"thinkingBudget": 0}}
+    req["generationConfig"] = {
+        "responseMimeType": "application/json",
+        "thinkingConfig": {"thinkingBudget": 0},
+    }
     out = gemini_request_to_openai(req, "g", stream=False)
     assert out["response_format"] == {"type": "json_object"}
     assert "reasoning_effort" not in out
@@ -873,7 +1143,10 @@ def test_gemini_media_kinds_to_openai_parts():
     parts = gemini_request_to_openai(req, "g", stream=False)["messages"][0]["content"]
     assert parts[0] == {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
     assert parts[1] == {"type": "input_audio", "input_audio": {"data": "SUQz", "format": "mp3"}}
-    assert parts[2] == {"type": "file", "file": {"filename": "file.pdf", "file_data": f"data:application/pdf;base64,{PDF_B64}"}}
+    assert parts[2] == {
+        "type": "file",
+        "file": {"filename": "file.pdf", "file_data": f"data:application/pdf;base64,{PDF_B64}"},
+    }
 
 
 @pytest.mark.parametrize(
@@ -882,15 +1155,49 @@ def test_gemini_media_kinds_to_openai_parts():
         (lambda r: r.update(cachedContent="cachedContents/1"), "cachedContent"),
         (lambda r: r.update(tools=[{"googleSearch": {}}]), "googleSearch"),
         (lambda r: r.update(tools=[{"codeExecution": {}}]), "codeExecution"),
-        (lambda r: r.update(generationConfig={"responseModalities": ["IMAGE"]}), "responseModalities"),
+        (
+            lambda r: r.update(generationConfig={"responseModalities": ["IMAGE"]}),
+            "responseModalities",
+        ),
         (lambda r: r.update(generationConfig={"responseLogprobs": True}), "responseLogprobs"),
         (lambda r: r.update(generationConfig={"speechConfig": {}}), "speechConfig"),
         (lambda r: r.update(generationConfig={"responseMimeType": "text/x.enum"}), "text/x.enum"),
-        (lambda r: r.update(toolConfig={"functionCallingConfig": {"mode": "VALIDATED"}}), "VALIDATED"),
-        (lambda r: r["contents"].append({"role": "model", "parts": [{"executableCode": {"code": "1"}}]}), "executableCode"),
-        (lambda r: r["contents"].append({"role": "user", "parts": [{"functionResponse": {"name": "ghost", "response": {}}}]}), "no matching functionCall"),
-        (lambda r: r["contents"].append({"role": "user", "parts": [{"fileData": {"fileUri": "gs://b/x.png", "mimeType": "image/png"}}]}), "only readable by Gemini"),
-        (lambda r: r["contents"].append({"role": "user", "parts": [{"fileData": {"fileUri": "https://x/v.mp4", "mimeType": "video/mp4"}}]}), "video/mp4"),
+        (
+            lambda r: r.update(toolConfig={"functionCallingConfig": {"mode": "VALIDATED"}}),
+            "VALIDATED",
+        ),
+        (
+            lambda r: r["contents"].append(
+                {"role": "model", "parts": [{"executableCode": {"code": "1"}}]}
+            ),
+            "executableCode",
+        ),
+        (
+            lambda r: r["contents"].append(
+                {"role": "user", "parts": [{"functionResponse": {"name": "ghost", "response": {}}}]}
+            ),
+            "no matching functionCall",
+        ),
+        (
+            lambda r: r["contents"].append(
+                {
+                    "role": "user",
+                    "parts": [{"fileData": {"fileUri": "gs://b/x.png", "mimeType": "image/png"}}],
+                }
+            ),
+            "only readable by Gemini",
+        ),
+        (
+            lambda r: r["contents"].append(
+                {
+                    "role": "user",
+                    "parts": [
+                        {"fileData": {"fileUri": "https://x/v.mp4", "mimeType": "video/mp4"}}
+                    ],
+                }
+            ),
+            "video/mp4",
+        ),
         (lambda r: r["contents"].append({"role": "system", "parts": [{"text": "x"}]}), "role"),
         (lambda r: r.update(contents={"parts": []}), "contents must be an array"),
     ],
@@ -912,14 +1219,23 @@ def test_openai_request_to_gemini_full():
         "model": "gpt",
         "messages": [
             {"role": "system", "content": "sys"},
-            {"role": "user", "content": [
-                {"type": "text", "text": "see"},
-                {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}},
-                {"type": "image_url", "image_url": {"url": "https://x.test/a.jpg?size=2"}},
-                {"type": "image_url", "image_url": {"url": "https://x.test/noext"}},
-                {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
-                {"type": "file", "file": {"filename": "a.pdf", "file_data": f"data:application/pdf;base64,{PDF_B64}"}},
-            ]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "see"},
+                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}},
+                    {"type": "image_url", "image_url": {"url": "https://x.test/a.jpg?size=2"}},
+                    {"type": "image_url", "image_url": {"url": "https://x.test/noext"}},
+                    {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+                    {
+                        "type": "file",
+                        "file": {
+                            "filename": "a.pdf",
+                            "file_data": f"data:application/pdf;base64,{PDF_B64}",
+                        },
+                    },
+                ],
+            },
             {"role": "assistant", "content": "ok"},
             {"role": "user", "content": "bye"},
         ],
@@ -938,14 +1254,22 @@ def test_openai_request_to_gemini_full():
     assert openai_request_to_gemini(req) == {
         "systemInstruction": {"parts": [{"text": "sys"}]},
         "contents": [
-            {"role": "user", "parts": [
-                {"text": "see"},
-                {"inlineData": {"mimeType": "image/png", "data": PNG_B64}},
-                {"fileData": {"fileUri": "https://x.test/a.jpg?size=2", "mimeType": "image/jpeg"}},
-                {"fileData": {"fileUri": "https://x.test/noext"}},
-                {"inlineData": {"mimeType": "audio/wav", "data": "UklGRg=="}},
-                {"inlineData": {"mimeType": "application/pdf", "data": PDF_B64}},
-            ]},
+            {
+                "role": "user",
+                "parts": [
+                    {"text": "see"},
+                    {"inlineData": {"mimeType": "image/png", "data": PNG_B64}},
+                    {
+                        "fileData": {
+                            "fileUri": "https://x.test/a.jpg?size=2",
+                            "mimeType": "image/jpeg",
+                        }
+                    },
+                    {"fileData": {"fileUri": "https://x.test/noext"}},
+                    {"inlineData": {"mimeType": "audio/wav", "data": "UklGRg=="}},
+                    {"inlineData": {"mimeType": "application/pdf", "data": PDF_B64}},
+                ],
+            },
             {"role": "model", "parts": [{"text": "ok"}]},
             {"role": "user", "parts": [{"text": "bye"}]},
         ],
@@ -969,16 +1293,27 @@ def test_openai_tools_to_gemini_with_names_for_results():
         "model": "m",
         "messages": [
             {"role": "user", "content": "q"},
-            {"role": "assistant", "content": "", "tool_calls": [
-                {"id": sig_id, "type": "function", "function": {"name": "w", "arguments": '{"city":"A"}'}},
-                {"id": "c2", "type": "function", "function": {"name": "t", "arguments": "{}"}},
-            ]},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {
+                        "id": sig_id,
+                        "type": "function",
+                        "function": {"name": "w", "arguments": '{"city":"A"}'},
+                    },
+                    {"id": "c2", "type": "function", "function": {"name": "t", "arguments": "{}"}},
+                ],
+            },
             {"role": "tool", "tool_call_id": "c2", "content": "noon"},
             {"role": "tool", "tool_call_id": sig_id, "content": '{"temp": 3}'},
             {"role": "user", "content": "thanks"},
         ],
         "tools": [
-            {"type": "function", "function": {"name": "w", "description": "wd", "parameters": WEATHER_SCHEMA}},
+            {
+                "type": "function",
+                "function": {"name": "w", "description": "wd", "parameters": WEATHER_SCHEMA},
+            },
             {"type": "function", "function": {"name": "t"}},
         ],
         "tool_choice": {"type": "function", "function": {"name": "w"}},
@@ -986,21 +1321,36 @@ def test_openai_tools_to_gemini_with_names_for_results():
     out = openai_request_to_gemini(req)
     assert out["contents"] == [
         {"role": "user", "parts": [{"text": "q"}]},
-        {"role": "model", "parts": [
-            {"functionCall": {"name": "w", "args": {"city": "A"}}, "thoughtSignature": "c2lnbmF0dXJl"},
-            {"functionCall": {"name": "t", "args": {}}},
-        ]},
-        {"role": "user", "parts": [
-            {"functionResponse": {"name": "t", "response": {"output": "noon"}}},
-            {"functionResponse": {"name": "w", "response": {"temp": 3}}},
-            {"text": "thanks"},
-        ]},
+        {
+            "role": "model",
+            "parts": [
+                {
+                    "functionCall": {"name": "w", "args": {"city": "A"}},
+                    "thoughtSignature": "c2lnbmF0dXJl",
+                },
+                {"functionCall": {"name": "t", "args": {}}},
+            ],
+        },
+        {
+            "role": "user",
+            "parts": [
+                {"functionResponse": {"name": "t", "response": {"output": "noon"}}},
+                {"functionResponse": {"name": "w", "response": {"temp": 3}}},
+                {"text": "thanks"},
+            ],
+        },
     ]
-    assert out["tools"] == [{"functionDeclarations": [
-        {"name": "w", "description": "wd", "parametersJsonSchema": WEATHER_SCHEMA},
-        {"name": "t"},
-    ]}]
-    assert out["toolConfig"] == {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["w"]}}
+    assert out["tools"] == [
+        {
+            "functionDeclarations": [
+                {"name": "w", "description": "wd", "parametersJsonSchema": WEATHER_SCHEMA},
+                {"name": "t"},
+            ]
+        }
+    ]
+    assert out["toolConfig"] == {
+        "functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["w"]}
+    }
 
 
 def test_openai_calls_without_signature_get_the_documented_placeholder():
@@ -1008,10 +1358,13 @@ def test_openai_calls_without_signature_get_the_documented_placeholder():
         "model": "m",
         "messages": [
             {"role": "user", "content": "q"},
-            {"role": "assistant", "tool_calls": [
-                {"id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"}},
-                {"id": "b", "type": "function", "function": {"name": "f", "arguments": "{}"}},
-            ]},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {"id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+                    {"id": "b", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+                ],
+            },
             {"role": "tool", "tool_call_id": "a", "content": "1"},
             {"role": "tool", "tool_call_id": "b", "content": "2"},
         ],
@@ -1029,20 +1382,54 @@ def test_openai_calls_without_signature_get_the_documented_placeholder():
         ("auto", {"mode": "AUTO"}),
         ("required", {"mode": "ANY"}),
         ("none", {"mode": "NONE"}),
-        ({"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [{"type": "function", "function": {"name": "f"}}]}}, {"mode": "AUTO", "allowedFunctionNames": ["f"]}),
+        (
+            {
+                "type": "allowed_tools",
+                "allowed_tools": {
+                    "mode": "auto",
+                    "tools": [{"type": "function", "function": {"name": "f"}}],
+                },
+            },
+            {"mode": "AUTO", "allowedFunctionNames": ["f"]},
+        ),
     ],
 )
 def test_openai_tool_choice_to_gemini(choice, expected):
-    req = {"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": choice}
+    req = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "x"}],
+        "tools": [{"type": "function", "function": {"name": "f"}}],
+        "tool_choice": choice,
+    }
     assert openai_request_to_gemini(req)["toolConfig"] == {"functionCallingConfig": expected}
+
+
+def test_openai_limits_and_tool_choice_without_tools_for_gemini():
+    req = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "x"}],
+        "max_completion_tokens": 5,
+        "max_tokens": 9,
+        "tool_choice": "none",
+    }
+    out = openai_request_to_gemini(req)
+    assert out["generationConfig"] == {"maxOutputTokens": 5}
+    assert "toolConfig" not in out
 
 
 def test_openai_response_format_and_effort_to_gemini():
     schema = {"type": "object", "additionalProperties": False}
     base = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
-    gc = openai_request_to_gemini(dict(base, response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": schema}}))["generationConfig"]
+    gc = openai_request_to_gemini(
+        dict(
+            base,
+            response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": schema}},
+        )
+    )["generationConfig"]
     assert gc == {"responseMimeType": "application/json", "responseJsonSchema": schema}
-    gc = openai_request_to_gemini(dict(base, response_format={"type": "json_object"}))["generationConfig"]
+    gc = openai_request_to_gemini(dict(base, response_format={"type": "json_object"}))[
+        "generationConfig"
+    ]
     assert gc == {"responseMimeType": "application/json"}
     gc = openai_request_to_gemini(dict(base, reasoning_effort="medium"))["generationConfig"]
     assert gc == {"thinkingConfig": {"thinkingBudget": 8192, "includeThoughts": True}}
@@ -1055,12 +1442,30 @@ def test_openai_tool_result_with_image_to_gemini_parts():
         "model": "m",
         "messages": [
             {"role": "user", "content": "q"},
-            {"role": "assistant", "tool_calls": [{"id": "a", "type": "function", "function": {"name": "shot", "arguments": ""}}]},
-            {"role": "tool", "tool_call_id": "a", "content": [{"type": "text", "text": "img"}, {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}}]},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {"id": "a", "type": "function", "function": {"name": "shot", "arguments": ""}}
+                ],
+            },
+            {
+                "role": "tool",
+                "tool_call_id": "a",
+                "content": [
+                    {"type": "text", "text": "img"},
+                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}},
+                ],
+            },
         ],
     }
-    fr = openai_request_to_gemini(req, thought_signature_fallback=False)["contents"][2]["parts"][0]["functionResponse"]
-    assert fr == {"name": "shot", "response": {"output": "img"}, "parts": [{"inlineData": {"mimeType": "image/png", "data": PNG_B64}}]}
+    fr = openai_request_to_gemini(req, thought_signature_fallback=False)["contents"][2]["parts"][0][
+        "functionResponse"
+    ]
+    assert fr == {
+        "name": "shot",
+        "response": {"output": "img"},
+        "parts": [{"inlineData": {"mimeType": "image/png", "data": PNG_B64}}],
+    }
 
 
 @pytest.mark.parametrize(
@@ -1073,10 +1478,49 @@ def test_openai_tool_result_with_image_to_gemini_parts():
         ({"response_format": {"type": "grammar"}}, "grammar"),
         ({"tool_choice": {"type": "custom"}}, "tool_choice"),
         ({"reasoning_effort": "extreme"}, "extreme"),
-        ({"messages": [{"role": "user", "content": "x"}, {"role": "tool", "tool_call_id": "nope", "content": "r"}]}, "matches no tool call"),
-        ({"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_id": "f"}}]}]}, "file_id"),
-        ({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "x", "format": "flac"}}]}]}, "wav or mp3"),
-        ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "file:///etc/x.png"}}]}]}, "scheme"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "x"},
+                    {"role": "tool", "tool_call_id": "nope", "content": "r"},
+                ]
+            },
+            "matches no tool call",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "file", "file": {"file_id": "f"}}]}
+                ]
+            },
+            "file_id",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "input_audio", "input_audio": {"data": "x", "format": "flac"}}
+                        ],
+                    }
+                ]
+            },
+            "wav or mp3",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image_url", "image_url": {"url": "file:///etc/x.png"}}
+                        ],
+                    }
+                ]
+            },
+            "scheme",
+        ),
     ],
 )
 def test_openai_unsupported_params_raise_for_gemini(extra, needle):
@@ -1089,12 +1533,38 @@ def test_gemini_request_survives_a_trip_through_the_hub():
     req = {
         "systemInstruction": {"parts": [{"text": "s1"}, {"text": "s2"}]},
         "contents": [
-            {"role": "user", "parts": [{"text": "q"}, {"inlineData": {"mimeType": "image/png", "data": PNG_B64}}]},
-            {"role": "model", "parts": [{"text": "calling"}, {"functionCall": {"name": "f", "args": {"x": 1}}, "thoughtSignature": "AAEC"}]},
-            {"role": "user", "parts": [{"functionResponse": {"name": "f", "response": {"output": "done"}}}]},
+            {
+                "role": "user",
+                "parts": [
+                    {"text": "q"},
+                    {"inlineData": {"mimeType": "image/png", "data": PNG_B64}},
+                ],
+            },
+            {
+                "role": "model",
+                "parts": [
+                    {"text": "calling"},
+                    {"functionCall": {"name": "f", "args": {"x": 1}}, "thoughtSignature": "AAEC"},
+                ],
+            },
+            {
+                "role": "user",
+                "parts": [{"functionResponse": {"name": "f", "response": {"output": "done"}}}],
+            },
         ],
-        "generationConfig": {"temperature": 0.5, "topK": 2, "maxOutputTokens": 10, "stopSequences": ["x"]},
-        "tools": [{"functionDeclarations": [{"name": "f", "description": "d", "parametersJsonSchema": {"type": "object"}}]}],
+        "generationConfig": {
+            "temperature": 0.5,
+            "topK": 2,
+            "maxOutputTokens": 10,
+            "stopSequences": ["x"],
+        },
+        "tools": [
+            {
+                "functionDeclarations": [
+                    {"name": "f", "description": "d", "parametersJsonSchema": {"type": "object"}}
+                ]
+            }
+        ],
         "toolConfig": {"functionCallingConfig": {"mode": "AUTO"}},
     }
     back = openai_request_to_gemini(gemini_request_to_openai(copy.deepcopy(req), "g", stream=True))
@@ -1113,8 +1583,14 @@ def test_anthropic_ingress_to_gemini_channel_composes():
         "system": "sys",
         "messages": [
             {"role": "user", "content": "q"},
-            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"a": 1}}]},
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "r"}]},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"a": 1}}],
+            },
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "r"}],
+            },
         ],
         "tools": [{"name": "f", "input_schema": {"type": "object"}}],
     }
@@ -1123,24 +1599,45 @@ def test_anthropic_ingress_to_gemini_channel_composes():
         "systemInstruction": {"parts": [{"text": "sys"}]},
         "contents": [
             {"role": "user", "parts": [{"text": "q"}]},
-            {"role": "model", "parts": [{"functionCall": {"name": "f", "args": {"a": 1}}, "thoughtSignature": "skip_thought_signature_validator"}]},
-            {"role": "user", "parts": [{"functionResponse": {"name": "f", "response": {"output": "r"}}}]},
+            {
+                "role": "model",
+                "parts": [
+                    {
+                        "functionCall": {"name": "f", "args": {"a": 1}},
+                        "thoughtSignature": "skip_thought_signature_validator",
+                    }
+                ],
+            },
+            {
+                "role": "user",
+                "parts": [{"functionResponse": {"name": "f", "response": {"output": "r"}}}],
+            },
         ],
         "generationConfig": {"maxOutputTokens": 64},
-        "tools": [{"functionDeclarations": [{"name": "f", "parametersJsonSchema": {"type": "object"}}]}],
+        "tools": [
+            {"functionDeclarations": [{"name": "f", "parametersJsonSchema": {"type": "object"}}]}
+        ],
     }
 
 
 def test_gemini_ingress_to_anthropic_channel_composes():
-    req = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "generationConfig": {"maxOutputTokens": 20}}
-    assert convert_request(req, "gemini", "anthropic", model="claude-x", stream=True, default_max_tokens=9) == {
+    req = {
+        "contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+        "generationConfig": {"maxOutputTokens": 20},
+    }
+    assert convert_request(
+        req, "gemini", "anthropic", model="claude-x", stream=True, default_max_tokens=9
+    ) == {
         "model": "claude-x",
         "messages": [{"role": "user", "content": "hi"}],
         "max_tokens": 20,
         "stream": True,
     }
     req = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
-    assert convert_request(req, "gemini", "anthropic", model="c", default_max_tokens=9)["max_tokens"] == 9
+    assert (
+        convert_request(req, "gemini", "anthropic", model="c", default_max_tokens=9)["max_tokens"]
+        == 9
+    )
 
 
 def test_same_protocol_is_returned_untouched():

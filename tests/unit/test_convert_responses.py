@@ -61,9 +61,16 @@ def chat_completion(message, finish="stop", usage=None):
 
 def test_usage_from_anthropic_counts_cache_in_prompt():
     u = usage_from_anthropic(
-        {"input_tokens": 100, "cache_read_input_tokens": 30, "cache_creation_input_tokens": 7, "output_tokens": 9}
+        {
+            "input_tokens": 100,
+            "cache_read_input_tokens": 30,
+            "cache_creation_input_tokens": 7,
+            "output_tokens": 9,
+        }
     )
-    assert u == Usage(prompt_tokens=137, completion_tokens=9, cached_tokens=30, cache_write_tokens=7, found=True)
+    assert u == Usage(
+        prompt_tokens=137, completion_tokens=9, cached_tokens=30, cache_write_tokens=7, found=True
+    )
     assert usage_from_anthropic(None) == Usage()
 
 
@@ -78,13 +85,20 @@ def test_usage_from_gemini_counts_thoughts_as_output():
             "totalTokenCount": 85,
         }
     )
-    assert u == Usage(prompt_tokens=53, completion_tokens=32, cached_tokens=40, cache_write_tokens=0, found=True)
+    assert u == Usage(
+        prompt_tokens=53, completion_tokens=32, cached_tokens=40, cache_write_tokens=0, found=True
+    )
 
 
 def test_anthropic_usage_to_openai_per_spec():
     resp = anthropic_message(
         [{"type": "text", "text": "hi"}],
-        usage={"input_tokens": 100, "cache_read_input_tokens": 30, "cache_creation_input_tokens": 7, "output_tokens": 9},
+        usage={
+            "input_tokens": 100,
+            "cache_read_input_tokens": 30,
+            "cache_creation_input_tokens": 7,
+            "output_tokens": 9,
+        },
     )
     usage = anthropic_response_to_openai(resp, "pub")["usage"]
     assert usage["prompt_tokens"] == 100 + 30 + 7
@@ -97,10 +111,20 @@ def test_anthropic_usage_to_openai_per_spec():
 def test_openai_usage_to_anthropic_per_spec():
     resp = chat_completion(
         {"role": "assistant", "content": "x"},
-        usage={"prompt_tokens": 120, "completion_tokens": 8, "total_tokens": 128, "prompt_tokens_details": {"cached_tokens": 100}},
+        usage={
+            "prompt_tokens": 120,
+            "completion_tokens": 8,
+            "total_tokens": 128,
+            "prompt_tokens_details": {"cached_tokens": 100},
+        },
     )
     usage = openai_response_to_anthropic(resp, "pub")["usage"]
-    assert usage == {"input_tokens": 20, "output_tokens": 8, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 0}
+    assert usage == {
+        "input_tokens": 20,
+        "output_tokens": 8,
+        "cache_read_input_tokens": 100,
+        "cache_creation_input_tokens": 0,
+    }
 
 
 # ==================================================================================
@@ -128,7 +152,11 @@ def test_anthropic_response_to_openai_text_tools_thinking():
     assert choice["message"]["content"] == "Calling tools."
     assert choice["message"]["reasoning_content"] == "let me see"
     assert choice["message"]["tool_calls"] == [
-        {"id": "toolu_9", "type": "function", "function": {"name": "weather", "arguments": '{"city":"Oslo"}'}}
+        {
+            "id": "toolu_9",
+            "type": "function",
+            "function": {"name": "weather", "arguments": '{"city":"Oslo"}'},
+        }
     ]
 
 
@@ -145,16 +173,25 @@ def test_anthropic_response_to_openai_text_tools_thinking():
     ],
 )
 def test_anthropic_stop_reasons(stop, finish):
-    out = anthropic_response_to_openai(anthropic_message([{"type": "text", "text": "x"}], stop), "m")
+    out = anthropic_response_to_openai(
+        anthropic_message([{"type": "text", "text": "x"}], stop), "m"
+    )
     assert out["choices"][0]["finish_reason"] == finish
 
 
 @pytest.mark.parametrize(
     ("finish", "stop"),
-    [("stop", "end_turn"), ("length", "max_tokens"), ("tool_calls", "tool_use"), ("content_filter", "refusal")],
+    [
+        ("stop", "end_turn"),
+        ("length", "max_tokens"),
+        ("tool_calls", "tool_use"),
+        ("content_filter", "refusal"),
+    ],
 )
 def test_openai_finish_reasons_to_anthropic(finish, stop):
-    out = openai_response_to_anthropic(chat_completion({"role": "assistant", "content": "x"}, finish), "m")
+    out = openai_response_to_anthropic(
+        chat_completion({"role": "assistant", "content": "x"}, finish), "m"
+    )
     assert out["stop_reason"] == stop
 
 
@@ -165,7 +202,11 @@ def test_openai_response_to_anthropic_blocks():
             "content": "Answer",
             "reasoning_content": "thought",
             "tool_calls": [
-                {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a": [1, 2]}'}},
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "f", "arguments": '{"a": [1, 2]}'},
+                },
                 {"id": "call_2", "type": "function", "function": {"name": "g", "arguments": ""}},
             ],
         },
@@ -186,7 +227,10 @@ def test_openai_response_to_anthropic_blocks():
 
 def test_openai_refusal_to_anthropic_text():
     out = openai_response_to_anthropic(
-        chat_completion({"role": "assistant", "content": None, "refusal": "I can't."}, "content_filter"), "m"
+        chat_completion(
+            {"role": "assistant", "content": None, "refusal": "I can't."}, "content_filter"
+        ),
+        "m",
     )
     assert out["content"] == [{"type": "text", "text": "I can't."}]
     assert out["stop_reason"] == "refusal"
@@ -199,7 +243,12 @@ def test_bad_upstream_bodies_raise_protocol_errors():
         openai_response_to_anthropic({"object": "list"}, "m")
     with pytest.raises(UpstreamProtocolError, match="arguments"):
         openai_response_to_anthropic(
-            chat_completion({"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{oops"}}]}),
+            chat_completion(
+                {
+                    "role": "assistant",
+                    "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{oops"}}],
+                }
+            ),
             "m",
         )
     with pytest.raises(UpstreamProtocolError):
@@ -210,9 +259,17 @@ def test_bad_upstream_bodies_raise_protocol_errors():
 
 def test_anthropic_response_round_trip_through_hub():
     resp = anthropic_message(
-        [{"type": "text", "text": "hi"}, {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"k": "v"}}],
+        [
+            {"type": "text", "text": "hi"},
+            {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"k": "v"}},
+        ],
         stop_reason="tool_use",
-        usage={"input_tokens": 11, "cache_read_input_tokens": 3, "cache_creation_input_tokens": 2, "output_tokens": 4},
+        usage={
+            "input_tokens": 11,
+            "cache_read_input_tokens": 3,
+            "cache_creation_input_tokens": 2,
+            "output_tokens": 4,
+        },
     )
     back = openai_response_to_anthropic(anthropic_response_to_openai(resp, "pub"), "pub")
     assert back == dict(resp, model="pub")
@@ -225,8 +282,11 @@ def test_anthropic_response_round_trip_through_hub():
 
 def gemini_response(parts, finish="STOP", usage=None, **extra):
     out = {
-        "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": finish, "index": 0}],
-        "usageMetadata": usage or {"promptTokenCount": 4, "candidatesTokenCount": 2, "totalTokenCount": 6},
+        "candidates": [
+            {"content": {"role": "model", "parts": parts}, "finishReason": finish, "index": 0}
+        ],
+        "usageMetadata": usage
+        or {"promptTokenCount": 4, "candidatesTokenCount": 2, "totalTokenCount": 6},
         "modelVersion": "gemini-upstream",
         "responseId": "resp-1",
     }
@@ -239,10 +299,19 @@ def test_gemini_response_to_openai_with_calls_and_thoughts():
         [
             {"text": "thinking...", "thought": True},
             {"text": "Let me check."},
-            {"functionCall": {"name": "weather", "args": {"city": "Lima"}}, "thoughtSignature": "c2ln"},
+            {
+                "functionCall": {"name": "weather", "args": {"city": "Lima"}},
+                "thoughtSignature": "c2ln",
+            },
             {"functionCall": {"name": "time", "args": {}}},
         ],
-        usage={"promptTokenCount": 40, "candidatesTokenCount": 10, "thoughtsTokenCount": 5, "cachedContentTokenCount": 30, "totalTokenCount": 55},
+        usage={
+            "promptTokenCount": 40,
+            "candidatesTokenCount": 10,
+            "thoughtsTokenCount": 5,
+            "cachedContentTokenCount": 30,
+            "totalTokenCount": 55,
+        },
     )
     out = gemini_response_to_openai(resp, "pub")
     openai.types.chat.ChatCompletion.model_validate(out)
@@ -295,10 +364,18 @@ def test_gemini_finish_reasons(reason, finish):
 
 
 def test_gemini_prompt_block_becomes_content_filter():
-    resp = {"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 3, "totalTokenCount": 3}}
+    resp = {
+        "promptFeedback": {"blockReason": "SAFETY"},
+        "usageMetadata": {"promptTokenCount": 3, "totalTokenCount": 3},
+    }
     out = gemini_response_to_openai(resp, "m")
     assert out["choices"] == [
-        {"index": 0, "message": {"role": "assistant", "content": None, "refusal": None}, "finish_reason": "content_filter", "logprobs": None}
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": None, "refusal": None},
+            "finish_reason": "content_filter",
+            "logprobs": None,
+        }
     ]
     assert out["usage"]["prompt_tokens"] == 3
 
@@ -306,8 +383,16 @@ def test_gemini_prompt_block_becomes_content_filter():
 def test_gemini_multiple_candidates_become_choices():
     resp = {
         "candidates": [
-            {"content": {"role": "model", "parts": [{"text": "a"}]}, "finishReason": "STOP", "index": 0},
-            {"content": {"role": "model", "parts": [{"text": "b"}]}, "finishReason": "MAX_TOKENS", "index": 1},
+            {
+                "content": {"role": "model", "parts": [{"text": "a"}]},
+                "finishReason": "STOP",
+                "index": 0,
+            },
+            {
+                "content": {"role": "model", "parts": [{"text": "b"}]},
+                "finishReason": "MAX_TOKENS",
+                "index": 1,
+            },
         ]
     }
     out = gemini_response_to_openai(resp, "m")
@@ -323,7 +408,13 @@ def test_openai_response_to_gemini():
             "role": "assistant",
             "content": "Sure",
             "reasoning_content": "hmm",
-            "tool_calls": [{"id": "call_7", "type": "function", "function": {"name": "f", "arguments": '{"q":1}'}}],
+            "tool_calls": [
+                {
+                    "id": "call_7",
+                    "type": "function",
+                    "function": {"name": "f", "arguments": '{"q":1}'},
+                }
+            ],
         },
         "tool_calls",
         usage={
@@ -363,23 +454,45 @@ def test_openai_response_to_gemini():
     }
 
 
-@pytest.mark.parametrize(("finish", "reason"), [("stop", "STOP"), ("length", "MAX_TOKENS"), ("content_filter", "SAFETY"), ("tool_calls", "STOP")])
+@pytest.mark.parametrize(
+    ("finish", "reason"),
+    [
+        ("stop", "STOP"),
+        ("length", "MAX_TOKENS"),
+        ("content_filter", "SAFETY"),
+        ("tool_calls", "STOP"),
+    ],
+)
 def test_openai_finish_to_gemini(finish, reason):
-    out = openai_response_to_gemini(chat_completion({"role": "assistant", "content": "x"}, finish), "m")
+    out = openai_response_to_gemini(
+        chat_completion({"role": "assistant", "content": "x"}, finish), "m"
+    )
     assert out["candidates"][0]["finishReason"] == reason
 
 
 def test_gemini_response_round_trip_through_hub():
     resp = gemini_response(
-        [{"text": "t", "thought": True}, {"text": "hello"}, {"functionCall": {"name": "f", "args": {"z": None}}, "thoughtSignature": "AAEC"}],
-        usage={"promptTokenCount": 9, "candidatesTokenCount": 3, "thoughtsTokenCount": 2, "cachedContentTokenCount": 5, "totalTokenCount": 14},
+        [
+            {"text": "t", "thought": True},
+            {"text": "hello"},
+            {"functionCall": {"name": "f", "args": {"z": None}}, "thoughtSignature": "AAEC"},
+        ],
+        usage={
+            "promptTokenCount": 9,
+            "candidatesTokenCount": 3,
+            "thoughtsTokenCount": 2,
+            "cachedContentTokenCount": 5,
+            "totalTokenCount": 14,
+        },
     )
     back = openai_response_to_gemini(gemini_response_to_openai(resp, "pub"), "pub")
     assert back["usageMetadata"] == resp["usageMetadata"]
     assert back["responseId"] == "resp-1"
     parts = back["candidates"][0]["content"]["parts"]
     assert parts[:2] == resp["candidates"][0]["content"]["parts"][:2]
-    assert parts[2]["functionCall"]["name"] == "f" and parts[2]["functionCall"]["args"] == {"z": None}
+    assert parts[2]["functionCall"]["name"] == "f" and parts[2]["functionCall"]["args"] == {
+        "z": None
+    }
     assert parts[2]["thoughtSignature"] == "AAEC"
 
 
@@ -390,7 +503,12 @@ def test_convert_response_composes_anthropic_to_gemini():
     )
     out = convert_response(resp, "anthropic", "gemini", "pub")
     assert out["candidates"][0]["content"]["parts"] == [{"text": "hey"}]
-    assert out["usageMetadata"] == {"promptTokenCount": 10, "candidatesTokenCount": 2, "totalTokenCount": 12, "cachedContentTokenCount": 5}
+    assert out["usageMetadata"] == {
+        "promptTokenCount": 10,
+        "candidatesTokenCount": 2,
+        "totalTokenCount": 12,
+        "cachedContentTokenCount": 5,
+    }
     same = {"x": 1}
     assert convert_response(same, "openai", "openai", "m") is same
 
@@ -401,8 +519,15 @@ def test_convert_response_composes_anthropic_to_gemini():
 
 
 def test_error_bodies_in_each_protocol():
-    assert orjson.loads(error_body("openai", 429, "slow down", "rate_limit_error", "rate_limit_exceeded")) == {
-        "error": {"message": "slow down", "type": "rate_limit_error", "param": None, "code": "rate_limit_exceeded"}
+    assert orjson.loads(
+        error_body("openai", 429, "slow down", "rate_limit_error", "rate_limit_exceeded")
+    ) == {
+        "error": {
+            "message": "slow down",
+            "type": "rate_limit_error",
+            "param": None,
+            "code": "rate_limit_exceeded",
+        }
     }
     assert orjson.loads(error_body("anthropic", 429, "slow down", "rate_limit_error")) == {
         "type": "error",
@@ -455,7 +580,9 @@ def test_upstream_errors_convert_between_protocols():
         "type": "error",
         "error": {"type": "rate_limit_error", "message": "Quota exceeded"},
     }
-    assert orjson.loads(convert_error_body(gem, 429, "openai"))["error"]["type"] == "rate_limit_error"
+    assert (
+        orjson.loads(convert_error_body(gem, 429, "openai"))["error"]["type"] == "rate_limit_error"
+    )
     html = b"<html>502 Bad Gateway</html>"
     assert orjson.loads(convert_error_body(html, 502, "gemini")) == {
         "error": {"code": 502, "message": "<html>502 Bad Gateway</html>", "status": "UNAVAILABLE"}
