@@ -261,9 +261,7 @@ class Exchange:
         self.failures.append((self.channel.name, kind))
         self.breaker.failure()
         self.app.metrics.attempt(self.channel.name, kind)
-        self.scanner = None
-        self.head_out = None
-        self.out.clear()
+        self.reset_response()
         self.attempt()
 
     # -- upstream events -------------------------------------------------------------
@@ -362,9 +360,7 @@ class Exchange:
                 # A kept-alive connection the upstream had closed: not the
                 # channel's fault; try once more on a fresh connection.
                 self.stale_retry = True
-                self.scanner = None
-                self.head_out = None
-                self.out.clear()
+                self.reset_response()
                 self.cancel_acquire = self.app.pool.acquire(
                     self.channel.origin, self.on_conn, self.on_conn_error
                 )
@@ -394,6 +390,16 @@ class Exchange:
         else:
             self.force_close = True
         self.finish(502, "upstream_error")
+
+    def reset_response(self) -> None:
+        """Forget what a failed attempt's response head set up (nothing was sent)."""
+        self.scanner = None
+        self.head_out = None
+        self.out.clear()
+        self.chunked = False
+        self.status = 0
+        self.t_first = 0.0
+        self.upstream_request_id = b""
 
     def drop_conn(self, conn: Any) -> None:
         """Done with a connection that must not be reused: close it, free its slot."""

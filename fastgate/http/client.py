@@ -103,8 +103,15 @@ class ClientProtocol(asyncio.Protocol):
         self.queue.clear()
 
     def eof_received(self) -> bool | None:
-        # A half-closed client may still read the answers to what it sent.
-        return not (self.exchange is None and not self.queue)
+        # The client closed its side. With a request in flight that means it is
+        # gone (as nginx reads it): cancel the upstream instead of computing an
+        # answer nobody will read. Either way our side closes too.
+        ex = self.exchange
+        if ex is not None:
+            self.exchange = None
+            ex.client_lost()
+        self.queue.clear()
+        return False
 
     def pause_writing(self) -> None:
         self.write_paused = True

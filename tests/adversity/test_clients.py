@@ -209,18 +209,14 @@ def test_slow_reader_holds_back_the_upstream_and_memory_stays_flat(
             samples.append((t, read, written))
             time.sleep(0.05)
         written = bs.bytes_written
-        total = n_chunks * chunk_bytes
         assert not bs.finished, "the upstream finished while the client had read little"
-        # What the producer got rid of is in the kernel's socket buffers (which
-        # autotuning may grow to several MiB on loopback) or inside the two processes:
-        # fastgate's part must stay near its 256 KiB write high-water mark.
+        # What the producer got rid of is in the kernel's socket buffers (autotuning
+        # grows them to ~10 MiB on loopback, so no absolute bound on `written` is
+        # portable) or inside the two processes: fastgate's part must stay near its
+        # 256 KiB write high-water mark.
         assert held < 2 * MiB, (
             f"{held / MiB:.1f} MiB held inside processes behind a slow reader "
             f"(upstream wrote {written / MiB:.1f} MiB, client read {read / MiB:.2f} MiB)"
-        )
-        assert written < total / 2, (
-            f"upstream wrote {written / MiB:.1f} MiB while the client read {read / MiB:.2f} MiB:"
-            " the upstream read is not paused by the slow client"
         )
         # Stalled, not just slow: over the last half the producer advanced by little
         # more than what the client consumed.
@@ -423,7 +419,8 @@ async def test_sigterm_lets_inflight_streams_finish_and_refuses_new_connections(
     while time.monotonic() < deadline:
         try:
             _, w = await asyncio.open_connection(gw.host, gw.port)
-        except ConnectionRefusedError:
+        except (ConnectionRefusedError, ConnectionResetError):
+            # Reset: the kernel had queued the connection on the closing listener.
             refused = True
             break
         w.close()
