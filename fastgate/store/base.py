@@ -46,14 +46,18 @@ Interface (all async, run on the store loop; ids are integers; `ref` is an id
   "key_sha256"). Tokens also accept "quota_micros" (int) instead of "quota_usd",
   and "expires_at" as RFC 3339, a unix number, or ""/None. Prices are stored as
   integer micro-dollars per 1M tokens; output also has "<field>_micros".
+  `upsert_prices(specs) -> {"created", "updated"}` creates or replaces many
+  prices by model in one transaction (price set / price sync).
   Every write bumps the config version (Postgres: and sends
   `NOTIFY fastgate_config, '<version>'` in the same transaction) and then calls
   the local `listen` callbacks. Errors: NotFound, Conflict (name or key taken),
   InvalidEntry (.problems), SecretKeyMissing (a credential without
   FASTGATE_SECRET_KEY; `api_key_env` needs no key), SecretKeyInvalid.
-- `write_usage(records) -> int`: insert UsageRecord objects (or dicts with the
-  same keys, as read back from a spool file); idempotent by `uid` (existing
-  uids are skipped); returns the number of rows inserted. Postgres: binary COPY
+- `write_usage(records, coerce=False) -> int`: insert UsageRecord objects or
+  dicts with the same keys (what the gateway appends and spool files hold);
+  idempotent by `uid` (existing uids are skipped); returns the number of rows
+  inserted. `coerce=True` converts every value to its column type first (slower;
+  used to retry a batch the database rejected). Postgres: binary COPY
   into a per-connection staging table, then INSERT ... ON CONFLICT DO NOTHING.
   `is_data_error(exc)` tells a bad record (retrying is useless) from an
   unavailable database (retry later).
@@ -72,7 +76,8 @@ Interface (all async, run on the store loop; ids are integers; `ref` is an id
 - `listen(callback)`: `callback(version: int)` is called ON THE STORE THREAD after
   every write made through this store and, on Postgres, for every NOTIFY from
   any instance (version -1 means "(re)connected: changes may have been missed,
-  check"). It must be quick and thread-safe, e.g.
+  check"); a version may be reported more than once (Postgres: by the write
+  itself and by its NOTIFY). It must be quick and thread-safe, e.g.
   `lambda v: data_loop.call_soon_threadsafe(wake.set)`. The Postgres listener
   reconnects by itself (0.5 s .. 5 s backoff); `listening` says whether it is up.
   Polling `version()` every `refresh_interval` is the CALLER's fallback, and is
@@ -86,6 +91,19 @@ running config is the file's entries plus the store's; on a name clash
 (channel name, token name or key, price model, group name) the FILE entry wins
 and the store entry is ignored with a warning. See `merge()`. The admin API and
 CLI should refuse to create a store entry whose name the file already uses.
+
+Wiring (server side)
+--------------------
+Per worker process, AFTER fork (threads do not survive a fork):
+`store = store_for(cfg.database); store.start()`; `state = store.run(store.load())`;
+serve `merge(cfg, state)`; seed the quota dict from `state.quota_used`; charge
+through `QuotaSync(store, app.quota_used)`; hand the store to
+`LogSink(..., store=store, spool_dir=...)`. A refresh task on the data-plane loop
+waits for a listen() wake-up or `refresh_interval`, compares `await
+store.call(store.version())` with the last one, and on change loads, merges,
+builds and swaps the snapshot; when that fails it keeps the last good snapshot
+and reports the error (log and /ready). SIGTERM: drain, `await quota.close()`,
+`sink.close()`, `store.stop()`.
 """
 
 from __future__ import annotations
@@ -103,7 +121,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -281,6 +299,7 @@ USAGE_COLUMNS: tuple[str, ...] = (
 )
 _RECORD_ATTRS = tuple("group" if c == "group_name" else c for c in USAGE_COLUMNS)
 _get_row = attrgetter(*_RECORD_ATTRS)
+_get_dict_row = itemgetter(*_RECORD_ATTRS)
 _INT64 = (1 << 63) - 1
 _KINDS_OF_COLUMN: dict[str, type] = {
     "ts": float,
@@ -298,6 +317,7 @@ _KINDS_OF_COLUMN: dict[str, type] = {
     "cache_hit": bool,
 }
 _COLUMN_TYPES = tuple(_KINDS_OF_COLUMN.get(c, str) for c in USAGE_COLUMNS)
+_ATTR_TYPES = tuple(zip(_RECORD_ATTRS, _COLUMN_TYPES, strict=True))
 
 
 def new_uid() -> str:
@@ -323,22 +343,36 @@ def _coerce(kind: type, value: Any) -> Any:
     return f if math.isfinite(f) else 0.0
 
 
-def usage_row(record: Any) -> tuple[Any, ...]:
-    """A UsageRecord (or a dict of its fields) as a row tuple in USAGE_COLUMNS order.
+def usage_row(record: Any, coerce: bool = False) -> tuple[Any, ...]:
+    """A usage record as a row tuple in USAGE_COLUMNS order.
 
-    UsageRecord objects are taken as they are (the gateway builds them with the
-    right types); dicts (spool files, other producers) are coerced field by field.
-    A missing uid gets a fresh one, which makes that record non-idempotent: the
-    log sink assigns uids before a record can be written twice.
+    `record` is a UsageRecord or a dict with its field names (what the gateway
+    appends, and what a spool file holds). Values are taken as they are (the
+    gateway builds them with the right types) unless `coerce` is set or a field
+    is missing: then each value is converted to its column's type (missing or
+    unusable -> "", 0, False). A missing uid gets a fresh one, which makes that
+    record non-idempotent: the log sink assigns uids before anything is written.
     """
-    if isinstance(record, Mapping):
-        get = record.get
-        row = tuple(
-            _coerce(kind, get("group" if col == "group_name" else col))
-            for col, kind in zip(USAGE_COLUMNS, _COLUMN_TYPES, strict=True)
-        )
-    else:
-        row = _get_row(record)
+    row: tuple[Any, ...] | None = None
+    if not coerce:
+        try:
+            row = _get_dict_row(record) if type(record) is dict else _get_row(record)
+        except (KeyError, AttributeError, TypeError):
+            row = None
+    if row is None:
+        if isinstance(record, Mapping):
+            get = record.get
+        else:
+
+            def get(name: str) -> Any:
+                return getattr(record, name, None)
+
+        values = []
+        for attr, kind in _ATTR_TYPES:
+            v = get(attr)
+            ok = type(v) is kind and (kind is not int or -_INT64 <= v <= _INT64)
+            values.append(v if ok else _coerce(kind, v))
+        row = tuple(values)
     if not row[0]:
         row = (new_uid(), *row[1:])
     return row
@@ -382,9 +416,7 @@ def _apply_patch(base: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, An
 def _clean_input(kind: str, doc: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(doc, Mapping):
         raise InvalidEntry([f"{kind}: expected an object"])
-    return {
-        k: v for k, v in doc.items() if k not in _READONLY_KEYS and not str(k).endswith("_set")
-    }
+    return {k: v for k, v in doc.items() if k not in _READONLY_KEYS and not str(k).endswith("_set")}
 
 
 def _validate(kind: str, parse: Callable[[_Table], Any], doc: dict[str, Any]) -> tuple[Any, dict]:
@@ -881,7 +913,7 @@ class Store(abc.ABC):
     async def version(self) -> int: ...
 
     @abc.abstractmethod
-    async def write_usage(self, records: Sequence[Any]) -> int: ...
+    async def write_usage(self, records: Sequence[Any], coerce: bool = False) -> int: ...
 
     @abc.abstractmethod
     def is_data_error(self, exc: BaseException) -> bool: ...
@@ -1092,8 +1124,7 @@ class SQLStore(Store):
             if secrets:
                 sealed, fields = self._seal(int(row["id"]), secrets)
                 row = await tx.fetchrow(
-                    "UPDATE channels SET secret = $1, secret_fields = $2 WHERE id = $3 "
-                    "RETURNING *",
+                    "UPDATE channels SET secret = $1, secret_fields = $2 WHERE id = $3 RETURNING *",
                     sealed,
                     fields,
                     int(row["id"]),
@@ -1111,7 +1142,9 @@ class SQLStore(Store):
             obj, kw = CHANNELS.validate(doc)
             values = CHANNELS.values(obj, kw)
             if touched:
-                kept = [f for f in (row["secret_fields"] or "").split(",") if f and f not in touched]
+                kept = [
+                    f for f in (row["secret_fields"] or "").split(",") if f and f not in touched
+                ]
                 if kept and self._box is None:
                     raise SecretKeyMissing("the channel's remaining credentials")
                 secrets = self._unseal(row) if kept else {}
@@ -1189,6 +1222,34 @@ class SQLStore(Store):
 
     async def delete_price(self, ref: int | str) -> dict[str, Any]:
         return await self._delete(PRICES, ref)
+
+    async def upsert_prices(self, specs: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+        """Create or replace prices by model, all in one transaction and one version
+        bump (`fastgate price set` / `price sync`). Every spec is validated first;
+        any problem rejects the whole set. Returns {"created": n, "updated": m}."""
+        checked = []
+        problems: list[str] = []
+        for i, spec in enumerate(specs):
+            try:
+                checked.append(PRICES.validate(_clean_input("price", spec)))
+            except InvalidEntry as exc:
+                problems += [f"[{i}] {p}" for p in exc.problems]
+        if problems:
+            raise InvalidEntry(problems)
+        counts = {"created": 0, "updated": 0}
+        if not checked:
+            return counts
+        async with self._write() as (tx, _):
+            for obj, kw in checked:
+                values = PRICES.values(obj, kw)
+                row = await tx.fetchrow("SELECT id FROM prices WHERE model = $1", obj.model)
+                if row is None:
+                    await self._insert(tx, PRICES, values)
+                    counts["created"] += 1
+                else:
+                    await self._update(tx, PRICES, int(row["id"]), values)
+                    counts["updated"] += 1
+        return counts
 
     async def list_groups(self) -> list[dict[str, Any]]:
         return await self._list(GROUPS)

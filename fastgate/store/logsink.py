@@ -1,82 +1,645 @@
-"""The usage log sink: records leave the hot path through a bounded queue.
+"""The usage sink: records leave the hot path through a bounded queue.
 
-`append` is a list append (no I/O). A background thread wakes every
-`flush_interval` seconds, takes what has queued and writes it as JSON lines to
-the access log. If the queue is full, records are dropped and counted (the
-count is exposed in /metrics and logged); `close()` flushes everything left.
+Hot path: `append(record)` is a deque append plus a length check: no I/O, no
+lock held by anyone for long. If the queue holds `max_queue` records the new
+record is DROPPED and counted in `dropped`; the writer thread logs a warning
+at most once per second saying how many were dropped. Nothing is dropped
+silently.
+
+Writer (one thread, "fastgate-sink"): wakes every `flush_interval` seconds, or
+as soon as `batch_size` records are waiting, and handles what has queued in
+batches of at most `batch_size`:
+
+1. each record gets a `uid` if it has none (before anything can write it twice);
+2. the optional access log gets one JSON line per record;
+3. with a store, the batch goes to `store.write_usage` (one transaction; COPY on
+   Postgres). If the database fails, the batch is appended to the spool and the
+   sink is "degraded": later batches also go to the spool, behind it, so order is
+   kept; the spool is retried with backoff (0.2 s doubling to 2 s) and replayed
+   oldest first; a spool file is deleted only after all its rows are committed.
+   Replays never duplicate a row: inserts skip uids already present.
+   A batch the database rejects as bad data (not an outage) is retried record
+   by record; records that still fail go to `<spool_dir>/rejected.jsonl` (or
+   only the log without a spool dir) and are counted in `rejected`.
+
+Spool: `<spool_dir>/spool-<n>.jsonl`, `n` a 20-digit increasing number (time in
+ns, so file names sort in write order, also across processes). One JSON object
+per line (the UsageRecord fields), appended and fsync'd per batch; a file is
+rotated at `spool_file_records` records. The file being written is held under
+an exclusive flock, as is a file being replayed, so several worker processes
+can share one spool directory. Files left by a previous run (or a dead worker)
+are replayed at start. Without `spool_dir`, failed batches wait in memory
+(at most `max_queue` records; beyond that the oldest are dropped and counted).
+
+`close()` (SIGTERM): stops the writer, then writes the queue and replays the
+spool for at most `close_timeout` seconds (default 10). Records that still
+cannot reach the database stay in the spool files for the next start; without
+a spool directory they are counted in `dropped` and logged as lost.
+
+Counters: `written` (records that reached their destination: the store if
+there is one, else the access log), `dropped`, `rejected`, `replayed`,
+`spooled` (records waiting in the spool now), `write_failures`, `degraded`,
+`last_error`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+import os
+import re
 import sys
 import threading
+import time
 from collections import deque
 from typing import IO, Any
 
 import orjson
 
+from fastgate.store.base import new_uid
+
+__all__ = ["LogSink"]
+
 log = logging.getLogger("fastgate.sink")
+
+_SPOOL_NAME = re.compile(r"spool-(\d+)\.jsonl")
+_BACKOFF_START = 0.2
+_BACKOFF_MAX = 2.0
+
+
+def _json_line(record: Any) -> bytes:
+    # orjson encodes (slotted) dataclasses natively, and fast.
+    return orjson.dumps(record) + b"\n"
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _seq(path: str) -> int:
+    m = _SPOOL_NAME.fullmatch(os.path.basename(path))
+    return int(m.group(1)) if m else 0
+
+
+class _MemoryBacklog:
+    """Failed batches kept in memory (no spool directory configured)."""
+
+    def __init__(self, limit: int) -> None:
+        self.batches: deque[list[Any]] = deque()
+        self.count = 0
+        self.limit = limit
+        self.lost = 0
+
+    def pending(self) -> bool:
+        return bool(self.batches)
+
+    def append(self, batch: list[Any]) -> None:
+        self.batches.append(batch)
+        self.count += len(batch)
+        while self.count > self.limit and len(self.batches) > 1:
+            old = self.batches.popleft()
+            self.count -= len(old)
+            self.lost += len(old)
+
+    def oldest(self) -> tuple[Any, list[Any]] | None:
+        return (None, self.batches[0]) if self.batches else None
+
+    def commit(self, handle: Any) -> None:
+        self.count -= len(self.batches.popleft())
+
+    def release(self, handle: Any) -> None:
+        pass
+
+    def rescan(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+class _DiskSpool:
+    """Append-only, fsync'd JSON-lines files, replayed oldest first."""
+
+    def __init__(self, directory: str, max_file_records: int) -> None:
+        os.makedirs(directory, exist_ok=True)
+        self.dir = directory
+        self.max_file_records = max_file_records
+        self.files: list[str] = []  # closed files waiting for replay, oldest first
+        self.counts: dict[str, int] = {}
+        self.cur_fd: int | None = None
+        self.cur_path = ""
+        self.cur_count = 0
+        self.last_n = 0
+        self.count = 0  # records in files this process knows about
+        self.corrupt = 0
+        self.rescan()
+
+    def rescan(self) -> int:
+        """Pick up spool files on disk that this process does not know yet."""
+        known = set(self.files) | {self.cur_path}
+        found = []
+        for name in os.listdir(self.dir):
+            m = _SPOOL_NAME.fullmatch(name)
+            path = os.path.join(self.dir, name)
+            if m is None or path in known:
+                continue
+            found.append((int(m.group(1)), path))
+            self.last_n = max(self.last_n, int(m.group(1)))
+        if not found:
+            return 0
+        for _, path in sorted(found):
+            try:
+                with open(path, "rb") as f:
+                    n = sum(1 for line in f if line.strip())
+            except OSError:
+                continue
+            self.files.append(path)
+            self.counts[path] = n
+            self.count += n
+        self.files.sort(key=_seq)
+        return len(found)
+
+    def pending(self) -> bool:
+        return bool(self.files) or self.cur_count > 0
+
+    def _open_new(self) -> None:
+        n = max(time.time_ns(), self.last_n + 1)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
+        while True:
+            path = os.path.join(self.dir, f"spool-{n:020d}.jsonl")
+            try:
+                fd = os.open(path, flags, 0o600)
+            except FileExistsError:
+                n += 1
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX)  # ours while we append: no one replays it
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            # Another process took the empty file for a replay and removed it.
+            os.close(fd)
+            n += 1
+        _fsync_dir(self.dir)
+        self.last_n = n
+        self.cur_fd, self.cur_path, self.cur_count = fd, path, 0
+
+    def _rotate(self) -> None:
+        if self.cur_fd is None:
+            return
+        os.close(self.cur_fd)  # releases the lock
+        if self.cur_count:
+            self.files.append(self.cur_path)
+            self.counts[self.cur_path] = self.cur_count
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(self.cur_path)
+        self.cur_fd, self.cur_path, self.cur_count = None, "", 0
+
+    def append(self, batch: list[Any]) -> None:
+        if self.cur_fd is None or self.cur_count >= self.max_file_records:
+            self._rotate()
+            self._open_new()
+        assert self.cur_fd is not None
+        _write_all(self.cur_fd, b"".join([_json_line(r) for r in batch]))
+        os.fsync(self.cur_fd)
+        self.cur_count += len(batch)
+        self.count += len(batch)
+
+    def oldest(self) -> tuple[Any, list[Any]] | None:
+        if not self.files:
+            self._rotate()
+        while self.files:
+            path = self.files[0]
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                self._forget(path)
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            except (BlockingIOError, FileNotFoundError):
+                same = False  # another process writes or replays it
+            if not same:
+                os.close(fd)
+                self._forget(path)
+                continue
+            with os.fdopen(os.dup(fd), "rb") as f:
+                data = f.read()
+            records = []
+            for i, line in enumerate(data.splitlines()):
+                if not line.strip():
+                    continue
+                try:
+                    records.append(orjson.loads(line))
+                except orjson.JSONDecodeError:
+                    self.corrupt += 1
+                    log.error("usage spool %s: line %d is not valid JSON (skipped)", path, i + 1)
+            return (path, fd), records
+        return None
+
+    def _forget(self, path: str) -> None:
+        self.files.remove(path)
+        self.count -= self.counts.pop(path, 0)
+
+    def commit(self, handle: Any) -> None:
+        path, fd = handle
+        try:
+            os.unlink(path)
+            _fsync_dir(self.dir)
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(fd)
+        if path in self.files:
+            self._forget(path)
+
+    def release(self, handle: Any) -> None:
+        os.close(handle[1])
+
+    def close(self) -> None:
+        self._rotate()
 
 
 class LogSink:
+    """Bounded queue + writer thread for usage records (see the module docs)."""
+
     def __init__(
-        self, access_log: str = "", *, max_queue: int = 1_000_000, flush_interval: float = 0.1
+        self,
+        access_log: str = "",
+        *,
+        store: Any = None,
+        spool_dir: str = "",
+        max_queue: int = 200_000,
+        flush_interval: float = 0.1,
+        batch_size: int = 5_000,
+        write_timeout: float = 10.0,
+        close_timeout: float = 10.0,
+        spool_file_records: int = 50_000,
     ) -> None:
         self.access_log = access_log
+        self.store = store
+        self.spool_dir = spool_dir
         self.max_queue = max_queue
         self.flush_interval = flush_interval
+        self.batch_size = batch_size
+        self.write_timeout = write_timeout
+        self.close_timeout = close_timeout
+        self.spool_file_records = spool_file_records
         self.queue: deque[Any] = deque()
         self.dropped = 0
         self.written = 0
+        self.rejected = 0
+        self.replayed = 0
+        self.write_failures = 0
+        self.last_error = ""
+        self._backlog: _DiskSpool | _MemoryBacklog | None = None
+        self._closed = False
         self._stop = threading.Event()
-        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()  # one writer at a time (thread, flush(), close())
         self._file: IO[bytes] | None = None
+        self._file_name = ""
         self._thread: threading.Thread | None = None
+        self._backoff = _BACKOFF_START
+        self._retry_at = 0.0
+        self._dropped_reported = 0
+        self._warned: dict[str, float] = {}
+
+    # -- public -------------------------------------------------------------------------
+
+    @property
+    def spooled(self) -> int:
+        """Records waiting in the spool (or the in-memory backlog) for the database."""
+        b = self._backlog
+        return b.count if b is not None else 0
+
+    @property
+    def degraded(self) -> bool:
+        """True while records go to the spool instead of the database."""
+        b = self._backlog
+        return b is not None and b.pending()
 
     def start(self) -> None:
-        if self.access_log == "-":
-            self._file = sys.stdout.buffer
-        elif self.access_log:
-            self._file = open(self.access_log, "ab")  # noqa: SIM115 - lives as long as the sink
+        self._open_log()
+        if self.store is not None:
+            if self.spool_dir:
+                self._backlog = _DiskSpool(self.spool_dir, self.spool_file_records)
+                if self._backlog.pending():
+                    log.info(
+                        "usage spool %s holds %d records from an earlier run: replaying",
+                        self.spool_dir,
+                        self._backlog.count,
+                    )
+            else:
+                self._backlog = _MemoryBacklog(self.max_queue)
         self._thread = threading.Thread(target=self._run, name="fastgate-sink", daemon=True)
         self._thread.start()
 
     def append(self, record: Any) -> None:
-        if len(self.queue) >= self.max_queue:
+        """Queue one record (hot path: O(1), no I/O). Full queue: drop and count."""
+        q = self.queue
+        if len(q) >= self.max_queue or self._closed:
             self.dropped += 1
             return
-        self.queue.append(record)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.flush_interval):
-            self.flush()
-        self.flush()
+        q.append(record)
+        if len(q) >= self.batch_size and not self._wake.is_set():
+            self._wake.set()
 
     def flush(self) -> None:
+        """Write what is queued now (and retry the spool); blocks the calling thread."""
         with self._lock:
-            q = self.queue
-            if not q:
-                return
+            self._retry_at = 0.0
+            self._cycle()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop the writer; flush the queue and the spool within `timeout` seconds."""
+        if self._closed:
+            return
+        self._closed = True  # append() counts late records as dropped from now on
+        budget = self.close_timeout if timeout is None else timeout
+        deadline = time.monotonic() + budget
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        # The writer may still be inside one store call (bounded by write_timeout).
+        if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic()) + 1.0):
+            log.error(
+                "usage sink: writer still busy at exit; %d records not flushed", len(self.queue)
+            )
+            self.dropped += len(self.queue)
+            return
+        try:
+            self._retry_at = 0.0
+            try:
+                self._cycle(deadline=deadline)
+                if self.queue:  # an append that raced with _closed being set
+                    self._cycle(deadline=deadline)
+                backlog = self._backlog
+                while backlog is not None and backlog.pending():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    if self._retry_at > time.monotonic():
+                        time.sleep(min(self._retry_at - time.monotonic(), left))
+                    self._replay(deadline)
+            except Exception:
+                log.exception("usage sink: final flush failed")
+            self._finish()
+        finally:
+            self._lock.release()
+
+    # -- writer -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                with self._lock:
+                    self._cycle()
+            except Exception:
+                log.exception("usage sink: write cycle failed")
+
+    def _cycle(self, deadline: float | None = None) -> None:
+        """Retry the spool if due, then write what is queued now (not what arrives later)."""
+        if self.access_log != self._file_name:
+            self._open_log()
+        self._report_drops()
+        backlog = self._backlog
+        if backlog is not None and backlog.pending() and time.monotonic() >= self._retry_at:
+            self._replay(deadline)
+        q = self.queue
+        n = len(q)
+        while n > 0:
             batch = []
             try:
-                while True:
+                for _ in range(min(n, self.batch_size)):
                     batch.append(q.popleft())
             except IndexError:
                 pass
-            if self._file is not None:
-                # orjson encodes dataclasses natively (and fast).
-                data = b"".join([orjson.dumps(r) + b"\n" for r in batch])
-                self._file.write(data)
-                self._file.flush()
-            self.written += len(batch)
+            if not batch:
+                break
+            n -= len(batch)
+            self._handle(batch, deadline)
 
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self.flush()
+    def _handle(self, batch: list[Any], deadline: float | None) -> None:
+        f = self._file
+        if f is not None:
+            try:
+                f.write(b"".join([_json_line(r) for r in batch]))
+                f.flush()
+            except (OSError, TypeError) as exc:
+                self._warn("access", "access log write failed: %s", exc)
+        if self.store is None:
+            self.written += len(batch)
+            return
+        for r in batch:
+            if isinstance(r, dict):
+                if not r.get("uid"):
+                    r["uid"] = new_uid()
+            elif not r.uid:
+                r.uid = new_uid()
+        backlog = self._backlog
+        assert backlog is not None
+        if backlog.pending() or (deadline is not None and time.monotonic() >= deadline):
+            self._spool(batch)  # behind what is already spooled: order is kept
+            return
+        stored = self._db_write(batch, deadline)
+        if stored is None:
+            self._spool(batch)
+        else:
+            self.written += stored
+
+    def _spool(self, batch: list[Any]) -> None:
+        backlog = self._backlog
+        assert backlog is not None
+        try:
+            backlog.append(batch)
+        except OSError as exc:
+            # The disk refuses too: nothing left to keep these records in.
+            self.dropped += len(batch)
+            self._warn("spool", "usage spool write failed, %d records lost: %s", len(batch), exc)
+
+    def _db_write(self, records: list[Any], deadline: float | None) -> int | None:
+        """One attempt. None: the database is unavailable (spool and retry). Otherwise
+        every record is settled: the number stored (the others were rejected as bad)."""
+        store = self.store
+        timeout = self.write_timeout
+        if deadline is not None:
+            timeout = max(0.05, min(timeout, deadline - time.monotonic()))
+        try:
+            store.run(store.write_usage(records), timeout=timeout)
+        except Exception as exc:
+            if store.is_data_error(exc):
+                return self._isolate(records, exc)
+            self._failed(exc)
+            return None
+        self._backoff = _BACKOFF_START
+        return len(records)
+
+    def _isolate(self, records: list[Any], exc: Exception) -> int | None:
+        """A batch with bad data: write record by record, set the bad ones aside."""
+        store = self.store
+        log.error("usage batch of %d rejected as bad data (%s): isolating", len(records), exc)
+        bad: list[Any] = []
+        for r in records:
+            try:
+                store.run(store.write_usage([r], coerce=True), timeout=self.write_timeout)
+            except Exception as one:
+                if not store.is_data_error(one):
+                    self._failed(one)
+                    return None  # the whole batch is retried later (idempotent)
+                bad.append(r)
+        if bad:
+            self.rejected += len(bad)
+            self._save_rejected(bad)
+        self._backoff = _BACKOFF_START
+        return len(records) - len(bad)
+
+    def _save_rejected(self, bad: list[Any]) -> None:
+        if not self.spool_dir:
+            log.error("usage sink: %d records rejected by the database (lost)", len(bad))
+            return
+        path = os.path.join(self.spool_dir, "rejected.jsonl")
+        try:
+            with open(path, "ab") as f:
+                f.write(b"".join(_json_line(r) for r in bad))
+                f.flush()
+                os.fsync(f.fileno())
+            log.error("usage sink: %d records rejected by the database, kept in %s", len(bad), path)
+        except (OSError, TypeError) as exc:
+            log.error("usage sink: %d rejected records lost: %s", len(bad), exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        self.write_failures += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        self._retry_at = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
+        self._warn(
+            "db",
+            "usage store write failed (%s); spooling, retry in %.1f s",
+            self.last_error,
+            self._retry_at - time.monotonic(),
+        )
+
+    def _replay(self, deadline: float | None) -> None:
+        backlog = self._backlog
+        assert backlog is not None
+        done = 0
+        while True:
+            if not backlog.pending() and not (done and backlog.rescan()):
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            item = backlog.oldest()
+            if item is None:
+                break
+            handle, records = item
+            stored = 0
+            for i in range(0, len(records), self.batch_size):
+                n = self._db_write(records[i : i + self.batch_size], deadline)
+                if n is None:
+                    backlog.release(handle)
+                    return
+                stored += n
+            backlog.commit(handle)
+            done += len(records)
+            self.written += stored
+            self.replayed += stored
+        if done:
+            log.info("usage store reachable again: replayed %d spooled records", done)
+
+    def _report_drops(self) -> None:
+        lost = getattr(self._backlog, "lost", 0)
+        total = self.dropped + lost
+        if total > self._dropped_reported:
+            now = time.monotonic()
+            if now - self._warned.get("drop", 0.0) >= 1.0:
+                self._warned["drop"] = now
+                log.warning(
+                    "usage sink: %d records dropped (queue full at max_queue=%d or backlog "
+                    "over its limit); %d in total",
+                    total - self._dropped_reported,
+                    self.max_queue,
+                    total,
+                )
+                self._dropped_reported = total
+
+    def _warn(self, key: str, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._warned.get(key, 0.0) >= 1.0:
+            self._warned[key] = now
+            log.warning(msg, *args)
+
+    # -- files --------------------------------------------------------------------------
+
+    def _open_log(self) -> None:
+        old = self._file
+        if old is not None and old is not sys.stdout.buffer:
+            with contextlib.suppress(OSError):
+                old.close()
+        self._file = None
+        self._file_name = self.access_log
+        if self.access_log == "-":
+            self._file = sys.stdout.buffer
+        elif self.access_log:
+            try:
+                self._file = open(self.access_log, "ab")  # noqa: SIM115 - lives with the sink
+            except OSError as exc:
+                log.error("cannot open access log %s: %s", self.access_log, exc)
+
+    def _finish(self) -> None:
+        backlog = self._backlog
+        if isinstance(backlog, _MemoryBacklog):
+            if backlog.count:
+                self.dropped += backlog.count
+                log.error(
+                    "usage sink: %d records could not be written to the database and are "
+                    "lost (no spool directory configured)",
+                    backlog.count,
+                )
+            self.dropped += backlog.lost
+            backlog.lost = 0
+        elif isinstance(backlog, _DiskSpool):
+            backlog.close()
+            if backlog.pending():
+                log.warning(
+                    "usage sink: %d records stay in %s; they are replayed at the next start",
+                    backlog.count,
+                    self.spool_dir,
+                )
+        self._report_drops()
         if self.dropped:
-            log.warning("usage sink dropped %d records (queue full)", self.dropped)
-        if self._file is not None and self._file is not sys.stdout.buffer:
-            self._file.close()
+            log.warning("usage sink dropped %d records in total", self.dropped)
+        f = self._file
+        if f is not None:
+            with contextlib.suppress(OSError):
+                f.flush()
+            if f is not sys.stdout.buffer:
+                with contextlib.suppress(OSError):
+                    f.close()
+        self._file = None

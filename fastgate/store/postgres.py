@@ -63,8 +63,7 @@ _STAGE_DDL = (
 )
 _COLS = ", ".join(USAGE_COLUMNS)
 _INSERT_FROM_STAGE = (
-    f"INSERT INTO usage_records ({_COLS}) SELECT {_COLS} FROM {_STAGE} "
-    "ON CONFLICT (uid) DO NOTHING"
+    f"INSERT INTO usage_records ({_COLS}) SELECT {_COLS} FROM {_STAGE} ON CONFLICT (uid) DO NOTHING"
 )
 # SQLSTATE classes meaning "bad data": retrying the same rows cannot succeed.
 _DATA_CLASSES = ("22", "23")
@@ -114,7 +113,7 @@ class PostgresStore(SQLStore):
         self,
         url: str,
         *,
-        min_size: int = 1,
+        min_size: int = 0,
         max_size: int = 4,
         connect_timeout: float = 5.0,
         command_timeout: float = 30.0,
@@ -149,7 +148,13 @@ class PostgresStore(SQLStore):
                 command_timeout=self.command_timeout,
                 init=self._init_connection,
             )
-        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
+            # min_size 0 keeps asyncpg from logging tracebacks while the database is
+            # down (it would keep restoring the floor); check the connection once here.
+            await self._pool.fetchval("SELECT 1")
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                pool.terminate()
             raise StoreError(f"cannot connect to {redact_url(self.url)}: {exc}") from exc
 
     @staticmethod
@@ -167,7 +172,7 @@ class PostgresStore(SQLStore):
         if pool is not None:
             try:
                 await asyncio.wait_for(pool.close(), 5.0)
-            except (asyncio.TimeoutError, Exception):
+            except Exception:
                 pool.terminate()
 
     @property
@@ -204,7 +209,9 @@ class PostgresStore(SQLStore):
         async with self.pool.acquire() as con:
             if await con.fetchval("SELECT to_regclass('schema_migrations')") is None:
                 return 0
-            return int(await con.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations"))
+            return int(
+                await con.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            )
 
     async def migrate(self) -> int:
         applied = 0
@@ -235,11 +242,11 @@ class PostgresStore(SQLStore):
 
     # -- usage ----------------------------------------------------------------------------
 
-    async def write_usage(self, records: Sequence[Any]) -> int:
+    async def write_usage(self, records: Sequence[Any], coerce: bool = False) -> int:
         """COPY into the staging table, then insert the rows whose uid is new."""
         if not records:
             return 0
-        rows = [usage_row(r) for r in records]
+        rows = [usage_row(r, coerce) for r in records]
         async with self.pool.acquire() as con, con.transaction():
             await con.copy_records_to_table(_STAGE, records=rows, columns=USAGE_COLUMNS)
             status = await con.execute(_INSERT_FROM_STAGE)
@@ -278,7 +285,7 @@ class PostgresStore(SQLStore):
             try:
                 con = await asyncpg.connect(self.url, timeout=self.connect_timeout)
                 lost = asyncio.Event()
-                con.add_termination_listener(lambda _c: lost.set())
+                con.add_termination_listener(lambda _c, ev=lost: ev.set())
                 await con.add_listener(NOTIFY_CHANNEL, self._on_notify)
                 self._listen_con = con
                 self._listening = True
@@ -287,7 +294,7 @@ class PostgresStore(SQLStore):
                 while not lost.is_set():
                     try:
                         await asyncio.wait_for(lost.wait(), 5.0)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         # A half-open connection shows no termination: probe it.
                         await con.fetchval("SELECT 1", timeout=self.connect_timeout)
                 log.warning("LISTEN connection to %s lost; reconnecting", redact_url(self.url))

@@ -216,11 +216,11 @@ class SQLiteStore(SQLStore):
 
     # -- usage ----------------------------------------------------------------------------
 
-    async def write_usage(self, records: Sequence[Any]) -> int:
+    async def write_usage(self, records: Sequence[Any], coerce: bool = False) -> int:
         """Insert records in one transaction; rows whose uid exists are skipped."""
         if not records:
             return 0
-        rows = [usage_row(r) for r in records]
+        rows = [usage_row(r, coerce) for r in records]
         con = self.con
         before = con.total_changes
         con.execute("BEGIN IMMEDIATE")
@@ -233,7 +233,10 @@ class SQLiteStore(SQLStore):
         return con.total_changes - before
 
     def is_data_error(self, exc: BaseException) -> bool:
-        # OperationalError (locked, I/O, disk full) is the database being unavailable.
+        # OperationalError (locked, I/O, disk full) means the database is unavailable;
+        # a value SQLite cannot bind is bad data.
+        if isinstance(exc, sqlite3.ProgrammingError):
+            return "binding parameter" in str(exc)
         return isinstance(
             exc,
             sqlite3.IntegrityError
@@ -242,4 +245,4 @@ class SQLiteStore(SQLStore):
             | OverflowError
             | TypeError
             | ValueError,
-        ) and not isinstance(exc, sqlite3.OperationalError)
+        )

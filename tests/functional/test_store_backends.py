@@ -283,10 +283,10 @@ def test_channel_validation_names_the_key(db_url: str, make_store: Callable) -> 
     assert any(p.startswith("channel.base_url:") for p in problems)
     assert any(p.startswith("channel.weight:") for p in problems)
     assert any(p.startswith("channel.bogus:") and "unknown key" in p for p in problems)
-    with pytest.raises(InvalidEntry, match="channel.type"):
+    with pytest.raises(InvalidEntry, match=r"channel\.type"):
         store.sync.create_channel({"name": "x", "type": "nope", "models": ["m"]})
     store.sync.create_channel(CHANNEL)
-    with pytest.raises(InvalidEntry, match="channel.model_map"):
+    with pytest.raises(InvalidEntry, match=r"channel\.model_map"):
         store.sync.update_channel(CHANNEL["name"], {"models": ["gpt-4o-mini"]})
     with pytest.raises(Conflict, match="openai-store"):
         store.sync.create_channel(CHANNEL)
@@ -404,7 +404,12 @@ def test_token_key_shown_once_and_only_hash_stored(db_url: str, make_store: Call
     state = store.sync.load()
     (tc,) = state.tokens
     expires = dt.datetime(2031, 1, 2, 3, 4, 5, tzinfo=dt.UTC).timestamp()
-    assert (tc.name, tc.sha256, tc.group, tc.quota_micros) == ("app", hash_key(key), "vip", 12345678)
+    assert (tc.name, tc.sha256, tc.group, tc.quota_micros) == (
+        "app",
+        hash_key(key),
+        "vip",
+        12345678,
+    )
     assert tc.expires_at == expires and tc.models == ("gpt-4o",) and tc.rpm == 60
 
     snap = build_snapshot(merge(parse_config({}), state), state.version)
@@ -418,7 +423,7 @@ def test_token_key_shown_once_and_only_hash_stored(db_url: str, make_store: Call
         store.sync.create_token({"name": "third", "key": mine})
     with pytest.raises(Conflict, match="app"):
         store.sync.create_token({"name": "app"})
-    with pytest.raises(InvalidEntry, match="token.key"):
+    with pytest.raises(InvalidEntry, match=r"token\.key"):
         store.sync.create_token({"name": "bad", "key": "sk-not-ours"})
     with pytest.raises(InvalidEntry, match="quota"):
         store.sync.create_token({"name": "bad", "quota_usd": 1, "quota_micros": 1})
@@ -455,7 +460,7 @@ def test_prices_and_groups_round_trip(db_url: str, make_store: Callable) -> None
     assert p["input_micros"] == 2_500_000 and p["cache_write_micros"] is None
     store.sync.create_price(alias)
     store.sync.create_group({"name": "vip", "ratio": 0.8})
-    with pytest.raises(InvalidEntry, match="price.alias_of"):
+    with pytest.raises(InvalidEntry, match=r"price\.alias_of"):
         store.sync.create_price({"model": "x", "alias_of": "y", "input": 1.0})
     state = store.sync.load()
     expected = parse_config({"prices": [price, alias], "groups": [{"name": "vip", "ratio": 0.8}]})
@@ -467,6 +472,22 @@ def test_prices_and_groups_round_trip(db_url: str, make_store: Callable) -> None
     assert store.sync.update_group("vip", {"ratio": 1.5})["ratio"] == 1.5
     store.sync.delete_group("vip")
     assert store.sync.list_groups() == []
+
+
+def test_upsert_prices_is_one_transaction(db_url: str, make_store: Callable) -> None:
+    store = make_store(db_url)
+    store.sync.create_price({"model": "a", "input": 1.0})
+    v0 = store.sync.version()
+    specs = [{"model": "a", "input": 2.0, "output": 3.0}] + [
+        {"model": f"m{i}", "input": i / 10, "output": i / 5} for i in range(50)
+    ]
+    assert store.sync.upsert_prices(specs) == {"created": 50, "updated": 1}
+    assert store.sync.version() == v0 + 1
+    assert store.sync.get_price("a")["output"] == 3.0
+    assert store.sync.get_price("m7")["input_micros"] == 700_000
+    with pytest.raises(InvalidEntry, match=r"\[1\] price\.input"):
+        store.sync.upsert_prices([{"model": "b"}, {"model": "c", "input": -1}])
+    assert len(store.sync.list_prices()) == 51  # nothing of the bad set was written
 
 
 def test_every_write_bumps_the_version_and_calls_listeners(
@@ -530,6 +551,29 @@ def test_quota_sync_brings_other_instances_usage_back(db_url: str, make_store: C
     asyncio.run(scenario())
     assert used_a == {"tok": 125} and used_b == {"tok": 125}
     assert a.sync.quota_used() == {"tok": 125}
+
+
+def test_quota_deltas_reach_the_store_within_1s(db_url: str, make_store: Callable) -> None:
+    store = make_store(db_url)
+    used: dict[str, int] = {}
+    seen: dict[str, float] = {}
+
+    async def scenario() -> None:
+        q = QuotaSync(store, used, interval=0.2)
+        q.start()
+        t0 = time.monotonic()
+        q.charge("tok", 42)
+        while time.monotonic() - t0 < 2.0:
+            if (await store.call(store.quota_used())).get("tok") == 42:
+                seen["at"] = time.monotonic() - t0
+                break
+            await asyncio.sleep(0.02)
+        q.charge("tok", 8)  # left for close() to flush
+        await q.close()
+
+    asyncio.run(scenario())
+    assert seen["at"] < 1.0
+    assert store.sync.quota_used() == {"tok": 50} and used == {"tok": 50}
 
 
 def test_deleting_a_token_forgets_its_quota(db_url: str, make_store: Callable) -> None:
@@ -597,7 +641,9 @@ def test_usage_writes_are_idempotent_and_queries_add_up(db_url: str, make_store:
 
     series = store.sync.query_usage("key", bucket="hour", key_name="key-1")
     hour = lambda ts: int(ts // 3600 * 3600)  # noqa: E731
-    want = expect(lambda r: (hour(r["ts"]), r["key_name"]), [r for r in recs if r["key_name"] == "key-1"])
+    want = expect(
+        lambda r: (hour(r["ts"]), r["key_name"]), [r for r in recs if r["key_name"] == "key-1"]
+    )
     assert {(r["bucket"], r["key"]): r["requests"] for r in series} == {
         k: v["requests"] for k, v in want.items()
     }

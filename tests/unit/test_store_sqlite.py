@@ -1,0 +1,168 @@
+"""The store's threading model and SQLite specifics, against real SQLite files."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from fastgate.config import DatabaseConfig
+from fastgate.store.base import StoreError, store_for
+from fastgate.store.postgres import PostgresStore, redact_url
+from fastgate.store.sqlite import SQLiteStore
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    s = SQLiteStore(str(tmp_path / "fg.db"), environ={})
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def _records(n: int, prefix: str = "u") -> list[dict]:
+    return [
+        {"ts": 1.7e9 + i, "key_name": "k", "model": "m", "cost_micros": 1, "uid": f"{prefix}{i}"}
+        for i in range(n)
+    ]
+
+
+def test_methods_run_on_the_store_thread(store: SQLiteStore) -> None:
+    async def where() -> str:
+        return threading.current_thread().name
+
+    assert store.run(where()) == "fastgate-store"
+    assert store.submit(where()).result(5) == "fastgate-store"
+
+
+def test_call_from_another_loop_keeps_that_loop_free(store: SQLiteStore) -> None:
+    """While the store writes 30k rows, the caller's loop keeps running its tasks."""
+
+    async def main() -> tuple[int, int]:
+        ticks = 0
+        stop = False
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not stop:
+                ticks += 1
+                await asyncio.sleep(0.001)
+
+        t = asyncio.create_task(ticker())
+        await asyncio.sleep(0.01)
+        before = ticks
+        inserted = await store.call(store.write_usage(_records(30_000)))
+        during = ticks - before
+        stop = True
+        await t
+        return inserted, during
+
+    inserted, during = asyncio.run(main())
+    assert inserted == 30_000
+    assert during > 5  # the loop ran while the store worked
+
+
+def test_run_on_the_store_thread_is_refused(store: SQLiteStore) -> None:
+    async def nested() -> None:
+        store.run(store.version())
+
+    with pytest.raises(RuntimeError, match="store thread"):
+        store.run(nested())
+
+
+def test_sync_facade(store: SQLiteStore) -> None:
+    assert store.sync.version() == store.run(store.version()) == 1
+    store.sync.create_group({"name": "g"})
+    assert [g["name"] for g in store.sync.list_groups()] == ["g"]
+
+
+def test_start_failure_is_a_store_error_and_stops_the_thread(tmp_path: Path) -> None:
+    (tmp_path / "adir").mkdir()
+    s = SQLiteStore(str(tmp_path / "adir"), environ={})
+    with pytest.raises(StoreError):
+        s.start()
+    assert not s.started
+    with pytest.raises(StoreError, match="not started"):
+        s.run(s.version())
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "fg.db"
+    with store_for("sqlite:///" + str(path), environ={}):
+        pass
+    con = sqlite3.connect(path)
+    con.execute("INSERT INTO schema_migrations VALUES (999, 'future', 0)")
+    con.commit()
+    con.close()
+    s = store_for("sqlite:///" + str(path), environ={})
+    with pytest.raises(StoreError, match="newer"):
+        s.start()
+    assert not s.started
+
+
+def test_start_without_migrate_leaves_the_file_empty(tmp_path: Path) -> None:
+    s = SQLiteStore(str(tmp_path / "fg.db"), environ={})
+    s.start(migrate=False)
+    try:
+        assert s.sync.schema_version() == 0
+        assert s.sync.migrate() >= 1
+        assert s.sync.migrate() == 0
+    finally:
+        s.stop()
+
+
+def test_store_for_picks_the_backend(tmp_path: Path) -> None:
+    s = store_for(DatabaseConfig(url="sqlite:///" + str(tmp_path / "x.db")))
+    assert isinstance(s, SQLiteStore) and s.path == str(tmp_path / "x.db")
+    assert isinstance(store_for(DatabaseConfig()), SQLiteStore)
+    pg = store_for("postgresql://u:pw@db.example:5433/fg")
+    assert isinstance(pg, PostgresStore) and "pw" not in repr(pg)
+    with pytest.raises(StoreError):
+        store_for("mysql://x")
+
+
+def test_redact_url() -> None:
+    assert redact_url("postgresql://u:secret@h:5432/d") == "postgresql://u:***@h:5432/d"
+    assert redact_url("postgresql://u@h/d") == "postgresql://u@h/d"
+
+
+def test_another_process_write_is_seen_by_polling(store: SQLiteStore) -> None:
+    """Workers are processes: a write in one shows up in the others' version poll."""
+    v0 = store.sync.version()
+    code = (
+        "from fastgate.store.base import store_for\n"
+        f"with store_for({('sqlite:///' + store.path)!r}, environ={{}}) as s:\n"
+        "    s.sync.create_channel({'name': 'from-child', 'type': 'mock'})\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
+    assert store.sync.version() == v0 + 1
+    assert [c.name for c in store.sync.load().channels] == ["from-child"]
+
+
+def test_writers_in_two_processes_do_not_fail(store: SQLiteStore) -> None:
+    """A second process writing usage at the same time waits for the lock, it does not fail."""
+    code = (
+        "from fastgate.store.base import store_for\n"
+        f"with store_for({('sqlite:///' + store.path)!r}, environ={{}}) as s:\n"
+        "    for b in range(20):\n"
+        "        s.sync.write_usage([{'ts': 1.0, 'uid': f'c{b}-{i}'} for i in range(500)])\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
+    try:
+        for b in range(20):
+            store.sync.write_usage(_records(500, prefix=f"p{b}-"))
+            time.sleep(0.005)
+    finally:
+        assert child.wait(60) == 0
+    (total,) = store.sync.query_usage(None)
+    assert total["requests"] == 20_000
