@@ -50,6 +50,9 @@ class App:
         self.ready = True
         self.channel_cooldown: dict[str, float] = {}
         self.quota_used: dict[str, int] = {}  # token name -> micro-dollars used
+        self.charge_hook: Any = None  # the store's quota write-behind, when there is a store
+        self.store_error = ""  # last store refresh failure ("" = fine), shown in /ready
+        self.file_cfg = cfg
         self._rid_prefix = b"fg-" + os.urandom(8).hex().encode() + b"-"
         self._rid = 0
         self._sweeper: asyncio.TimerHandle | None = None
@@ -67,7 +70,10 @@ class App:
         return token.quota_micros - self.quota_used.get(token.name, 0)
 
     def charge(self, token: Any, micros: int) -> None:
-        self.quota_used[token.name] = self.quota_used.get(token.name, 0) + micros
+        if self.charge_hook is not None:
+            self.charge_hook(token.name, micros)
+        else:
+            self.quota_used[token.name] = self.quota_used.get(token.name, 0) + micros
 
     def note_rate_limited(self, channel: str, retry_after: bytes) -> None:
         """Remember an upstream's 429 so the channel is skipped until it recovers."""

@@ -174,7 +174,16 @@ class Exchange:
             self.respond(200, b'{"status":"ok"}')
         elif path == b"/ready":
             if app.ready:
-                self.respond(200, b'{"status":"ready","snapshot":%d}' % app.snapshot.version)
+                self.respond(
+                    200,
+                    orjson.dumps(
+                        {
+                            "status": "ready",
+                            "snapshot": app.snapshot.version,
+                            "store": "ok" if not app.store_error else "error: " + app.store_error,
+                        }
+                    ),
+                )
             else:
                 self.respond(503, b'{"status":"not ready"}')
         elif path == b"/metrics":
