@@ -50,6 +50,7 @@ class App:
         self.ready = True
         self.channel_cooldown: dict[str, float] = {}
         self.quota_used: dict[str, int] = {}  # token name -> micro-dollars used
+        self.last_cost: dict[tuple[str, str], int] = {}  # (key, model) -> micro-dollars
         self.charge_hook: Any = None  # the store's quota write-behind, when there is a store
         self.store_error = ""  # last store refresh failure ("" = fine), shown in /ready
         self.file_cfg = cfg

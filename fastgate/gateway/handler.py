@@ -159,8 +159,12 @@ class Exchange:
             raise errors.ModelNotFound(
                 f"The model '{requested}' does not exist or is not available to this key"
             )
-        if token.quota_micros >= 0 and self.app.quota_left(token) <= 0:
-            raise errors.InsufficientQuota("quota exhausted for this API key")
+        if token.quota_micros >= 0:
+            # Served while the quota left covers what this key's last request on
+            # this model cost (the first needs only some quota left).
+            left = self.app.quota_left(token)
+            if left <= 0 or left < self.app.last_cost.get((token.name, model), 0):
+                raise errors.InsufficientQuota("quota exhausted for this API key")
         if token.limited:
             self.app.limits.admit(token)
             self.limited = True
@@ -508,6 +512,7 @@ class Exchange:
             )
             if cost:
                 app.charge(token, cost)
+                app.last_cost[(token.name, self.model)] = cost
         if self.limited:
             app.limits.done(token, usage.prompt_tokens + usage.completion_tokens)
         now = time.time()
