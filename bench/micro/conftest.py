@@ -1,5 +1,7 @@
 """pytest-benchmark glue for bench/micro: print the cost per feed / event / KiB.
 
+Medians, not means: the machines these run on are shared and noisy.
+
 The micro-benchmarks live outside the default test run (testpaths = tests); run
 them by path: `pytest bench/micro -q --benchmark-only`.
 """
@@ -18,14 +20,14 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any)
         info = getattr(bench, "extra_info", {}) or {}
         if stats is None or not info.get("feeds"):
             continue
-        mean_ns = stats.mean * 1e9
-        row = f"{bench.name:<50} {mean_ns / info['feeds']:>10.0f} ns/feed"
+        ns = stats.median * 1e9
+        row = f"{bench.name:<42} {ns / info['feeds']:>8.0f} ns/feed"
         if info.get("events"):
-            row += f" {mean_ns / info['events']:>8.0f} ns/event"
+            row += f" {ns / info['events']:>7.0f} ns/event"
         if info.get("bytes"):
-            row += f" {mean_ns / (info['bytes'] / 1024):>8.0f} ns/KiB"
+            row += f" {ns / (info['bytes'] / 1024):>7.0f} ns/KiB"
         rows.append(row)
     if rows:
-        terminalreporter.write_sep("-", "per-feed cost (mean)")
+        terminalreporter.write_sep("-", "per-feed cost (median)")
         for row in rows:
             terminalreporter.write_line(row)

@@ -106,6 +106,27 @@ def record(benchmark, feeds: int, events: int) -> None:
     benchmark.extra_info["bytes"] = sum(len(p) for p in STREAM_PIECES)
 
 
+class _Floor:
+    """What any sans-IO core costs at least: a method call and one memchr per feed."""
+
+    def feed(self, data: bytes) -> int:
+        return data.find(b"\r")
+
+
+def test_floor_call_and_memchr_1k_pieces(benchmark) -> None:
+    """Calibration row: compare the others against it (the machine is shared and noisy)."""
+
+    def run() -> int:
+        f = _Floor()
+        n = 0
+        for p in STREAM_PIECES:
+            n += f.feed(p)
+        return n
+
+    record(benchmark, len(STREAM_PIECES), STREAM_EVENTS)
+    assert benchmark(run) == -len(STREAM_PIECES)
+
+
 def test_decoder_stream_1k_pieces(benchmark) -> None:
     def run() -> int:
         dec = SSEDecoder()

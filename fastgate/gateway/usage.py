@@ -57,8 +57,9 @@ class UsageRecord:
 #
 # The passthrough path forwards upstream bytes untouched, so these scanners only
 # look for the `usage` object and parse nothing else. They rely on one property of
-# JSON: the bytes `"usage"` followed by `:` can only be a key, because a quote
-# inside a string value is always escaped.
+# JSON: a quote inside a string is always escaped, so the bytes `"usage"` followed
+# by `:` are the key "usage" -- unless the opening quote follows a backslash, in
+# which case they end some other key (`"x\"usage"`) and are skipped.
 
 _USAGE_KEY = b'"usage"'
 # `"usage"` where an object value may follow, or the input ends too soon to tell;
@@ -67,7 +68,9 @@ _USAGE_KEY = b'"usage"'
 _USAGE_HINT = re.compile(rb'"usage"(?:[ \t\r\n]|:[ \t\r\n{]|:?\Z)')
 _WS = b" \t\r\n"
 _AFTER_KEY = re.compile(rb"[ \t\r\n]*(:[ \t\r\n]*)?")
-_CHOICES_OPEN = re.compile(rb'"choices"[ \t\r\n]*:[ \t\r\n]*\[[ \t\r\n]*[^\] \t\r\n]')
+# What follows the top-level "choices" key of a chunk that carries content.
+_NONEMPTY_ARRAY = re.compile(rb"[ \t]*:[ \t]*\[[ \t]*[^\] \t\r\n]")
+_OPEN_PROBE_BYTES = 4096  # look for that shape only this far into an event
 _STRUCT = re.compile(rb'[{}"]')
 _BODY_USAGE_CAP = 64 * 1024
 _USAGE_FIELDS = (
@@ -128,8 +131,11 @@ def _is_usage_object(buf: bytes | bytearray, q: int, n: int) -> bool:
     """After a `"usage"` token ending at `q`: is it a key whose value is an object?
 
     True also when the bytes run out before that can be told (the caller then
-    parses the event, which settles it).
+    parses the event, which settles it). A backslash before the opening quote
+    means the quote is escaped (or closes a string): not the key `usage`.
     """
+    if q > 7 and buf[q - 8] == 92:
+        return False
     if q + 1 < n and buf[q] == 58:  # compact `"usage":` -- the common case
         c = buf[q + 1]
         if c == 123:  # {
@@ -143,6 +149,35 @@ def _is_usage_object(buf: bytes | bytearray, q: int, n: int) -> bool:
     if e >= n:
         return True
     return m.group(1) is not None and buf[e] == 123  # type: ignore[union-attr]
+
+
+def _is_content_chunk(buf: bytes | bytearray, ev0: int, n: int) -> bool:
+    """Does the (incomplete) event at `ev0` start like a chat chunk with content?
+
+    That is: a first line `data:` with exactly one `{` and no other bracket before
+    a "choices" key that follows `{` or `,`, whose array is not empty. Brackets
+    inside strings are counted too, and a quote right after `{` or `,` is never an
+    escaped one, so in any event that parses at all this is the top-level
+    "choices": the event cannot be the usage-only chunk. Anything else
+    (pretty-printed data, a nested member first, a comment line first) is "no",
+    and the event simply waits for its end.
+    """
+    if not buf.startswith(b"data:", ev0):
+        return False
+    k = buf.find(b'"choices"', ev0, min(n, ev0 + _OPEN_PROBE_BYTES))
+    if k < 0:
+        return False
+    j = k - 1
+    while buf[j] == 32 or buf[j] == 9:
+        j -= 1
+    if buf[j] != 123 and buf[j] != 44:  # { or ,
+        return False
+    head = buf[ev0:k]
+    if head.count(b"{") != 1 or b"}" in head or b"[" in head or b"]" in head:
+        return False
+    if b"\n" in head or b"\r" in head:  # "choices" must be on the first line
+        return False
+    return _NONEMPTY_ARRAY.match(buf, k + 9) is not None
 
 
 def _hint(buf: bytes | bytearray, pos: int) -> int:
@@ -161,9 +196,10 @@ class OpenAIStreamUsage:
 
     Strip mode removes the usage-only chunk (`"choices":[]` plus a `usage` object)
     that the gateway asked for on the client's behalf. Complete events go out at
-    once; an incomplete event is held until its blank line arrives unless it has
-    already shown non-empty `choices` (then it cannot be the usage chunk and its
-    bytes go out as they come). Every other byte is forwarded unchanged, in order.
+    once; an incomplete event is held until its blank line arrives, unless its
+    first bytes already prove a top-level non-empty `choices` (then it cannot be
+    the usage chunk and its bytes go out as they come). Every other byte is
+    forwarded unchanged, in order.
 
     The last non-null usage wins: vLLM-style servers that put usage on the last
     content chunk are counted, and such a chunk is never stripped.
@@ -190,6 +226,13 @@ class OpenAIStreamUsage:
             return data
         if not self._cr and b"\r" in data:
             self._cr = True
+        if (
+            not self._tail
+            and not self._big
+            and (data.endswith(b"\n\n") or data.endswith(b"\r\n\r\n"))
+            and _USAGE_HINT.search(data) is None
+        ):
+            return data  # whole events, none with a usage object: the common chunk
         if self._big:
             out = self._skip_big(data)
             return data if not self._strip else out
@@ -276,7 +319,7 @@ class OpenAIStreamUsage:
             if p >= 0:
                 p = _hint(buf, end)
         # the incomplete tail starts after the last blank line
-        if final:
+        if final or buf.endswith(b"\n\n") or buf.endswith(b"\r\n\r\n"):
             cut = n
         else:
             cut = last_event_end(buf, base - 2 if base > 2 else 0, hi, cr)
@@ -286,10 +329,13 @@ class OpenAIStreamUsage:
         if strip:
             same_event = cut == 0
             opened = self._open if same_event else False
+            fwd = n
             if not opened and cut < n:
-                lo = base - 40 if same_event and base > 40 else cut
-                opened = _CHOICES_OPEN.search(buf, lo) is not None
-            fwd = n if opened else cut
+                # blank lines ahead of the incomplete event belong to no event
+                ev0 = skip_blank_lines(buf, cut)
+                opened = _is_content_chunk(buf, ev0, n)
+                if not opened:
+                    fwd = ev0 if ev0 > sent else sent
             if not cuts and sent == 0 and fwd == n and buf is not self._tail:
                 out = buf  # zero copy: the whole chunk goes out as it came
             else:
@@ -361,11 +407,13 @@ class OpenAIBodyUsage:
     schema property named "usage") is ignored.
     """
 
-    __slots__ = ("_cap", "_carry", "_cpos", "_depth", "_instr", "usage")
+    __slots__ = ("_before", "_cap", "_carry", "_cpos", "_depth", "_instr", "_last", "usage")
 
     def __init__(self) -> None:
         self.usage = Usage()
         self._carry = b""  # end of the previous chunk that may begin `"usage"...`
+        self._before = -1  # the byte before the carry (a backslash: escaped quote)
+        self._last = -1  # the last byte fed so far
         self._cap: bytearray | None = None  # a usage object spanning chunks
         self._cpos = 0
         self._depth = 0
@@ -375,16 +423,20 @@ class OpenAIBodyUsage:
         """Scan `data` (any size, any split)."""
         if not data:
             return
+        before = self._last
+        self._last = data[-1]
         if self._cap is not None:
             rest = self._capture(data)
             if not rest:
                 return
             data = rest
+            before = -1  # right after the object's `}`
         carry = self._carry
         if carry:
             self._carry = b""
             data = carry + data
-        self._scan(data)
+            before = self._before
+        self._scan(data, before)
 
     def close(self) -> Usage:
         """At EOF: the usage found (an unfinished object is ignored)."""
@@ -392,18 +444,20 @@ class OpenAIBodyUsage:
         self._carry = b""
         return self.usage
 
-    def _scan(self, buf: bytes) -> None:
+    def _scan(self, buf: bytes, before: int) -> None:
+        """Search `buf` (`before`: the stream's byte just ahead of it, or -1)."""
         n = len(buf)
         p = _hint(buf, 0)
         while p >= 0:
             q = p + 7
-            if not _is_usage_object(buf, q, n):
+            if (buf[p - 1] if p else before) == 92 or not _is_usage_object(buf, q, n):
                 p = _hint(buf, q)
                 continue
             b = _AFTER_KEY.match(buf, q).end()  # type: ignore[union-attr]
             if b >= n:  # can't tell yet: carry from the token
                 if n - p <= 256:
                     self._carry = buf[p:]
+                    self._before = buf[p - 1] if p else before
                 return
             end = _brace_end(buf, b, n)
             if end >= 0 and end - b <= _BODY_USAGE_CAP and self._take(buf[b:end]):
@@ -417,12 +471,14 @@ class OpenAIBodyUsage:
             if not rest:
                 return
             buf = rest
+            before = -1
             n = len(buf)
             p = _hint(buf, 0)
         # a chunk ending inside `"usage` carries those bytes over
         q = buf.rfind(b'"', n - 6 if n > 6 else 0)
         if q >= 0 and _USAGE_KEY.startswith(buf[q:]):
             self._carry = buf[q:]
+            self._before = buf[q - 1] if q else before
 
     def _take(self, raw: bytes | bytearray) -> bool:
         """Parse a candidate object; False if it is not valid JSON."""

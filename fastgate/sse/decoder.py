@@ -1,17 +1,17 @@
 """Incremental Server-Sent Events decoder (sans-IO).
 
 Every streamed response of every request goes through here, so the decoder is
-built around C-speed searches: it looks for the blank line that ends an event
-with `bytes.find` over the bytes it has not seen yet (plus a carry of at most
-three bytes), keeps one pending buffer for the event still being received, and
-splits an event into fields only once it is complete.
+built around C-speed searches: it finds the blank line that ends an event by
+hopping from line break to line break with `bytes.find` (memchr) over the bytes
+it has not seen yet (plus a carry of at most three bytes), keeps one pending
+buffer for the event still being received, and splits an event into fields only
+once it is complete; a one-line `data:` event is cut out inline.
 
 Line endings follow the SSE spec: LF, CRLF or a lone CR, mixed freely. A stream
-that has shown no CR at all (the usual case) takes a path that searches for
-b"\\n\\n" only. A blank line made of a CR at the very end of the input cannot be
-told apart from the first half of a CRLF until the next byte arrives, so such an
-event waits for that byte (or for `close()`); this keeps `raw` identical however
-the input is split.
+that has shown no CR at all (the usual case) only looks at LFs. A blank line
+made of a CR at the very end of the input cannot be told apart from the first
+half of a CRLF until the next byte arrives, so such an event waits for that byte
+(or for `close()`); this keeps `raw` identical however the input is split.
 
 The module-level helpers (`next_event_end`, `last_event_end`, `parse_event`) are
 shared with the usage scanners, which track event boundaries without building an
@@ -71,6 +71,8 @@ def next_event_end(buf: bytes | bytearray, lo: int, hi: int, cr: bool) -> int:
     byte after each one: two hops per single-line event.
     """
     last = hi - 1  # a pair's first byte must be below this
+    if last <= lo:
+        return -1
     find = buf.find
     i = find(b"\n", lo, last)
     while i >= 0:
@@ -97,6 +99,8 @@ def next_event_end(buf: bytes | bytearray, lo: int, hi: int, cr: bool) -> int:
 def last_event_end(buf: bytes | bytearray, lo: int, hi: int, cr: bool) -> int:
     """End offset of the last blank-line terminator whose pair lies in [lo, hi), or -1."""
     last = hi - 1
+    if last <= lo:
+        return -1
     rfind = buf.rfind
     i = rfind(b"\n", lo, last)
     while i >= 0:
@@ -206,27 +210,37 @@ class SSEDecoder:
                 pos = _BLANKS.match(data).end()  # type: ignore[union-attr]
                 return self._run(data, pos)
             return self._run(data, 0)
-        # the pending event continues: look for its end in the new bytes only
-        base = len(pend)
-        pend += data
-        n = len(pend)
+        # the pending event continues: find its end in the new bytes (plus the last
+        # two pending ones, for a blank line that straddles the feeds)
         cr = self._cr
-        hi = n - 1 if cr and pend[n - 1] == _CR else n
-        end = next_event_end(pend, base - 2 if base > 2 else 0, hi, cr)
-        if end < 0:
-            if n > self._max:
-                self._fail(n)
+        n = len(data)
+        k = -1
+        if cr:
+            last2 = bytes(pend[-2:])
+            head = last2 + data[:2]
+            hi = len(head) - 1 if n <= 2 and data[-1] == _CR else len(head)
+            end = next_event_end(head, 0, hi if hi < 3 else 3, True)
+            if end >= 0:
+                k = end - len(last2)
+        elif pend[-1] == _LF and data[0] == _LF:
+            k = 1
+        if k < 0:
+            k = next_event_end(data, 0, n - 1 if cr and data[-1] == _CR else n, cr)
+        if k < 0:
+            pend += data
+            if len(pend) > self._max:
+                self._fail(len(pend))
             return []
-        if end > self._max:
-            self._fail(end)
+        size = len(pend) + k
+        if size > self._max:
+            self._fail(size)
+        pend += data[:k]
         self._pend = bytearray()
-        first = self._event(pend, 0, end)
-        events = [] if first is None else [first]
-        if end < n:
-            rest = bytes(memoryview(pend)[end:])
-            pos = skip_blank_lines(rest, 0)
-            if pos < len(rest):
-                events += self._run(rest, pos)
+        ev = self._event(pend, 0, size)
+        events = [] if ev is None else [ev]
+        pos = skip_blank_lines(data, k)
+        if pos < n:
+            events += self._run(data, pos)
         return events
 
     def close(self) -> list[SSEEvent]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from fastgate.sse.decoder import (
@@ -146,6 +146,9 @@ EXAMPLES = [
     (b"data: x\n\r", [ev(b"x", b"data: x\n\r")]),
     (b"\n\n\r\ndata: x\n\n\n\ndata: y\n\n", [ev(b"x", b"data: x\n\n"), ev(b"y", b"data: y\n\n")]),
     (b"data: a: b\n\n", [ev(b"a: b", b"data: a: b\n\n")]),
+    (b"data: x\ra\r\rdata: y\r\r", [ev(b"x", b"data: x\ra\r\r"), ev(b"y", b"data: y\r\r")]),
+    (b"data: x\na\n\n", [ev(b"x", b"data: x\na\n\n")]),
+    (b"data: x\r\na\r\n\r\n", [ev(b"x", b"data: x\r\na\r\n\r\n")]),
     (b"data: tail", [ev(b"tail", b"data: tail")]),
     (b"data: tail\n", [ev(b"tail", b"data: tail\n")]),
     (b"data: tail\r", [ev(b"tail", b"data: tail\r")]),
@@ -269,14 +272,8 @@ def built_streams(draw):
             if kind == "retry":
                 lines.append(("retry: 1000", kind))
                 continue
-            if sep == ":" and value.startswith(" "):
-                stored = value[1:]
-            else:
-                stored = value
-            if kind == "id" and "\0" in stored:
-                stored_id = None
-            else:
-                stored_id = stored
+            stored = value[1:] if sep == ":" and value.startswith(" ") else value
+            stored_id = None if kind == "id" and "\0" in stored else stored
             lines.append((f"{kind}{sep}{value}", kind))
             if kind == "data":
                 data.append(stored)
@@ -330,6 +327,9 @@ def brute_pairs(buf: bytes, lo: int, hi: int, cr: bool) -> list[int]:
     lo=st.integers(0, 40),
     hi=st.integers(0, 40),
 )
+@example(buf=b"\ra\r\r", lo=0, hi=4)
+@example(buf=b"a\nb\n\na\n\n", lo=0, hi=8)
+@example(buf=b"\r\n\r\n\r\n", lo=1, hi=6)
 def test_boundary_helpers_match_brute_force(buf: bytes, lo: int, hi: int) -> None:
     hi = min(hi, len(buf))
     lo = min(lo, hi)
