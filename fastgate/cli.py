@@ -18,6 +18,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", help="debug | info | warning | error")
     c = sub.add_parser("check-config", help="validate a config file")
     c.add_argument("file")
+    from fastgate import commands
+
+    commands.add_subcommands(sub)
     return p
 
 
@@ -29,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         return check_config_main(args.file)
     if args.command == "serve":
         return _serve(args)
-    return 2
+    from fastgate import commands
+
+    return commands.run(args)
 
 
 def _serve(args: argparse.Namespace) -> int:
