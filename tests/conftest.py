@@ -10,6 +10,10 @@ from typing import Any
 
 import pytest
 
+from tests.fakes.anthropic_fake import FakeAnthropic
+from tests.fakes.bedrock_fake import FakeBedrock
+from tests.fakes.gemini_fake import FakeGemini
+from tests.fakes.ollama_fake import FakeOllama
 from tests.fakes.openai_fake import FakeOpenAI
 from tests.harness import Gateway, gateway_config, make_key
 
@@ -93,3 +97,39 @@ def make_gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
     finally:
         for gw in gateways:
             gw.close()
+
+
+# --------------------------------------------------------------------------- provider fakes
+
+
+def _started(fake: Any) -> Iterator[Any]:
+    fake.start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+@pytest.fixture
+def fake_anthropic() -> Iterator[FakeAnthropic]:
+    """A FakeAnthropic upstream named "anthropic" (answers "Hello from anthropic")."""
+    yield from _started(FakeAnthropic("anthropic"))
+
+
+@pytest.fixture
+def fake_gemini() -> Iterator[FakeGemini]:
+    """A FakeGemini upstream named "gemini"."""
+    yield from _started(FakeGemini("gemini"))
+
+
+@pytest.fixture
+def fake_ollama() -> Iterator[FakeOllama]:
+    """A FakeOllama server named "ollama"."""
+    yield from _started(FakeOllama("ollama"))
+
+
+@pytest.fixture
+def fake_bedrock() -> Iterator[FakeBedrock]:
+    """A FakeBedrock runtime named "bedrock" that verifies SigV4 with its own
+    `access_key` / `secret_key` / `region` (give those to the channel)."""
+    yield from _started(FakeBedrock("bedrock"))

@@ -16,22 +16,38 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import json
-import re
-import socket
 import struct
-import threading
-import time
 import uuid
 import zlib
-from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 from aiohttp.web_request import BaseRequest
-from multidict import CIMultiDict
+
+from tests.fakes.base import (
+    CREATED,
+    Behaviour,
+    BigStream,
+    CloseImmediately,
+    DieMidStream,
+    Fail,
+    FakeUpstream,
+    Hang,
+    Ok,
+    Recorded,
+    Slow,
+    StreamError,
+    ToolCall,
+    closed_port,
+    content_pieces,
+)
+from tests.fakes.base import JSON_CONTENT_TYPE as JSON_CONTENT_TYPE  # moved; re-exported
+from tests.fakes.base import SSE_CONTENT_TYPE as SSE_CONTENT_TYPE
+from tests.fakes.base import _ClientGone as _ClientGone
+from tests.fakes.base import _CountingServer as _CountingServer
+from tests.fakes.base import dumps as _dumps
+from tests.fakes.base import text_of as _text_of
+from tests.fakes.base import words as _words
 
 __all__ = [
     "BigStream",
@@ -43,153 +59,15 @@ __all__ = [
     "Ok",
     "Recorded",
     "Slow",
+    "StreamError",
+    "ToolCall",
+    "closed_port",
     "content_pieces",
     "prompt_tokens_for",
 ]
 
-CREATED = 1_700_000_000
-SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
-JSON_CONTENT_TYPE = "application/json"
-
-
-def _dumps(obj: Any) -> str:
-    """Compact JSON like OpenAI's servers emit."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-
-
-# --------------------------------------------------------------------------- behaviours
-
-
-@dataclass
-class Ok:
-    """Answer normally. Token counts default to the fake's deterministic computation."""
-
-    content: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    cached_tokens: int = 0
-    chunk_delay: float = 0.0
-    first_byte_delay: float = 0.0
-    headers: dict[str, str] | None = None
-
-
-class Slow(Ok):
-    """Like Ok, with a pause between stream chunks (and optionally before the first byte)."""
-
-    def __init__(self, chunk_delay: float = 0.1, **kwargs: Any) -> None:
-        super().__init__(chunk_delay=chunk_delay, **kwargs)
-
-
-@dataclass
-class Fail:
-    """Answer with an error status. Body defaults to OpenAI's error JSON for the status."""
-
-    status: int = 500
-    body: bytes | str | dict | None = None
-    headers: dict[str, str] | None = None
-    retry_after: str | None = "1"  # only sent with 429
-    delay: float = 0.0
-
-
-@dataclass
-class Hang:
-    """Accept and never answer (or answer headers + `after_chunks` SSE chunks, then stall)
-    until the client goes away or the fake stops."""
-
-    after_chunks: int | None = None
-
-
-@dataclass
-class CloseImmediately:
-    """Drop the TCP connection without any response (`rst=True`: send a RST)."""
-
-    rst: bool = False
-
-
-@dataclass
-class DieMidStream:
-    """Send `after_chunks` SSE events (non-stream: half the body), wait `delay` seconds
-    (so the bytes surely reached the far side), then drop the connection."""
-
-    after_chunks: int = 2
-    rst: bool = False
-    delay: float = 0.0
-
-
-@dataclass
-class BigStream:
-    """Stream `chunks` content chunks of about `chunk_bytes` bytes each.
-
-    The counters are updated live from the fake's thread so a backpressure test can
-    watch the producer stall behind a slow reader.
-    """
-
-    chunks: int = 1000
-    chunk_bytes: int = 16384
-    bytes_written: int = 0
-    chunks_written: int = 0
-    client_disconnected: bool = False
-    finished: bool = False
-
-
-Behaviour = Ok | Fail | Hang | CloseImmediately | DieMidStream | BigStream
-
-
-# --------------------------------------------------------------------------- records
-
-
-@dataclass
-class Recorded:
-    """One request as the fake saw it, plus what the fake did about it."""
-
-    method: str
-    path: str
-    query: str
-    headers: CIMultiDict[str]
-    header_pairs: list[tuple[str, str]]
-    body: bytes
-    json: Any
-    t: float  # time.monotonic() at arrival
-    behaviour: str = ""
-    status: int = 0
-    response_request_id: str = ""  # the x-request-id the fake answered with
-    usage: dict[str, int] | None = None  # prompt/completion/cached/total the fake reported
-    content: str = ""  # the text the fake answered with
-    client_disconnected: bool = False
-    completed: bool = False
-    response_body: bytes = b""  # the body bytes the fake wrote (not kept for BigStream)
-
-    @property
-    def query_params(self) -> dict[str, str]:
-        """Parsed query string (last value wins)."""
-        out: dict[str, str] = {}
-        for part in self.query.split("&"):
-            if part:
-                k, _, v = part.partition("=")
-                out[k] = v
-        return out
-
 
 # --------------------------------------------------------------------------- deterministic model
-
-
-def _words(text: str) -> int:
-    return len(text.split())
-
-
-def _text_of(content: Any) -> str:
-    """Text of an OpenAI/Responses content value: a string or a list of parts."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts = []
-        for part in content:
-            if isinstance(part, dict) and isinstance(part.get("text"), str):
-                texts.append(part["text"])
-            elif isinstance(part, str):
-                texts.append(part)
-        return " ".join(texts)
-    return ""
 
 
 def prompt_tokens_for(path: str, body: Any) -> int:
@@ -233,18 +111,6 @@ def prompt_tokens_for(path: str, body: Any) -> int:
     return 0
 
 
-def content_pieces(content: str) -> list[str]:
-    """Split text into the pieces the fake streams, one per completion token."""
-    pieces = re.findall(r"\s*\S+", content)
-    tail = content[len("".join(pieces)) :]
-    if tail:
-        if pieces:
-            pieces[-1] += tail
-        else:
-            pieces = [tail]
-    return pieces or [""]
-
-
 def embedding_for(text: str, dims: int) -> list[float]:
     """A deterministic vector for `text` (values exactly representable in float32)."""
     seed = zlib.crc32(text.encode())
@@ -254,311 +120,14 @@ def embedding_for(text: str, dims: int) -> list[float]:
 # --------------------------------------------------------------------------- the server
 
 
-class _CountingServer(web.Server):
-    """aiohttp low-level server that counts connections and keeps their transports."""
-
-    def __init__(self, fake: FakeOpenAI, handler: Any, **kwargs: Any) -> None:
-        super().__init__(handler, **kwargs)
-        self._fake = fake
-
-    def connection_made(self, handler: Any, transport: asyncio.Transport) -> None:
-        super().connection_made(handler, transport)
-        self._fake._on_conn_made(transport)
-
-    def connection_lost(self, handler: Any, exc: BaseException | None = None) -> None:
-        super().connection_lost(handler, exc)
-        self._fake._on_conn_lost(handler)
-
-    def _make_request(self, message: Any, payload: Any, protocol: Any, writer: Any, task: Any):
-        return BaseRequest(
-            message, payload, protocol, writer, task, self._loop, client_max_size=256 * 2**20
-        )
-
-
-class _ClientGone(Exception):
-    pass
-
-
-class FakeOpenAI:
+class FakeOpenAI(FakeUpstream):
     """Fake OpenAI upstream; see the module docstring."""
 
-    def __init__(
-        self,
-        name: str = "fake",
-        *,
-        models: list[str] | None = None,
-        port: int = 0,
-        behaviour: Behaviour | None = None,
-    ) -> None:
-        self.name = name
-        self.models = list(models or ["gpt-4o", "gpt-4o-mini", "text-embedding-3-small"])
-        self.behaviour: Behaviour = behaviour or Ok()
-        self._port = port
-        self._script: deque[Behaviour] = deque()
-        self._lock = threading.Lock()
-        self._requests: list[Recorded] = []
-        self._conn_opened = 0
-        self._conn_closed = 0
-        self._transports: set[asyncio.Transport] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._start_error: BaseException | None = None
-        self._stop_event: asyncio.Event | None = None
-        self._runner: web.ServerRunner | None = None
-        self._handlers: set[asyncio.Task] = set()
-        self.url = ""
+    default_models = ["gpt-4o", "gpt-4o-mini", "text-embedding-3-small"]
 
-    # ------------------------------------------------------------------ lifecycle
-
-    def start(self) -> str:
-        """Start serving; return the base url `http://127.0.0.1:PORT`."""
-        if self._thread is not None:
-            return self.url
-        self._ready.clear()
-        self._thread = threading.Thread(
-            target=self._run, name=f"FakeOpenAI-{self.name}", daemon=True
-        )
-        self._thread.start()
-        if not self._ready.wait(15):
-            raise RuntimeError("FakeOpenAI did not start within 15 s")
-        if self._start_error is not None:
-            self._thread.join(5)
-            self._thread = None
-            raise RuntimeError(f"FakeOpenAI failed to start: {self._start_error!r}")
-        return self.url
-
-    def stop(self) -> None:
-        """Stop serving: hanging handlers end, open connections are closed."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        fut = asyncio.run_coroutine_threadsafe(self._astop(), loop)
-        with contextlib.suppress(Exception):
-            fut.result(15)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(15)
-        self._thread = None
-        self._loop = None
-
-    def __enter__(self) -> FakeOpenAI:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        return self._port
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(self._astart())
-        except BaseException as exc:  # report to start() instead of dying silently
-            self._start_error = exc
-            self._ready.set()
-            loop.close()
-            return
-        self._ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-            for t in pending:
-                t.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    async def _astart(self) -> None:
-        self._stop_event = asyncio.Event()
-        server = _CountingServer(
-            self,
-            self._handle,
-            access_log=None,
-            max_line_size=1 << 20,
-            max_field_size=1 << 20,
-            max_headers=1024,
-            keepalive_timeout=75,
-        )
-        self._runner = web.ServerRunner(server, shutdown_timeout=1.0)
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self._port))
-        self._port = sock.getsockname()[1]
-        site = web.SockSite(self._runner, sock, backlog=512)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._port}"
-
-    async def _astop(self) -> None:
-        assert self._stop_event is not None
-        self._stop_event.set()
-        for tr in list(self._transports):
-            tr.abort()
-        if self._runner is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._runner.cleanup(), 5)
-        for tr in list(self._transports):
-            tr.abort()
-
-    # ------------------------------------------------------------------ control & inspection
-
-    def script(self, *behaviours: Behaviour) -> None:
-        """Queue behaviours, consumed one per request before falling back to the default."""
-        with self._lock:
-            self._script.extend(behaviours)
-
-    def set_behaviour(self, behaviour: Behaviour) -> None:
-        """Set the default behaviour and drop any queued script."""
-        with self._lock:
-            self._script.clear()
-            self.behaviour = behaviour
-
-    @property
-    def pending_script(self) -> int:
-        with self._lock:
-            return len(self._script)
-
-    @property
-    def requests(self) -> list[Recorded]:
-        """A snapshot of the recorded requests, oldest first."""
-        with self._lock:
-            return list(self._requests)
-
-    @property
-    def request_count(self) -> int:
-        with self._lock:
-            return len(self._requests)
-
-    @property
-    def last(self) -> Recorded:
-        with self._lock:
-            return self._requests[-1]
-
-    @property
-    def last_usage(self) -> dict[str, int] | None:
-        """The usage the fake reported for the latest request."""
-        with self._lock:
-            return self._requests[-1].usage if self._requests else None
-
-    def clear(self) -> None:
-        with self._lock:
-            self._requests.clear()
-
-    def wait_requests(self, n: int, timeout: float = 5.0) -> list[Recorded]:
-        """Wait until at least n requests arrived; return them."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.request_count >= n:
-                return self.requests
-            time.sleep(0.01)
-        raise AssertionError(f"{self.name}: expected {n} requests, got {self.request_count}")
-
-    @property
-    def connections_opened(self) -> int:
-        with self._lock:
-            return self._conn_opened
-
-    @property
-    def connections_closed(self) -> int:
-        with self._lock:
-            return self._conn_closed
-
-    @property
-    def open_connections(self) -> int:
-        with self._lock:
-            return self._conn_opened - self._conn_closed
-
-    def wait_connections_closed(self, n: int, timeout: float = 5.0) -> int:
-        """Wait until at least n connections have been closed; return the count."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.connections_closed >= n:
-                return self.connections_closed
-            time.sleep(0.01)
-        return self.connections_closed
-
-    def drop_connections(self) -> None:
-        """Abort every open connection (e.g. to kill the gateway's kept-alive ones)."""
-        loop = self._loop
-        if loop is None:
-            return
-
-        def _drop() -> None:
-            for tr in list(self._transports):
-                tr.abort()
-
-        loop.call_soon_threadsafe(_drop)
-
-    def _on_conn_made(self, transport: asyncio.Transport) -> None:
-        with self._lock:
-            self._conn_opened += 1
-        self._transports.add(transport)
-
-    def _on_conn_lost(self, handler: Any) -> None:
-        with self._lock:
-            self._conn_closed += 1
-        self._transports = {t for t in self._transports if not t.is_closing()}
-
-    def _next_behaviour(self) -> Behaviour:
-        with self._lock:
-            return self._script.popleft() if self._script else self.behaviour
-
-    # ------------------------------------------------------------------ request handling
-
-    async def _handle(self, request: BaseRequest) -> web.StreamResponse:
-        body = await request.read()
-        parsed: Any = None
-        if body:
-            try:
-                parsed = json.loads(body)
-            except ValueError:
-                parsed = None
-        rec = Recorded(
-            method=request.method,
-            path=request.path,
-            query=request.query_string,
-            headers=CIMultiDict(request.headers),
-            header_pairs=[
-                (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers
-            ],
-            body=body,
-            json=parsed,
-            t=time.monotonic(),
-            response_request_id="req_" + uuid.uuid4().hex,
-        )
-        behaviour = self._next_behaviour()
-        rec.behaviour = type(behaviour).__name__
-        with self._lock:
-            self._requests.append(rec)
-        try:
-            return await self._dispatch(request, rec, behaviour)
-        except _ClientGone:
-            rec.client_disconnected = True
-            if isinstance(behaviour, BigStream):
-                behaviour.client_disconnected = True
-            raise asyncio.CancelledError from None
-
-    async def _dispatch(
+    async def _route(
         self, request: BaseRequest, rec: Recorded, behaviour: Behaviour
     ) -> web.StreamResponse:
-        if isinstance(behaviour, CloseImmediately):
-            self._kill_transport(request, rst=behaviour.rst)
-            raise _ClientGone
-        if isinstance(behaviour, Hang) and behaviour.after_chunks is None:
-            await self._wait_client_gone(request)
-            raise _ClientGone
-        if isinstance(behaviour, Fail):
-            if behaviour.delay:
-                await asyncio.sleep(behaviour.delay)
-            return self._fail_response(rec, behaviour)
-
         path, method = request.path, request.method
         if method == "GET" and path in ("/v1/models", "/models"):
             return self._json(rec, self._models_body())
@@ -611,6 +180,11 @@ class FakeOpenAI:
         if ok.first_byte_delay:
             await asyncio.sleep(ok.first_byte_delay)
         if not stream:
+            if isinstance(behaviour, StreamError):
+                return self._fail_response(
+                    rec,
+                    Fail(behaviour.status, body=_error_body(behaviour.status, behaviour.message)),
+                )
             if kind == "chat":
                 doc = _chat_response(model, content, usage)
             elif kind == "completion":
@@ -629,15 +203,6 @@ class FakeOpenAI:
         else:
             events = _responses_stream(model, pieces, usage)
         return await self._stream(request, rec, behaviour, ok, events)
-
-    def _content_for(self, behaviour: Behaviour, ok: Ok) -> str:
-        if ok.content is not None:
-            return ok.content
-        base = f"Hello from {self.name}"
-        if isinstance(behaviour, DieMidStream | Hang):
-            extra = (behaviour.after_chunks or 0) + 6
-            base += "".join(f" w{i}" for i in range(extra))
-        return base
 
     async def _embeddings(
         self, request: BaseRequest, rec: Recorded, behaviour: Behaviour
@@ -687,6 +252,8 @@ class FakeOpenAI:
 
     # ------------------------------------------------------------------ response writers
 
+    # ------------------------------------------------------------------ response writers
+
     def _headers(self, rec: Recorded, content_type: str, extra: dict[str, str] | None = None):
         headers = {
             "content-type": content_type,
@@ -705,118 +272,14 @@ class FakeOpenAI:
             headers.update(extra)
         return headers
 
-    def _json(self, rec: Recorded, doc: Any, *, status: int = 200, extra: dict | None = None):
-        rec.status = status
-        rec.completed = True
-        rec.response_body = _dumps(doc).encode()
-        return web.Response(
-            status=status,
-            body=rec.response_body,
-            headers=self._headers(rec, JSON_CONTENT_TYPE, extra),
-        )
+    def _error_doc(self, status: int, message: str | None, rec: Recorded) -> dict:
+        return _error_body(status, message)
 
-    def _fail_response(self, rec: Recorded, fail: Fail) -> web.Response:
-        body = fail.body
-        if body is None:
-            body = _error_body(fail.status)
-        if isinstance(body, dict):
-            raw = _dumps(body).encode()
-        elif isinstance(body, str):
-            raw = body.encode()
-        else:
-            raw = body
-        headers = self._headers(rec, JSON_CONTENT_TYPE)
-        if fail.status == 429:
-            headers["x-ratelimit-remaining-requests"] = "0"
-            if fail.retry_after is not None:
-                headers["retry-after"] = fail.retry_after
-        if fail.headers:
-            headers.update(fail.headers)
-        rec.status = fail.status
-        rec.completed = True
-        rec.response_body = raw
-        return web.Response(status=fail.status, body=raw, headers=headers)
+    def _fail_headers(self, fail: Fail, rec: Recorded) -> dict[str, str]:
+        return {"x-ratelimit-remaining-requests": "0"} if fail.status == 429 else {}
 
-    async def _stream(
-        self,
-        request: BaseRequest,
-        rec: Recorded,
-        behaviour: Behaviour,
-        ok: Ok,
-        events: list[bytes],
-    ) -> web.StreamResponse:
-        resp = web.StreamResponse(
-            status=200, headers=self._headers(rec, SSE_CONTENT_TYPE, ok.headers)
-        )
-        rec.status = 200
-        try:
-            await resp.prepare(request)
-            limit = None
-            if isinstance(behaviour, DieMidStream | Hang):
-                limit = behaviour.after_chunks
-            for i, ev in enumerate(events):
-                if limit is not None and i >= limit:
-                    break
-                if i and ok.chunk_delay:
-                    await asyncio.sleep(ok.chunk_delay)
-                await resp.write(ev)
-                if not isinstance(behaviour, BigStream):
-                    rec.response_body += ev
-                if isinstance(behaviour, BigStream):
-                    behaviour.bytes_written += len(ev)
-                    behaviour.chunks_written += 1
-            if isinstance(behaviour, DieMidStream):
-                if behaviour.delay:
-                    await asyncio.sleep(behaviour.delay)
-                self._kill_transport(request, rst=behaviour.rst)
-                raise _ClientGone
-            if isinstance(behaviour, Hang):
-                await self._wait_client_gone(request)
-                raise _ClientGone
-            await resp.write_eof()
-        except (ConnectionError, RuntimeError) as exc:
-            raise _ClientGone from exc
-        if isinstance(behaviour, BigStream):
-            behaviour.finished = True
-        rec.completed = True
-        return resp
-
-    async def _die_mid_body(self, request: BaseRequest, rec: Recorded, doc: Any, delay: float):
-        raw = _dumps(doc).encode()
-        resp = web.StreamResponse(status=200, headers=self._headers(rec, JSON_CONTENT_TYPE))
-        resp.content_length = len(raw)
-        rec.status = 200
-        try:
-            await resp.prepare(request)
-            await resp.write(raw[: len(raw) // 2])
-            if delay:
-                await asyncio.sleep(delay)
-        except (ConnectionError, RuntimeError) as exc:
-            raise _ClientGone from exc
-        self._kill_transport(request, rst=False)
-        raise _ClientGone
-
-    async def _wait_client_gone(self, request: BaseRequest) -> None:
-        assert self._stop_event is not None
-        while not self._stop_event.is_set():
-            tr = request.transport
-            if tr is None or tr.is_closing():
-                return
-            await asyncio.sleep(0.02)
-
-    @staticmethod
-    def _kill_transport(request: BaseRequest, *, rst: bool) -> None:
-        tr = request.transport
-        if tr is None:
-            return
-        if rst:
-            sock = tr.get_extra_info("socket")
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            tr.abort()
-        else:
-            tr.close()
+    def _stream_error_event(self, err: StreamError, rec: Recorded) -> bytes:
+        return _sse(_error_body(err.status, err.message))
 
 
 # --------------------------------------------------------------------------- wire format
@@ -1113,12 +576,3 @@ def _responses_stream(model: str, pieces: list[str], usage: dict[str, int]) -> l
         {"response": _response_obj(rid, model, "completed", [done_item], _responses_usage(usage))},
     )
     return events
-
-
-def closed_port() -> int:
-    """A local TCP port with nothing listening (bind, read the port, close)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
