@@ -19,9 +19,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from fastgate import errors
+from fastgate.convert import UpstreamProtocolError, convert_error_body, error_event
+from fastgate.gateway import protocols
 from fastgate.gateway.auth import authenticate, check_model, presented_key
 from fastgate.gateway.billing import cost_micros
 from fastgate.gateway.routing import attempt_plan
+from fastgate.gateway.scanners import AnthropicUsage, GeminiUsage
 from fastgate.gateway.usage import OpenAIBodyUsage, OpenAIStreamUsage, Usage, UsageRecord
 from fastgate.http import upstream as up
 from fastgate.http.flow import PEER_SLOW
@@ -30,6 +33,12 @@ from fastgate.http.responses import CHUNK_END, simple_response, status_line
 from fastgate.providers import openai as openai_proto
 
 log = logging.getLogger("fastgate.gateway")
+
+OPENAI_INGRESS = protocols.Ingress(protocols.OPENAI, "")
+# How an attempt's response reaches the client.
+PASS, CONVERT = 0, 1
+# Bound on a response body held whole for conversion.
+MAX_CONVERT_BODY = 64 * 1024 * 1024
 
 if TYPE_CHECKING:
     from fastgate.app import App
@@ -46,16 +55,24 @@ class Exchange:
         "channel",
         "chunked",
         "client",
+        "client_include_usage",
         "client_paused_flag",
+        "collect",
+        "collect_size",
         "conn",
+        "conv",
+        "conv_usage",
         "done",
         "failures",
         "force_close",
         "head",
         "head_out",
+        "hub",
+        "ingress",
         "inject",
         "last_channel",
         "limited",
+        "mode",
         "model",
         "obj",
         "out",
@@ -109,6 +126,14 @@ class Exchange:
         self.upstream_request_id = b""
         self.stale_retry = False
         self.limited = False
+        self.ingress = OPENAI_INGRESS
+        self.hub: dict[str, Any] | None = None
+        self.mode = PASS
+        self.conv: Any = None
+        self.collect: list[bytes] | None = None
+        self.collect_size = 0
+        self.conv_usage: Usage | None = None
+        self.client_include_usage = False
 
     # -- start ----------------------------------------------------------------
 
@@ -136,23 +161,33 @@ class Exchange:
             return
         if head.method != b"POST":
             raise errors.NotFound(f"no route for {head.method.decode()} {path.decode('latin-1')}")
-        if not path.startswith(b"/v1/"):
+        if path.startswith((b"/v1/messages", b"/v1beta/", b"/v1/models/")):
+            ing = protocols.classify(path, head.query)
+            if ing is not None:
+                self.ingress = ing
+        elif not path.startswith(b"/v1/"):
             raise errors.NotFound(f"no route for POST {path.decode('latin-1')}")
+        ing = self.ingress
         snap = self.app.snapshot
-        self.token = token = authenticate(snap, presented_key(head, "openai"))
+        key = presented_key(head, ing.protocol) or ing.query_key
+        self.token = token = authenticate(snap, key)
         try:
             obj = orjson.loads(head.body)
         except orjson.JSONDecodeError as exc:
             raise errors.InvalidRequest(f"request body is not valid JSON: {exc}") from exc
         if not isinstance(obj, dict):
             raise errors.InvalidRequest("request body must be a JSON object")
-        requested = obj.get("model")
+        if ing is OPENAI_INGRESS or ing.protocol == protocols.ANTHROPIC:
+            requested = obj.get("model")
+            self.stream = obj.get("stream") is True
+        else:
+            requested = ing.model
+            self.stream = ing.kind == protocols.STREAM_GENERATE
         if not isinstance(requested, str) or not requested:
             raise errors.InvalidRequest("missing 'model' in request body")
         self.obj = obj
         self.requested = requested
         self.model = model = snap.resolve_model(requested)
-        self.stream = obj.get("stream") is True
         check_model(token, model, requested)
         route = snap.routes.get((token.group, model))
         if route is None:
@@ -168,8 +203,17 @@ class Exchange:
         if token.limited:
             self.app.limits.admit(token)
             self.limited = True
-        self.inject = openai_proto.needs_include_usage(path, obj)
-        self.plan = attempt_plan(route.order(), self.app.cfg.routing.max_attempts)
+        order = route.order()
+        if ing is OPENAI_INGRESS:
+            self.inject = openai_proto.needs_include_usage(path, obj)
+            so = obj.get("stream_options")
+            self.client_include_usage = isinstance(so, dict) and so.get("include_usage") is True
+        elif ing.kind in (protocols.COUNT, protocols.COUNT_TOKENS):
+            order = [c for c in order if c.protocol == ing.protocol]
+            if not order:  # no channel of its kind can count: estimate here
+                self.respond(200, protocols.count_tokens_locally(self))
+                return
+        self.plan = attempt_plan(order, self.app.cfg.routing.max_attempts)
         self.attempt()
 
     def _get(self, path: bytes) -> None:
@@ -224,7 +268,15 @@ class Exchange:
             self.last_channel = ch
             self.breaker = br
             self.upstream_model = ch.model_map.get(self.model, self.model)
+            ing = self.ingress
+            self.mode = PASS if ch.protocol == ing.protocol and ch.type != "azure" else CONVERT
             if ch.is_mock:
+                if self.mode == CONVERT:
+                    try:
+                        protocols.hub_request(self)
+                    except errors.FastgateError as err:
+                        self.local_error(err)
+                        return
                 app.mock.serve(self, ch)
             else:
                 self.cancel_acquire = app.pool.acquire(ch.origin, self.on_conn, self.on_conn_error)
@@ -255,14 +307,61 @@ class Exchange:
         self.conn = conn
         ch = self.channel
         head = self.head
-        body = openai_proto.edit_body(
-            head.body, self.obj, self.requested, self.upstream_model, self.inject
-        )
-        data = openai_proto.request_bytes(
-            ch, head.path, head.query, head.forward, body, head.content_type
-        )
+        if self.mode == PASS and self.ingress is OPENAI_INGRESS:
+            data = openai_proto.request_bytes(
+                ch,
+                head.path,
+                head.query,
+                head.forward,
+                self.body_for_openai_channel(),
+                head.content_type,
+            )
+        else:
+            try:
+                data = self.other_request(ch)
+            except errors.FastgateError as err:
+                self.drop_conn(conn)
+                self.local_error(err)
+                return
         srv = self.app.cfg.server
         conn.send(self, data, ch.first_byte_timeout or srv.first_byte_timeout, srv.idle_timeout)
+
+    def body_for_openai_channel(self) -> bytes:
+        """The client's OpenAI body with the allowed edits (model name, include_usage)."""
+        return openai_proto.edit_body(
+            self.head.body, self.obj, self.requested, self.upstream_model, self.inject
+        )
+
+    def other_request(self, ch: Any) -> bytes:
+        """Upstream request bytes for every case but OpenAI -> OpenAI passthrough."""
+        head = self.head
+        if self.mode == PASS:
+            target, body = protocols.passthrough_request(self, ch)
+            forward = head.forward
+            if ch.protocol == protocols.ANTHROPIC:  # the channel sets its own version
+                forward = [
+                    b"".join(forward[i : i + 4])
+                    for i in range(0, len(forward), 4)
+                    if forward[i].lower() != b"anthropic-version"
+                ]
+            extra: list[bytes] = []
+        else:
+            target, body, extra = protocols.converted_request(self, ch)
+            forward = []
+        return b"".join(
+            (
+                b"POST ",
+                ch.path_prefix,
+                target,
+                b" HTTP/1.1\r\n",
+                ch.static_headers,
+                b"content-type: application/json\r\n",
+                *forward,
+                *extra,
+                b"content-length: %d\r\n\r\n" % len(body),
+                body,
+            )
+        )
 
     def on_conn_error(self, kind: str, exc: BaseException | None) -> None:
         self.cancel_acquire = None
@@ -292,13 +391,21 @@ class Exchange:
         attempts = self.app.metrics.attempts
         key = (self.channel.name, "ok")
         attempts[key] = attempts.get(key, 0) + 1
+        if self.mode == CONVERT:
+            self.convert_headers(conn, status)
+            return
         sse = conn.sse
         self.upstream_request_id = rid = conn.request_id
         parts = [status_line(status), *conn.forward, b"x-request-id: %b\r\n" % self.request_id]
         if rid:
             parts.append(b"x-upstream-request-id: %b\r\n" % rid)
         if 200 <= status < 300:
-            if sse:
+            proto = self.ingress.protocol
+            if proto == protocols.ANTHROPIC:
+                self.scanner = AnthropicUsage()
+            elif proto == protocols.GEMINI:
+                self.scanner = GeminiUsage()
+            elif sse:
                 self.scanner = OpenAIStreamUsage(strip_usage_chunk=self.inject)
             else:
                 self.scanner = OpenAIBodyUsage()
@@ -317,7 +424,57 @@ class Exchange:
         if self.client_paused_flag:
             conn.pause_reading()
 
+    def convert_headers(self, conn: Any, status: int) -> None:
+        """Response head when converting: a stream converter, or collect the body."""
+        self.upstream_request_id = rid = conn.request_id
+        if 200 <= status < 300 and self.stream:
+            try:
+                self.conv = protocols.stream_processor(self, self.channel)
+            except errors.FastgateError as err:
+                self.drop_conn(conn)
+                self.local_error(err)
+                return
+            ctype = (
+                b"application/json"
+                if self.ingress.protocol == protocols.GEMINI and not self.ingress.alt_sse
+                else b"text/event-stream; charset=utf-8"
+            )
+            parts = [
+                status_line(status),
+                b"content-type: %b\r\n" % ctype,
+                b"cache-control: no-cache\r\nx-request-id: %b\r\n" % self.request_id,
+            ]
+            if rid:
+                parts.append(b"x-upstream-request-id: %b\r\n" % rid)
+            keep = self.keep_alive()
+            if self.head.http11:
+                parts.append(b"transfer-encoding: chunked\r\n")
+                self.chunked = True
+            else:
+                keep = False
+                self.force_close = True
+            parts.append(b"\r\n" if keep else b"connection: close\r\n\r\n")
+            self.head_out = b"".join(parts)
+            if self.client_paused_flag:
+                conn.pause_reading()
+        else:
+            self.collect = []  # whole body needed: JSON to convert, or an error
+
     def up_body(self, data: bytes) -> None:
+        if self.mode == CONVERT:
+            if self.conv is not None:
+                try:
+                    data = self.conv.feed(data)
+                except UpstreamProtocolError as exc:
+                    self.conv_failed(exc)
+                    return
+                if data:
+                    self.up_body_raw(data)
+            elif self.collect is not None:
+                self.collect_size += len(data)
+                if self.collect_size <= MAX_CONVERT_BODY:
+                    self.collect.append(data)
+            return
         scanner = self.scanner
         if scanner is not None:
             if scanner.__class__ is OpenAIBodyUsage:
@@ -347,6 +504,9 @@ class Exchange:
             self.client.write(data)
 
     def up_complete(self, conn: Any) -> None:
+        if self.mode == CONVERT:
+            self.convert_complete(conn)
+            return
         scanner = self.scanner
         if scanner is not None and scanner.__class__ is OpenAIStreamUsage:
             rest = scanner.close()
@@ -363,6 +523,80 @@ class Exchange:
             self.app.pool.release(conn)
         status = self.status
         self.finish(status, "" if status < 400 else f"upstream_{status}")
+
+    def convert_complete(self, conn: Any) -> None:
+        conv = self.conv
+        self.conn = None
+        if conn.key is not None:
+            self.app.pool.release(conn)
+        status = self.status
+        if conv is not None:
+            try:
+                rest = conv.close()
+            except UpstreamProtocolError as exc:
+                self.conv_failed(exc)
+                return
+            if rest:
+                self.up_body_raw(rest)
+            if self.head_out is not None:
+                self.out.append(self.head_out)
+                self.head_out = None
+            if self.chunked:
+                self.out.append(CHUNK_END)
+            self.up_flush()
+            self.finish(status)
+            return
+        body = b"".join(self.collect or ())
+        self.collect = None
+        if self.collect_size > MAX_CONVERT_BODY:
+            self.local_error(errors.UpstreamError("upstream response too large to convert"))
+            return
+        if 200 <= status < 300:
+            try:
+                body, self.conv_usage = protocols.convert_body(self, self.channel, body)
+            except errors.FastgateError as err:
+                self.local_error(err)
+                return
+            code = ""
+        else:
+            body = convert_error_body(body, status, self.ingress.protocol)
+            code = f"upstream_{status}"
+        keep = self.keep_alive()
+        rid = self.upstream_request_id
+        extra = ((b"x-upstream-request-id", rid),) if rid else ()
+        self.client.write(
+            simple_response(status, body, request_id=self.request_id, keep_alive=keep, extra=extra)
+        )
+        self.sent = True
+        self.finish(status, code)
+
+    def up_body_raw(self, data: bytes) -> None:
+        """Frame bytes already in the client's format (converted) for the client."""
+        out = self.out
+        if self.head_out is not None:
+            out.append(self.head_out)
+            self.head_out = None
+        if self.chunked:
+            out.append(b"%x\r\n" % len(data))
+            out.append(data)
+            out.append(b"\r\n")
+        else:
+            out.append(data)
+
+    def conv_failed(self, exc: Exception) -> None:
+        """The upstream's stream could not be converted: end it with an error event."""
+        if self.conn is not None:
+            self.drop_conn(self.conn)
+        msg = f"upstream sent a malformed stream: {exc}"
+        log.warning("request %s: %s", self.request_id.decode("latin-1"), msg)
+        if self.conv is not None:
+            self.up_body_raw(self.conv.error_event(msg, "server_error"))
+        if self.chunked:
+            self.out.append(CHUNK_END)
+        else:
+            self.force_close = True
+        self.up_flush()
+        self.finish(502, "upstream_error")
 
     def up_error(self, conn: Any, kind: str, exc: BaseException | None) -> None:
         self.drop_conn(conn)
@@ -385,19 +619,12 @@ class Exchange:
         self.app.metrics.attempt(self.channel.name, kind)
         self.breaker.failure()
         msg = f"upstream failed mid-response: {kind}"
-        if (
-            self.chunked
-            and self.scanner is not None
-            and self.scanner.__class__ is OpenAIStreamUsage
-        ):
-            event = (
-                b"data: "
-                + orjson.dumps(
-                    {"error": {"message": msg, "type": "server_error", "code": "upstream_error"}}
-                )
-                + b"\n\n"
-            )
-            self.out.append(b"%x\r\n%b\r\n" % (len(event), event))
+        if self.chunked and self.conv is not None:
+            self.up_body_raw(self.conv.error_event(msg, "server_error"))
+            self.out.append(CHUNK_END)
+            self.up_flush()
+        elif self.chunked and self.stream and self.scanner is not None:
+            self.up_body_raw(error_event(self.ingress.protocol, msg, "server_error"))
             self.out.append(CHUNK_END)
             self.up_flush()
         else:
@@ -413,6 +640,9 @@ class Exchange:
         self.status = 0
         self.t_first = 0.0
         self.upstream_request_id = b""
+        self.conv = None
+        self.collect = None
+        self.collect_size = 0
 
     def drop_conn(self, conn: Any) -> None:
         """Done with a connection that must not be reused: close it, free its slot."""
@@ -476,7 +706,7 @@ class Exchange:
         self.client.write(
             simple_response(
                 err.status,
-                err.body("openai"),
+                err.body(self.ingress.protocol),
                 request_id=self.request_id,
                 keep_alive=keep,
                 extra=err.headers,
@@ -501,7 +731,12 @@ class Exchange:
         counts = app.metrics.status
         counts[status] = counts.get(status, 0) + 1
         scanner = self.scanner
-        usage = scanner.usage if scanner is not None else Usage()
+        if scanner is not None:
+            usage = scanner.usage
+        elif self.conv is not None:
+            usage = self.conv.usage
+        else:
+            usage = self.conv_usage or Usage()
         ch = self.channel
         token = self.token
         snap = app.snapshot
@@ -524,7 +759,7 @@ class Exchange:
             "request_id": self.request_id.decode("latin-1"),
             "key_name": token.name if token is not None else "",
             "group": token.group if token is not None else "",
-            "ingress": "openai",
+            "ingress": self.ingress.protocol,
             "channel": ch.name if ch is not None else "",
             "provider": ch.type if ch is not None else "",
             "model": self.model,

@@ -160,10 +160,12 @@ class MockProvider:
     def _respond(self, ex: Any, conn: MockConn) -> None:
         if conn.closed:
             return
-        obj = ex.obj
-        path = ex.head.path
+        if ex.hub is not None:  # converting: the mock receives the OpenAI-shaped request
+            obj, path, inject = ex.hub, b"/v1/chat/completions", ex.stream
+        else:
+            obj, path, inject = ex.obj, ex.head.path, ex.inject
         model = ex.upstream_model
-        status, headers, chunks = build_response(path, obj, model, ex.inject)
+        status, headers, chunks = build_response(path, obj, model, inject)
         conn.chunks = chunks
         conn.got_bytes = True
         conn.request_id = b"mock-" + ex.request_id

@@ -1,0 +1,312 @@
+"""Protocol plumbing around the exchange: which ingress a request speaks, what
+the upstream request for a channel looks like, and how its response becomes the
+client's (passthrough scanning or conversion through the OpenAI hub).
+
+The OpenAI -> OpenAI passthrough stays inline in the handler (it is the hot
+path); everything here runs only when the ingress is Anthropic or Gemini, the
+channel speaks another protocol, or the channel needs a different URL (Azure).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode
+
+import orjson
+
+from fastgate import errors
+from fastgate.convert import (
+    ChainStream,
+    ConversionError,
+    OpenAIToAnthropicStream,
+    OpenAIToGeminiStream,
+    convert_request,
+    convert_response,
+    stream_converter,
+)
+from fastgate.gateway.usage import Usage, usage_from_openai
+from fastgate.providers import azure, bedrock, ollama
+
+# Ingress kinds
+OPENAI, ANTHROPIC, GEMINI = "openai", "anthropic", "gemini"
+MESSAGES, COUNT = "messages", "count"
+GENERATE, STREAM_GENERATE = "generateContent", "streamGenerateContent"
+COUNT_TOKENS = "countTokens"
+
+# Channel protocols the hub converters know directly.
+_HUB = {"openai", "anthropic", "gemini"}
+
+
+class Ingress:
+    """What the request path says: protocol, endpoint kind, and (Gemini) the model."""
+
+    __slots__ = ("alt_sse", "kind", "model", "protocol", "query_key")
+
+    def __init__(self, protocol: str, kind: str, model: str = "", alt_sse: bool = False) -> None:
+        self.protocol = protocol
+        self.kind = kind
+        self.model = model
+        self.alt_sse = alt_sse
+        self.query_key = b""
+
+
+def classify(path: bytes, query: bytes) -> Ingress | None:
+    """The ingress of a POST, or None for a plain OpenAI `/v1/*` path."""
+    if path.startswith(b"/v1/messages"):
+        if path == b"/v1/messages":
+            return Ingress(ANTHROPIC, MESSAGES)
+        if path == b"/v1/messages/count_tokens":
+            return Ingress(ANTHROPIC, COUNT)
+        return None
+    if path.startswith(b"/v1beta/models/") or (path.startswith(b"/v1/models/") and b":" in path):
+        rest = path.split(b"/models/", 1)[1]
+        model, sep, method = rest.rpartition(b":")
+        if not sep or method not in (b"generateContent", b"streamGenerateContent", b"countTokens"):
+            raise errors.NotFound(f"no route for POST {path.decode('latin-1')}")
+        ing = Ingress(GEMINI, method.decode(), model.decode("utf-8", "replace"))
+        if query:
+            params = dict(parse_qsl(query.decode("latin-1")))
+            ing.alt_sse = params.get("alt") == "sse"
+            ing.query_key = params.get("key", "").encode("latin-1")
+        return ing
+    return None
+
+
+def estimate_tokens(value: Any) -> int:
+    """A rough count (~4 characters a token) when no upstream can count."""
+    if isinstance(value, str):
+        return (len(value) + 3) // 4
+    if isinstance(value, list):
+        return sum(estimate_tokens(v) for v in value)
+    if isinstance(value, dict):
+        return sum(estimate_tokens(v) for k, v in value.items() if k not in ("type", "role"))
+    return 0
+
+
+# -- upstream requests -----------------------------------------------------------------
+
+
+def hub_request(ex: Any) -> dict[str, Any]:
+    """The request in the OpenAI chat shape (cached on the exchange)."""
+    hub = ex.hub
+    if hub is None:
+        ing = ex.ingress
+        try:
+            hub = convert_request(ex.obj, ing.protocol, "openai", model=ex.model, stream=ex.stream)
+        except ConversionError as exc:
+            raise errors.InvalidRequest(str(exc)) from exc
+        hub = dict(hub)
+        hub["model"] = ex.model
+        if ex.stream:
+            hub["stream"] = True
+        ex.hub = hub
+    return hub
+
+
+def converted_request(ex: Any, ch: Any) -> tuple[bytes, bytes, list[bytes]]:
+    """(target path+query, body, extra header lines) for a channel whose protocol
+    differs from the ingress (or whose URL differs, Azure)."""
+    model = ex.upstream_model
+    stream = ex.stream
+    proto = ch.protocol
+    cfg = ch.config
+    extra: list[bytes] = []
+    try:
+        if ch.type == "azure" and ex.ingress.protocol == OPENAI:
+            body = ex.body_for_openai_channel()
+            target = azure.azure_target(
+                "", cfg.api_version, cfg.deployments, model, ex.head.path.decode("latin-1")
+            )
+            return target.encode("latin-1"), body, extra
+        hub = hub_request(ex)
+        if proto == "openai":
+            req = dict(hub, model=model)
+            if stream:
+                so = req.get("stream_options")
+                req["stream_options"] = {
+                    **(so if isinstance(so, dict) else {}),
+                    "include_usage": True,
+                }
+            body = orjson.dumps(req)
+            if ch.type == "azure":
+                target = azure.azure_target(
+                    "", cfg.api_version, cfg.deployments, model, "/v1/chat/completions"
+                ).encode("latin-1")
+            else:
+                target = b"/v1/chat/completions"
+            return target, body, extra
+        if proto == "anthropic":
+            req = convert_request(
+                hub, OPENAI, "anthropic", default_max_tokens=ch.default_max_tokens
+            )
+            req = dict(req, model=model)
+            if stream:
+                req["stream"] = True
+            return b"/v1/messages", orjson.dumps(req), extra
+        if proto == "gemini":
+            req = convert_request(hub, OPENAI, "gemini")
+            method = b":streamGenerateContent?alt=sse" if stream else b":generateContent"
+            return (
+                b"/v1beta/models/" + quote(model, safe="").encode() + method,
+                orjson.dumps(req),
+                extra,
+            )
+        if proto == "ollama":
+            req = dict(ollama.openai_request_to_ollama(hub), model=model)
+            req["stream"] = stream
+            return b"/api/chat", orjson.dumps(req), extra
+        if proto == "bedrock":
+            req = bedrock.openai_request_to_converse(hub, ch.default_max_tokens)
+            body = orjson.dumps(req)
+            host, path = bedrock.request_target(cfg.base_url, model, stream, cfg.region)
+            url = f"https://{host}{path}"
+            signed = bedrock.sign(
+                "POST",
+                url,
+                {"content-type": "application/json"},
+                body,
+                cfg.region,
+                access_key=cfg.resolve_access_key_id(),
+                secret_key=cfg.resolve_secret_access_key(),
+                session_token=cfg.resolve_session_token() or None,
+                now=dt.datetime.now(dt.UTC),
+            )
+            extra = [f"{k}: {v}\r\n".encode("latin-1") for k, v in signed.items()]
+            return path.encode("latin-1"), body, extra
+    except ConversionError as exc:
+        raise errors.InvalidRequest(str(exc)) from exc
+    raise errors.InvalidRequest(f"channel type {ch.type!r} cannot serve this request")
+
+
+def passthrough_request(ex: Any, ch: Any) -> tuple[bytes, bytes]:
+    """(target, body) for an Anthropic or Gemini request to a channel of its own kind."""
+    ing = ex.ingress
+    model = ex.upstream_model
+    if ing.protocol == ANTHROPIC:
+        body = ex.head.body
+        if model != ex.requested:
+            obj = dict(ex.obj, model=model)
+            body = orjson.dumps(obj)
+        return ex.head.path, body
+    # Gemini: the model is in the URL; keep the client's query minus its key.
+    query = ex.head.query
+    params = [(k, v) for k, v in parse_qsl(query.decode("latin-1")) if k != "key"]
+    target = b"/v1beta/models/" + quote(model, safe="").encode() + b":" + ing.kind.encode()
+    if params:
+        target += b"?" + urlencode(params).encode("latin-1")
+    return target, ex.head.body
+
+
+# -- responses -------------------------------------------------------------------------
+
+
+def stream_processor(ex: Any, ch: Any) -> Any:
+    """The stream converter from the channel's wire format to the ingress's."""
+    ing = ex.ingress.protocol
+    model = ex.model
+    include = ex.client_include_usage
+    proto = ch.protocol
+    if proto in _HUB:
+        conv = stream_converter(proto, ing, model, include)
+    else:
+        first: Any
+        if proto == "ollama":
+            first = ollama.OllamaToOpenAIStream(model, include or ing != OPENAI)
+        elif proto == "bedrock":
+            first = bedrock.ConverseStreamToOpenAI(model, include or ing != OPENAI)
+        else:
+            raise errors.UpstreamError(f"no stream converter for channel type {ch.type}")
+        if ing == OPENAI:
+            conv = first
+        elif ing == ANTHROPIC:
+            conv = ChainStream(first, OpenAIToAnthropicStream(model))
+        else:
+            conv = ChainStream(first, OpenAIToGeminiStream(model))
+    if ing == GEMINI and not ex.ingress.alt_sse:
+        conv = SSEToJSONArray(conv)
+    return conv
+
+
+def convert_body(ex: Any, ch: Any, body: bytes) -> tuple[bytes, Usage]:
+    """A whole non-stream response converted to the ingress's shape, and its usage."""
+    try:
+        resp = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise errors.UpstreamError(f"upstream sent invalid JSON: {exc}") from exc
+    model = ex.model
+    ing = ex.ingress.protocol
+    proto = ch.protocol
+    if proto == "ollama":
+        resp, proto = ollama.ollama_response_to_openai(resp, model), "openai"
+    elif proto == "bedrock":
+        resp, proto = bedrock.converse_response_to_openai(resp, model), "openai"
+    try:
+        hub = convert_response(resp, proto, OPENAI, model)
+        out = hub if ing == OPENAI else convert_response(hub, OPENAI, ing, model)
+    except ConversionError as exc:
+        raise errors.UpstreamError(f"upstream response could not be converted: {exc}") from exc
+    usage = Usage()
+    u = hub.get("usage") if isinstance(hub, dict) else None
+    if isinstance(u, dict):
+        usage_from_openai(u, usage)
+    return orjson.dumps(out), usage
+
+
+class SSEToJSONArray:
+    """Gemini's streamGenerateContent without alt=sse: a JSON array, one element
+    per converted SSE event, written as the events come."""
+
+    __slots__ = ("_conv", "_first", "_pending")
+
+    def __init__(self, conv: Any) -> None:
+        self._conv = conv
+        self._first = True
+        self._pending = b""
+
+    @property
+    def usage(self) -> Usage:
+        return self._conv.usage
+
+    def _frame(self, sse: bytes) -> bytes:
+        buf = self._pending + sse
+        out = []
+        while True:
+            i = buf.find(b"\n\n")
+            j = buf.find(b"\r\n\r\n")
+            if i < 0 and j < 0:
+                break
+            if j >= 0 and (i < 0 or j < i):
+                event, buf = buf[:j], buf[j + 4 :]
+            else:
+                event, buf = buf[:i], buf[i + 2 :]
+            data = b"\n".join(
+                line[5:].lstrip() for line in event.splitlines() if line.startswith(b"data:")
+            )
+            if not data:
+                continue
+            out.append((b"[" if self._first else b",\r\n") + data)
+            self._first = False
+        self._pending = buf
+        return b"".join(out)
+
+    def feed(self, data: bytes) -> bytes:
+        return self._frame(self._conv.feed(data))
+
+    def close(self) -> bytes:
+        out = self._frame(self._conv.close())
+        return out + (b"[]" if self._first else b"]")
+
+    def error_event(self, message: str, type_: str = "server_error") -> bytes:
+        err = orjson.dumps({"error": {"code": 502, "message": message, "status": "UNAVAILABLE"}})
+        return (b"[" if self._first else b",\r\n") + err + b"]"
+
+
+def count_tokens_locally(ex: Any) -> bytes:
+    """Answer a count-tokens call when no channel of the ingress's kind serves it."""
+    obj = ex.obj
+    n = estimate_tokens(obj.get("messages") or obj.get("contents") or obj)
+    n += estimate_tokens(obj.get("system") or obj.get("systemInstruction") or "")
+    if ex.ingress.protocol == ANTHROPIC:
+        return orjson.dumps({"input_tokens": n})
+    return orjson.dumps({"totalTokens": n})
