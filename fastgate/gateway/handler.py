@@ -25,7 +25,7 @@ from fastgate.gateway.auth import authenticate, check_model, presented_key
 from fastgate.gateway.billing import cost_micros
 from fastgate.gateway.routing import attempt_plan
 from fastgate.gateway.scanners import AnthropicUsage, GeminiUsage
-from fastgate.gateway.usage import OpenAIBodyUsage, OpenAIStreamUsage, Usage, UsageRecord
+from fastgate.gateway.usage import OpenAIBodyUsage, OpenAIStreamUsage, Usage
 from fastgate.http import upstream as up
 from fastgate.http.flow import PEER_SLOW
 from fastgate.http.head import RequestHead
@@ -618,6 +618,7 @@ class Exchange:
         # error event in its format, or cut the connection if it is not a stream.
         self.app.metrics.attempt(self.channel.name, kind)
         self.breaker.failure()
+        self.close_scanner()
         msg = f"upstream failed mid-response: {kind}"
         if self.chunked and self.conv is not None:
             self.up_body_raw(self.conv.error_event(msg, "server_error"))
@@ -630,6 +631,15 @@ class Exchange:
         else:
             self.force_close = True
         self.finish(502, "upstream_error")
+
+    def close_scanner(self) -> None:
+        """On an abort: let the usage scanner count a final event left unterminated."""
+        scanner = self.scanner
+        if scanner is not None:
+            try:
+                scanner.close()
+            except Exception:  # what it would have forwarded is not wanted any more
+                pass
 
     def reset_response(self) -> None:
         """Forget what a failed attempt's response head set up (nothing was sent)."""
@@ -680,6 +690,7 @@ class Exchange:
             self.cancel_acquire = None
         if self.breaker is not None and not self.status:
             self.breaker.release_probe()
+        self.close_scanner()
         self.finish(499, "client_closed")
 
     # -- endings ---------------------------------------------------------------------------
@@ -754,7 +765,7 @@ class Exchange:
         head = self.head
         t0 = head.t0
         # A plain dict: cheapest to build here and to encode in the sink.
-        record: UsageRecord = {
+        record: dict[str, Any] = {  # the fields of UsageRecord
             "ts": t0,
             "request_id": self.request_id.decode("latin-1"),
             "key_name": token.name if token is not None else "",
