@@ -409,9 +409,14 @@ class Exchange:
                 self.scanner = OpenAIStreamUsage(strip_usage_chunk=self.inject)
             else:
                 self.scanner = OpenAIBodyUsage()
-        keep = self.keep_alive()
         length = conn.content_length
-        if length and not (sse and self.inject):
+        self.end_head(parts, conn, length if length and not (sse and self.inject) else b"")
+
+    def end_head(self, parts: list[bytes], conn: Any, length: bytes) -> None:
+        """Framing (content-length, chunked, or close-delimited) and the head's end;
+        the head waits in `head_out` to leave with the first body bytes."""
+        keep = self.keep_alive()
+        if length:
             parts.append(b"content-length: %b\r\n" % length)
         elif self.head.http11:
             parts.append(b"transfer-encoding: chunked\r\n")
@@ -446,17 +451,7 @@ class Exchange:
             ]
             if rid:
                 parts.append(b"x-upstream-request-id: %b\r\n" % rid)
-            keep = self.keep_alive()
-            if self.head.http11:
-                parts.append(b"transfer-encoding: chunked\r\n")
-                self.chunked = True
-            else:
-                keep = False
-                self.force_close = True
-            parts.append(b"\r\n" if keep else b"connection: close\r\n\r\n")
-            self.head_out = b"".join(parts)
-            if self.client_paused_flag:
-                conn.pause_reading()
+            self.end_head(parts, conn, b"")
         else:
             self.collect = []  # whole body needed: JSON to convert, or an error
 
@@ -483,16 +478,7 @@ class Exchange:
                 data = scanner.feed(data)
                 if not data:
                     return
-        out = self.out
-        if self.head_out is not None:
-            out.append(self.head_out)
-            self.head_out = None
-        if self.chunked:
-            out.append(b"%x\r\n" % len(data))
-            out.append(data)
-            out.append(b"\r\n")
-        else:
-            out.append(data)
+        self.up_body_raw(data)
 
     def up_flush(self) -> None:
         out = self.out
