@@ -9,7 +9,7 @@ Output: aligned human tables by default, `--json` for machines. Errors go to
 stderr. Exit codes: 0 ok; 1 the operation was refused (unknown name, name
 taken, invalid value, read-only file entry, failed probe, missing
 FASTGATE_SECRET_KEY); 2 usage error (bad arguments, config file missing or
-invalid); 3 the database cannot be reached.
+invalid); 3 the database (for `channel models`: the upstream) cannot be reached.
 """
 
 from __future__ import annotations
@@ -124,6 +124,9 @@ def add_subcommands(sub: Any) -> None:
     p = leaf(cs, "test", _channel_test, "send a one-token probe through a channel")
     p.add_argument("ref", metavar="NAME|ID")
     p.add_argument("--model", help="model to probe (default: the channel's first)")
+    p.add_argument("--timeout", type=float, default=15.0, help="seconds (default 15)")
+    p = leaf(cs, "models", _channel_models, "list the models the channel's upstream offers")
+    p.add_argument("ref", metavar="NAME|ID")
     p.add_argument("--timeout", type=float, default=15.0, help="seconds (default 15)")
 
     # price
@@ -545,6 +548,49 @@ async def _channel_test(s: Session, a: argparse.Namespace) -> int:
         status = f"status {r['status']}: " if r["status"] else ""
         s.out.line(f'FAILED: channel "{r["channel"]}" model {r["model"]}: {status}{r["error"]}')
     return 0 if r["ok"] else EXIT_REFUSED
+
+
+async def _channel_models(s: Session, a: argparse.Namespace) -> int:
+    """Exit 1 when the upstream refuses (its message shown) or the type has no listing,
+    3 when it cannot be reached (like an unreachable database: the network, not you)."""
+    from fastgate.admin.discovery import (
+        DiscoveryError,
+        UpstreamError,
+        UpstreamUnreachable,
+        discover_models,
+        models_report,
+    )
+
+    if not 0 < a.timeout <= 600:
+        raise UsageError("--timeout: expected seconds between 0 and 600")
+    ch = await s.plane.channel_config(a.ref)
+    try:
+        ids = await discover_models(ch, timeout=a.timeout)
+    except UpstreamUnreachable as exc:
+        warn(f'channel "{ch.name}": {exc}')
+        return EXIT_DATABASE
+    except UpstreamError as exc:
+        status = f"upstream answered {exc.status}: " if exc.status else ""
+        warn(f'channel "{ch.name}": {status}{exc.message}')
+        return EXIT_REFUSED
+    except DiscoveryError as exc:
+        warn(f'channel "{ch.name}": {exc}')
+        return EXIT_REFUSED
+    report = models_report(ch, ids)
+    if s.out.json:
+        s.out.doc(report)
+        return 0
+    if not report["data"]:
+        s.out.line(f'the upstream of channel "{ch.name}" lists no models')
+    else:
+        s.out.table(
+            ["MODEL", "IN_CHANNEL", "SERVED_AS"],
+            [[m["id"], _show(m["in_channel"]), _show(m["served_as"])] for m in report["data"]],
+        )
+    if report["missing"]:
+        names = ", ".join(report["missing"])
+        print(f"note: not listed by the upstream: {names}", file=sys.stderr)
+    return 0
 
 
 # --------------------------------------------------------------------------- prices

@@ -12,6 +12,7 @@ Routes (`{id}` is a store id or a name; for prices the model, slashes allowed):
   POST   /admin/{channels|tokens|prices|groups}          create -> 201
   GET    /admin/{kind}s/{id}   PATCH /admin/{kind}s/{id}   DELETE /admin/{kind}s/{id}
   POST   /admin/channels/{id}/test         one-token probe
+  GET    /admin/channels/{id}/models?timeout=  the upstream's models (discovery)
   GET    /  -> /dashboard/, GET /dashboard/{index.html,app.js,style.css}  (no auth)
 
 Every write goes through the store (version bump + NOTIFY), so the data plane's
@@ -268,6 +269,50 @@ async def test_channel(request: web.Request) -> web.Response:
     return _json(result)
 
 
+async def channel_models(request: web.Request) -> web.Response:
+    """The upstream's models for a channel (fastgate.admin.discovery); upstream
+    failures are 502/504 with the upstream's status and message, never the key."""
+    from fastgate.admin.discovery import (
+        NotDiscoverable,
+        UpstreamError,
+        UpstreamTimeout,
+        UpstreamUnreachable,
+        discover_models,
+        models_report,
+    )
+
+    text = request.query.get("timeout", "15")
+    try:
+        timeout = float(text)
+    except ValueError:
+        timeout = -1.0
+    if not 0 < timeout <= 120:
+        raise ApiError(
+            422,
+            "validation_error",
+            "invalid discovery options",
+            fields={"timeout": "expected seconds between 0 and 120"},
+        )
+    ch = await request.app[PLANE].channel_config(request.match_info["id"])
+    try:
+        ids = await discover_models(ch, timeout=timeout)
+    except NotDiscoverable as exc:
+        raise ApiError(400, "not_discoverable", str(exc)) from None
+    except UpstreamTimeout as exc:
+        raise ApiError(504, "upstream_timeout", str(exc), type_="server_error") from None
+    except UpstreamUnreachable as exc:
+        raise ApiError(502, "upstream_unreachable", str(exc), type_="server_error") from None
+    except UpstreamError as exc:
+        err = {
+            "message": exc.message,
+            "type": "server_error",
+            "code": "upstream_error",
+            "upstream_status": exc.status,
+        }
+        return _json({"error": err}, 502)
+    return _json({"object": "list", **models_report(ch, ids)})
+
+
 async def usage(request: web.Request) -> web.Response:
     q = request.query
     fields: dict[str, str] = {}
@@ -354,6 +399,7 @@ def build_admin_app(ctx: AdminContext) -> web.Application:
     r.add_get("/admin/status", status)
     r.add_get("/admin/usage", usage)
     r.add_post("/admin/channels/{id:.+}/test", test_channel)
+    r.add_get("/admin/channels/{id:.+}/models", channel_models)
     r.add_get(f"/admin/{kinds}", list_entries)
     r.add_post(f"/admin/{kinds}", create_entry)
     r.add_get(f"/admin/{kinds}/{{id:.+}}", get_entry)

@@ -112,11 +112,17 @@ def converted_request(ex: Any, ch: Any) -> tuple[bytes, bytes, list[bytes]]:
     proto = ch.protocol
     cfg = ch.config
     extra: list[bytes] = []
+    # Azure deployments are keyed by the public model name (config validation).
+    deployment_model = ex.model if ex.model in cfg.deployments else model
     try:
         if ch.type == "azure" and ex.ingress.protocol == OPENAI:
             body = ex.body_for_openai_channel()
             target = azure.azure_target(
-                "", cfg.api_version, cfg.deployments, model, ex.head.path.decode("latin-1")
+                "",
+                cfg.api_version,
+                cfg.deployments,
+                deployment_model,
+                ex.head.path.decode("latin-1"),
             )
             return target.encode("latin-1"), body, extra
         hub = hub_request(ex)
@@ -131,7 +137,7 @@ def converted_request(ex: Any, ch: Any) -> tuple[bytes, bytes, list[bytes]]:
             body = orjson.dumps(req)
             if ch.type == "azure":
                 target = azure.azure_target(
-                    "", cfg.api_version, cfg.deployments, model, "/v1/chat/completions"
+                    "", cfg.api_version, cfg.deployments, deployment_model, "/v1/chat/completions"
                 ).encode("latin-1")
             else:
                 target = b"/v1/chat/completions"

@@ -669,7 +669,7 @@ async def test_channel_probe(admin: AdminServer, fake_openai: FakeOpenAI) -> Non
     status, doc = await admin.call("POST", "/admin/channels/dead/test")
     assert doc["ok"] is False and doc["status"] == 0 and doc["error"]
 
-    # mock answers without network; other protocols are not probed yet.
+    # mock answers without network; every other type is probed over the network.
     status, doc = await admin.call("POST", "/admin/channels/file-mock/test")
     assert doc["ok"] is True and doc["status"] == 200
     status, doc = await admin.call(
@@ -678,7 +678,7 @@ async def test_channel_probe(admin: AdminServer, fake_openai: FakeOpenAI) -> Non
         json={"name": "anth", "type": "anthropic", "base_url": "http://x.test", "models": ["c"]},
     )
     status, doc = await admin.call("POST", "/admin/channels/anth/test")
-    assert doc["ok"] is False and doc["error"] == "not supported yet"
+    assert doc["ok"] is False and doc["status"] == 0 and "cannot reach" in doc["error"]
     status, doc = await admin.call("POST", "/admin/channels/ghost/test")
     assert status == 404
     status, doc = await admin.call("POST", "/admin/channels/fake/test", json={"timeout": -1})

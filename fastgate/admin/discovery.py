@@ -1,0 +1,212 @@
+"""Model discovery: which models does a channel's upstream offer?
+
+Shared by `fastgate channel models NAME` and `GET /admin/channels/{id}/models`
+(SPEC 4). A control-plane tool: one aiohttp ClientSession per call, the channel's
+own credentials and extra headers (`fastgate.admin.probe.channel_headers`).
+
+- openai, openrouter: `GET {base}/v1/models` (`data[].id`), Bearer key
+- azure: `azure_target(..., "/v1/models")`: `/openai/v1/models` for the v1 API,
+  `/openai/models?api-version=...` for a dated one, with `api-key`
+- anthropic: `GET {base}/v1/models` with `x-api-key` + `anthropic-version`, pages
+  followed with `after_id`
+- gemini: `GET {base}/v1beta/models` with `x-goog-api-key`, pages followed with
+  `pageToken`; the `models/` prefix is stripped
+- ollama: `GET {base}/api/tags`
+- bedrock: the runtime API has no listing (that is the separate `bedrock` control
+  plane service): NotDiscoverable
+- mock: its configured models, no network.
+
+Failures are exceptions a front end maps to its own codes: UpstreamUnreachable
+(connection refused, DNS, timeout: CLI exit 3), UpstreamError (a non-2xx answer
+or an answer without a model list: CLI exit 1, with the upstream's message),
+NotDiscoverable (CLI exit 1). No message ever holds the channel's key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from fastgate.admin.probe import channel_headers, error_text, origin
+from fastgate.config import ChannelConfig
+
+__all__ = [
+    "MAX_PAGES",
+    "DiscoveryError",
+    "NotDiscoverable",
+    "UpstreamError",
+    "UpstreamTimeout",
+    "UpstreamUnreachable",
+    "discover_models",
+    "models_report",
+]
+
+MAX_PAGES = 100  # a paginating upstream that never ends is cut here
+
+
+class DiscoveryError(Exception):
+    """The upstream's models could not be listed."""
+
+
+class NotDiscoverable(DiscoveryError):
+    """The channel type has no model listing (bedrock's runtime API)."""
+
+
+class UpstreamUnreachable(DiscoveryError):
+    """No HTTP answer at all: connection refused, DNS failure, TLS failure."""
+
+
+class UpstreamTimeout(UpstreamUnreachable):
+    """No answer within the timeout."""
+
+
+class UpstreamError(DiscoveryError):
+    """The upstream answered, but not with a model list (`status` 0: bad 2xx body)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _openai_ids(doc: Any) -> list[str]:
+    data = doc.get("data") if isinstance(doc, dict) else None
+    if not isinstance(data, list):
+        raise UpstreamError(0, 'the answer has no "data" list of models')
+    return [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
+
+
+def _gemini_ids(doc: Any) -> list[str]:
+    models = doc.get("models", []) if isinstance(doc, dict) else None
+    if not isinstance(models, list):
+        raise UpstreamError(0, 'the answer has no "models" list')
+    out = []
+    for m in models:
+        name = m.get("name") if isinstance(m, dict) else None
+        if isinstance(name, str) and name:
+            out.append(name.removeprefix("models/"))
+    return out
+
+
+class _Client:
+    """GETs JSON from one upstream, turning transport trouble into DiscoveryErrors."""
+
+    def __init__(self, session: Any, headers: dict[str, str], timeout: float) -> None:
+        self.session = session
+        self.headers = headers
+        self.timeout = timeout
+
+    async def get(self, url: str, params: dict[str, str] | None = None) -> Any:
+        import aiohttp
+
+        try:
+            async with self.session.get(
+                url, params=params, headers=self.headers, allow_redirects=False
+            ) as resp:
+                payload = await resp.read()
+                status = resp.status
+        except TimeoutError:
+            raise UpstreamTimeout(f"no answer from {url} within {self.timeout:g} s") from None
+        except (aiohttp.ClientError, ValueError) as exc:
+            why = str(exc) or exc.__class__.__name__
+            raise UpstreamUnreachable(f"cannot reach {url}: {why}") from None
+        if not 200 <= status < 300:
+            raise UpstreamError(status, error_text(payload))
+        try:
+            return orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            raise UpstreamError(0, f"{url} did not answer JSON") from None
+
+
+async def _list(channel: ChannelConfig, client: _Client) -> list[str]:
+    ctype = channel.type
+    base = channel.base_url
+    if ctype == "azure":
+        from fastgate.providers.azure import azure_target
+
+        target = azure_target(base, channel.api_version, channel.deployments, "", "/v1/models")
+        return _openai_ids(await client.get(origin(base) + target))
+    if ctype == "anthropic":
+        ids: list[str] = []
+        params = {"limit": "1000"}
+        for _ in range(MAX_PAGES):
+            doc = await client.get(base + "/v1/models", params)
+            ids += _openai_ids(doc)
+            last = doc.get("last_id")
+            if not doc.get("has_more") or not isinstance(last, str) or not last:
+                break
+            params = {"limit": "1000", "after_id": last}
+        return ids
+    if ctype == "gemini":
+        ids = []
+        params = {"pageSize": "1000"}
+        for _ in range(MAX_PAGES):
+            doc = await client.get(base + "/v1beta/models", params)
+            ids += _gemini_ids(doc)
+            token = doc.get("nextPageToken") if isinstance(doc, dict) else None
+            if not isinstance(token, str) or not token:
+                break
+            params = {"pageSize": "1000", "pageToken": token}
+        return ids
+    if ctype == "ollama":
+        from fastgate.convert.errors import UpstreamProtocolError
+        from fastgate.providers.ollama import ollama_tags_to_models
+
+        doc = await client.get(base + "/api/tags")
+        try:
+            return ollama_tags_to_models(doc)
+        except UpstreamProtocolError as exc:
+            raise UpstreamError(0, str(exc)) from None
+    return _openai_ids(await client.get(base + "/v1/models"))
+
+
+async def discover_models(channel: ChannelConfig, timeout: float = 15) -> list[str]:
+    """The model ids the channel's upstream offers, in its order, without duplicates.
+
+    Raises NotDiscoverable (bedrock), UpstreamUnreachable / UpstreamTimeout, or
+    UpstreamError (non-2xx, with the upstream's own message, or no model list).
+    """
+    if channel.type == "mock":
+        return list(dict.fromkeys(channel.models))
+    if channel.type == "bedrock":
+        raise NotDiscoverable(
+            "bedrock channels cannot be discovered: the Bedrock Runtime API that fastgate "
+            "calls (Converse) has no model listing (ListFoundationModels belongs to the "
+            "separate bedrock control-plane API); put the model ids in the channel's "
+            "models yourself"
+        )
+    import aiohttp
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+        ids = await _list(channel, _Client(session, channel_headers(channel), timeout))
+    return list(dict.fromkeys(ids))
+
+
+def _same_model(channel: ChannelConfig, name: str) -> str:
+    """The name as the upstream lists it (Ollama: a bare name means `:latest`)."""
+    if channel.type == "ollama" and ":" not in name.rsplit("/", 1)[-1]:
+        return name + ":latest"
+    return name
+
+
+def models_report(channel: ChannelConfig, ids: list[str]) -> dict[str, Any]:
+    """Discovered ids against the channel's `models` (model_map applied).
+
+    {"channel", "type", "data": [{"id", "in_channel", "served_as": [public names]}],
+    "missing": [public names whose upstream model the upstream does not list]}.
+    """
+    served: dict[str, list[str]] = {}
+    for public in channel.models:
+        served.setdefault(_same_model(channel, channel.upstream_model(public)), []).append(public)
+    listed = {_same_model(channel, i) for i in ids}
+    data = []
+    for i in ids:
+        names = served.get(_same_model(channel, i), [])
+        data.append({"id": i, "in_channel": bool(names), "served_as": names})
+    missing = [
+        public
+        for public in channel.models
+        if _same_model(channel, channel.upstream_model(public)) not in listed
+    ]
+    return {"channel": channel.name, "type": channel.type, "data": data, "missing": missing}
