@@ -269,7 +269,7 @@ class Exchange:
             self.breaker = br
             self.upstream_model = ch.model_map.get(self.model, self.model)
             ing = self.ingress
-            self.mode = PASS if ch.protocol == ing.protocol and ch.type != "azure" else CONVERT
+            self.mode = PASS if ch.protocol == ing.protocol else CONVERT
             if ch.is_mock:
                 if self.mode == CONVERT:
                     try:
@@ -308,10 +308,13 @@ class Exchange:
         ch = self.channel
         head = self.head
         if self.mode == PASS and self.ingress is OPENAI_INGRESS:
+            path, query = head.path, head.query
+            if ch.type == "azure":  # same protocol, its own URL scheme
+                path, query = protocols.azure_path(self, ch), b""
             data = openai_proto.request_bytes(
                 ch,
-                head.path,
-                head.query,
+                path,
+                query,
                 head.forward,
                 self.body_for_openai_channel(),
                 head.content_type,

@@ -115,16 +115,6 @@ def converted_request(ex: Any, ch: Any) -> tuple[bytes, bytes, list[bytes]]:
     # Azure deployments are keyed by the public model name (config validation).
     deployment_model = ex.model if ex.model in cfg.deployments else model
     try:
-        if ch.type == "azure" and ex.ingress.protocol == OPENAI:
-            body = ex.body_for_openai_channel()
-            target = azure.azure_target(
-                "",
-                cfg.api_version,
-                cfg.deployments,
-                deployment_model,
-                ex.head.path.decode("latin-1"),
-            )
-            return target.encode("latin-1"), body, extra
         hub = hub_request(ex)
         if proto == "openai":
             req = dict(hub, model=model)
@@ -183,6 +173,15 @@ def converted_request(ex: Any, ch: Any) -> tuple[bytes, bytes, list[bytes]]:
     except ConversionError as exc:
         raise errors.InvalidRequest(str(exc)) from exc
     raise errors.InvalidRequest(f"channel type {ch.type!r} cannot serve this request")
+
+
+def azure_path(ex: Any, ch: Any) -> bytes:
+    """An OpenAI path on an Azure channel: deployment path and api-version."""
+    cfg = ch.config
+    model = ex.model if ex.model in cfg.deployments else ex.upstream_model
+    return azure.azure_target(
+        "", cfg.api_version, cfg.deployments, model, ex.head.path.decode("latin-1")
+    ).encode("latin-1")
 
 
 def passthrough_request(ex: Any, ch: Any) -> tuple[bytes, bytes]:

@@ -75,6 +75,7 @@ _MESSAGES = {
 MESSAGES_FIELDS = frozenset(
     {
         "model",
+        "output_config",  # structured outputs (response_format json_schema)
         "messages",
         "max_tokens",
         "system",
