@@ -309,9 +309,8 @@ def fastgate_config(
 host = "127.0.0.1"
 port = 0
 
-[admin]
-port = {admin_port}
-token = "bench-admin-{secrets.token_hex(8)}"
+# no [admin] token: the admin API (and aiohttp.web) stays unloaded, as on a
+# data-plane-only instance; the bench measures the data plane.
 
 [database]
 url = "{db}"
