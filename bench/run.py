@@ -55,6 +55,8 @@ class Scenario:
     connections: int
     stream: bool
     body: Path
+    path: str = "/v1/chat/completions"
+    fastgate_only: bool = False  # conversion: only the gateway can do it
 
 
 SCENARIOS = {
@@ -67,7 +69,17 @@ SCENARIOS = {
     "latency": Scenario(
         "latency", "Latency, one connection (non-stream)", 1, False, BENCH / "wrk/request_chat.json"
     ),
-}
+    # Anthropic clients served by the same OpenAI stub: request, response and
+    # stream converted (compare with nonstream / stream, the passthrough path).
+    "convert": Scenario(
+        "convert", "Conversion, Anthropic client -> OpenAI channel (non-stream)", 32, False,
+        BENCH / "wrk/request_anthropic.json", "/v1/messages", True,
+    ),
+    "convert-stream": Scenario(
+        "convert-stream", "Conversion, Anthropic client -> OpenAI channel (stream)", 16, True,
+        BENCH / "wrk/request_anthropic_stream.json", "/v1/messages", True,
+    ),
+}  # fmt: skip
 
 
 @dataclass
@@ -379,7 +391,7 @@ def check_target(port: int, scenario: Scenario, key: str, target: str) -> str:
     try:
         conn.request(
             "POST",
-            "/v1/chat/completions",
+            scenario.path,
             body=scenario.body.read_bytes(),
             headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
         )
@@ -392,6 +404,11 @@ def check_target(port: int, scenario: Scenario, key: str, target: str) -> str:
     ctype = resp.getheader("content-type", "")
     if resp.status != 200:
         raise RuntimeError(f"{target}/{scenario.name}: HTTP {resp.status}: {body[:500]!r}")
+    if scenario.path == "/v1/messages":
+        done = b"event: message_stop" in body if scenario.stream else b'"type":"message"' in body
+        if not done or b'"usage"' not in body:
+            raise RuntimeError(f"{target}/{scenario.name}: not an Anthropic answer {body[:300]!r}")
+        return f"{len(body)} B, {ctype}"
     if scenario.stream:
         if "text/event-stream" not in ctype or b"data: [DONE]" not in body:
             raise RuntimeError(
@@ -449,7 +466,7 @@ def run_wrk(
     cmd = [
         "wrk", "-t1", f"-c{scenario.connections}", f"-d{duration:g}s", "--latency",
         "--timeout", "5s", "-s", str(BENCH / "wrk/post.lua"),
-        f"http://127.0.0.1:{port}/v1/chat/completions",
+        f"http://127.0.0.1:{port}{scenario.path}",
     ]  # fmt: skip
     env = dict(os.environ, BENCH_BODY=str(scenario.body), BENCH_KEY=key)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -689,6 +706,17 @@ def targets_table(agg: dict) -> list[str]:
          lambda v: v <= 40, ".1f", " µs"),
         ("added p50 at c=1 over direct", added_p50(), "<= 0.15 ms", lambda v: v <= 0.15, ".3f", " ms"),
         ("RSS after throughput runs", rss, "<= 50 MB", lambda v: v <= 50, ".1f", " MB"),
+    ]  # fmt: skip
+
+    def conversion(pass_sc: str, conv_sc: str) -> float | None:
+        p, c = get(pass_sc, "fastgate", "rps"), get(conv_sc, "fastgate", "rps")
+        return c / p if p and c else None
+
+    checks += [
+        ("conversion vs passthrough, non-stream", conversion("nonstream", "convert"), ">= 0.5x",
+         lambda v: v >= 0.5, ".2f", "x"),
+        ("conversion vs passthrough, stream", conversion("stream", "convert-stream"), ">= 0.5x",
+         lambda v: v >= 0.5, ".2f", "x"),
     ]  # fmt: skip
     rows.append("| target | measured | threshold | result |")
     rows.append("|---|---:|---|---|")
@@ -982,7 +1010,7 @@ def session(
     checks = {}
     for t in args.targets:
         for sc in args.scenario_list:
-            if sc.name == "latency":
+            if sc.name == "latency" or (sc.fastgate_only and t != "fastgate"):
                 continue
             port = ports[(t, "sse" if sc.stream else "json")]
             checks[f"{t}/{sc.name}"] = check_target(port, sc, key, t)
@@ -993,6 +1021,8 @@ def session(
         print(f"warm-up ({args.warmup:g} s per target and scenario)", flush=True)
         for sc in args.scenario_list:
             for t in args.targets:
+                if sc.fastgate_only and t != "fastgate":
+                    continue
                 port = ports[(t, "sse" if sc.stream else "json")]
                 run_wrk(stack, port, sc, key, args.warmup, tmp / "warmup.log")
 
@@ -1001,6 +1031,8 @@ def session(
         print(f"round {rnd}/{args.rounds}", flush=True)
         for sc in args.scenario_list:
             for t in args.targets:
+                if sc.fastgate_only and t != "fastgate":
+                    continue
                 results.append(measure(env, t, sc, rnd, args.duration))
 
     if "fastgate" in args.targets:
