@@ -740,7 +740,9 @@ def render(
         f"fastgate {info['fastgate']}",
         f"- Command: `{args.command}` ({args.rounds} round(s) x {args.duration:g} s per run, "
         f"interleaved direct -> nginx -> fastgate; medians of rounds)",
-        f"- fastgate: `--workers {args.workers}`, usage access log on; "
+        f"- fastgate: `--workers {args.workers}`, usage records to "
+        f"{'Postgres' if args.database_url.startswith('postgres') else 'SQLite'}"
+        f"{' and the JSON access log' if args.access_log else ''}; "
         "nginx proxy: 1 worker, upstream keepalive 64, `proxy_buffering off` for streams",
     ]
     if las:
