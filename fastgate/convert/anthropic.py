@@ -1156,6 +1156,12 @@ def _str(v: Any) -> str:
     raise UpstreamProtocolError(f"expected a string in the upstream event, got {type(v).__name__}")
 
 
+_TEXT_DELTA = (
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
+    b'"delta":{"type":"text_delta","text":%b}}\n\n'
+)
+
+
 def _ev(name: bytes, obj: dict[str, Any]) -> bytes:
     return b"event: " + name + b"\ndata: " + orjson.dumps(obj) + b"\n\n"
 
@@ -1285,8 +1291,8 @@ class OpenAIToAnthropicStream:
             self._open_block(kind, None, block, out)
         if kind == "thinking":
             self._delta(self._open_index, {"type": "thinking_delta", "thinking": text}, out)
-        else:
-            self._delta(self._open_index, {"type": "text_delta", "text": text}, out)
+        else:  # the hot event of a stream: the same bytes as _delta, without the dicts
+            out.append(_TEXT_DELTA % (self._open_index, orjson.dumps(text)))
 
     def _chunk(self, c: dict[str, Any], out: list[bytes]) -> None:
         if "error" in c and not c.get("choices"):
