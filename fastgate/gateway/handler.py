@@ -50,7 +50,6 @@ class Exchange:
         "app",
         "attempts",
         "breaker",
-        "bytes_out",
         "cancel_acquire",
         "channel",
         "chunked",
@@ -115,7 +114,6 @@ class Exchange:
         self.out: list[bytes] = []
         self.chunked = False
         self.sent = False  # a response byte has been written to the client
-        self.bytes_out = 0
         self.status = 0
         self.t_first = 0.0
         self.failures: list[tuple[str, str]] = []
@@ -488,7 +486,6 @@ class Exchange:
         if out:
             data = out[0] if len(out) == 1 else b"".join(out)
             out.clear()
-            self.bytes_out += len(data)
             self.sent = True
             self.client.write(data)
 

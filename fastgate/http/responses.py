@@ -13,22 +13,6 @@ CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 CHUNK_END = b"0\r\n\r\n"
 CRLF = b"\r\n"
 
-# Headers that describe one hop, never forwarded in either direction.
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"content-length",
-    }
-)
-
 
 def status_line(status: int) -> bytes:
     """The status line for any code, known or not."""
@@ -36,11 +20,6 @@ def status_line(status: int) -> bytes:
     if line is None:
         line = b"HTTP/1.1 %d Unknown\r\n" % status
     return line
-
-
-def chunk(data: bytes) -> bytes:
-    """One chunk of chunked transfer coding."""
-    return b"%x\r\n%b\r\n" % (len(data), data)
 
 
 def simple_response(
