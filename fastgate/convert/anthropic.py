@@ -30,22 +30,25 @@ from fastgate.convert.common import (
     DEFAULT_MAX_EVENT_BYTES,
     DONE,
     EFFORT_BUDGET,
-    chunk_bytes,
+    FromOpenAIStream,
+    ToOpenAIStream,
     dumps_str,
     effort_from_budget,
     foreign_id,
     hub_id,
-    hub_items,
     json_args,
     load_event_json,
     make_data_url,
     new_id,
     now,
+    openai_error_chunk,
     openai_usage_dict,
     parse_data_url,
     reasoning_tokens_of,
     require_dict,
     require_list,
+    sse_close,
+    sse_feed,
     stop_list,
     text_of_parts,
     usage_from_openai,
@@ -58,11 +61,10 @@ from fastgate.convert.errors import (
     UpstreamProtocolError,
     anthropic_error_event,
     anthropic_error_type,
-    openai_error_event,
     openai_error_type,
 )
 from fastgate.gateway.usage import Usage
-from fastgate.sse.decoder import SSEDecoder, SSEError
+from fastgate.sse.decoder import SSEDecoder
 
 __all__ = [
     "AnthropicToOpenAIStream",
@@ -938,7 +940,7 @@ def openai_response_to_anthropic(resp: dict[str, Any], model: str) -> dict[str, 
 # ==================================================================================
 
 
-class AnthropicToOpenAIStream:
+class AnthropicToOpenAIStream(ToOpenAIStream):
     """Anthropic Messages SSE in, OpenAI chat-completion chunk SSE out.
 
     `feed_chunks` / `close_chunks` return the hub chunks (dicts, then `DONE`) so a
@@ -963,38 +965,19 @@ class AnthropicToOpenAIStream:
         self._tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool index
         self._in = self._read = self._write = self._out = 0
 
-    # -- public ------------------------------------------------------------------
-
-    def feed(self, data: bytes) -> bytes:
-        """Convert what `data` completes; raises UpstreamProtocolError on bad input."""
-        return chunk_bytes(self.feed_chunks(data))
-
-    def close(self) -> bytes:
-        """At upstream EOF; raises UpstreamProtocolError if the message was cut short."""
-        return chunk_bytes(self.close_chunks())
-
-    def error_event(self, message: str, type_: str = "server_error") -> bytes:
-        """An OpenAI stream error event (after a failure once bytes were sent)."""
-        return openai_error_event(message, type_)
+    # -- public (feed / close / error_event: ToOpenAIStream) ----------------------
 
     def feed_chunks(self, data: bytes) -> list[Any]:
         """Hub chunks for what `data` completes."""
-        try:
-            events = self._dec.feed(data)
-        except SSEError as exc:
-            raise UpstreamProtocolError(str(exc)) from exc
         out: list[Any] = []
-        for ev in events:
+        for ev in sse_feed(self._dec, data):
             if not self._ended and ev.data:
                 self._event(ev.data, out)
         return out
 
     def close_chunks(self) -> list[Any]:
         """Hub chunks at EOF (normally none: message_stop already ended the stream)."""
-        try:
-            events = self._dec.close()
-        except SSEError as exc:
-            raise UpstreamProtocolError(str(exc)) from exc
+        events = sse_close(self._dec)
         out: list[Any] = []
         for ev in events:
             if not self._ended and ev.data:
@@ -1004,15 +987,6 @@ class AnthropicToOpenAIStream:
         return out
 
     # -- internals ---------------------------------------------------------------
-
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }
 
     def _set_usage(self, u: dict[str, Any], start: bool) -> None:
         if "output_tokens" in u:
@@ -1110,30 +1084,13 @@ class AnthropicToOpenAIStream:
             self._need_start(kind)
             self._ended = True
             if self.include_usage:
-                out.append(
-                    {
-                        "id": self._id,
-                        "object": "chat.completion.chunk",
-                        "created": self._created,
-                        "model": self.model,
-                        "choices": [],
-                        "usage": openai_usage_dict(self.usage),
-                    }
-                )
+                out.append(self._usage_chunk())
             out.append(DONE)
         elif kind == "error":
             err = obj.get("error") or {}
             self._ended = True
-            out.append(
-                {
-                    "error": {
-                        "message": str(err.get("message") or "upstream error"),
-                        "type": openai_error_type(err.get("type")),
-                        "param": None,
-                        "code": None,
-                    }
-                }
-            )
+            message = str(err.get("message") or "upstream error")
+            out.append(openai_error_chunk(message, openai_error_type(err.get("type"))))
         # content_block_stop, ping and unknown event types carry nothing to convert
 
     def _need_start(self, kind: Any) -> None:
@@ -1166,7 +1123,7 @@ def _ev(name: bytes, obj: dict[str, Any]) -> bytes:
     return b"event: " + name + b"\ndata: " + orjson.dumps(obj) + b"\n\n"
 
 
-class OpenAIToAnthropicStream:
+class OpenAIToAnthropicStream(FromOpenAIStream):
     """OpenAI chat-completion chunk SSE (or hub chunks via `push`) in, Anthropic SSE out.
 
     OpenAI reports usage in a final chunk after `finish_reason`, so the closing
@@ -1187,60 +1144,16 @@ class OpenAIToAnthropicStream:
         self._tools: dict[int, int] = {}  # OpenAI tool index -> Anthropic block index
         self._stop: str | None = None
 
-    # -- public ------------------------------------------------------------------
-
-    def feed(self, data: bytes) -> bytes:
-        """Convert what `data` completes; raises UpstreamProtocolError on bad input."""
-        try:
-            events = self._dec.feed(data)
-        except SSEError as exc:
-            raise UpstreamProtocolError(str(exc)) from exc
-        return self.push(hub_items(events))
-
-    def close(self) -> bytes:
-        """At upstream EOF: the closing events if the stream was cut after its finish."""
-        try:
-            events = self._dec.close()
-        except SSEError as exc:
-            raise UpstreamProtocolError(str(exc)) from exc
-        out = self.push(hub_items(events)) if events else b""
-        return out + self.finish()
-
-    def finish(self) -> bytes:
-        """End of the hub stream: close it if it finished, else raise."""
-        if self._ended:
-            return b""
-        if self._stop is None:
-            raise UpstreamProtocolError("upstream stream ended before a finish_reason")
-        out: list[bytes] = []
-        try:
-            self._finalize(out)
-        except _MALFORMED as exc:
-            raise UpstreamProtocolError("malformed OpenAI stream") from exc
-        return b"".join(out)
+    # -- public (feed / close / finish / push: FromOpenAIStream) ------------------
 
     def error_event(self, message: str, type_: str = "api_error") -> bytes:
         """An Anthropic `event: error` (after a failure once bytes were sent)."""
         return anthropic_error_event(message, type_)
 
-    def push(self, items: list[Any]) -> bytes:
-        """Convert hub chunks (dicts and `DONE`) to Anthropic events."""
-        out: list[bytes] = []
-        for it in items:
-            if self._ended:
-                break
-            try:
-                if it is DONE:
-                    self._finalize(out)
-                elif isinstance(it, dict):
-                    self._chunk(it, out)
-                else:
-                    raise UpstreamProtocolError("OpenAI stream chunk is not a JSON object")
-            except _MALFORMED as exc:
-                raise UpstreamProtocolError("malformed OpenAI stream chunk") from exc
-        return b"".join(out)
-
     # -- internals ---------------------------------------------------------------
+
+    def _saw_finish(self) -> bool:
+        return self._stop is not None
 
     def _start(self, chunk: dict[str, Any], out: list[bytes]) -> None:
         self._started = True

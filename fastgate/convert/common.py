@@ -22,12 +22,15 @@ from typing import Any, Final
 
 import orjson
 
-from fastgate.convert.errors import ConversionError, UpstreamProtocolError
+from fastgate.convert.errors import ConversionError, UpstreamProtocolError, openai_error_event
 from fastgate.gateway.usage import Usage
+from fastgate.sse.decoder import SSEDecoder, SSEError
 
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
     "DONE",
+    "FromOpenAIStream",
+    "ToOpenAIStream",
     "chunk_bytes",
     "decode_call_id",
     "encode_call_id",
@@ -39,8 +42,11 @@ __all__ = [
     "make_data_url",
     "new_id",
     "now",
+    "openai_error_chunk",
     "openai_usage_dict",
     "parse_data_url",
+    "sse_close",
+    "sse_feed",
     "usage_from_openai",
 ]
 
@@ -126,6 +132,22 @@ def chunk_bytes(items: list[Any]) -> bytes:
         else:
             out.append(b"data: " + orjson.dumps(it) + b"\n\n")
     return b"".join(out)
+
+
+def sse_feed(dec: SSEDecoder, data: bytes) -> list[Any]:
+    """`dec.feed(data)`; a framing error is the upstream's fault."""
+    try:
+        return dec.feed(data)
+    except SSEError as exc:
+        raise UpstreamProtocolError(str(exc)) from exc
+
+
+def sse_close(dec: SSEDecoder) -> list[Any]:
+    """`dec.close()`; a framing error is the upstream's fault."""
+    try:
+        return dec.close()
+    except SSEError as exc:
+        raise UpstreamProtocolError(str(exc)) from exc
 
 
 # --- data: URLs and media -----------------------------------------------------------
@@ -329,3 +351,133 @@ def effort_from_budget(budget: int) -> str:
     if budget <= 8192:
         return "medium"
     return "high"
+
+
+# --- stream converter bases ---------------------------------------------------------
+
+
+def openai_error_chunk(message: str, type_: str, code: Any = None) -> dict[str, Any]:
+    """The hub item for an upstream error inside a stream (OpenAI's error object)."""
+    return {"error": {"message": message, "type": type_, "param": None, "code": code}}
+
+
+class ToOpenAIStream:
+    """Base of the `*ToOpenAI` stream converters: the OpenAI byte API over hub chunks.
+
+    A subclass sets `model`, `usage`, `_id` and `_created` and implements `feed_chunks`
+    / `close_chunks` (hub chunks, so a second converter can take them without JSON in
+    between); `feed` / `close` here turn those into OpenAI SSE bytes.
+    """
+
+    model: str
+    usage: Usage
+    _id: str
+    _created: int
+
+    def feed(self, data: bytes) -> bytes:
+        """Convert what `data` completes; raises UpstreamProtocolError on bad input."""
+        return chunk_bytes(self.feed_chunks(data))
+
+    def close(self) -> bytes:
+        """At upstream EOF; raises UpstreamProtocolError if the message was cut short."""
+        return chunk_bytes(self.close_chunks())
+
+    def error_event(self, message: str, type_: str = "server_error") -> bytes:
+        """An OpenAI stream error event (after a failure once bytes were sent)."""
+        return openai_error_event(message, type_)
+
+    def feed_chunks(self, data: bytes) -> list[Any]:
+        """Hub chunks for what `data` completes."""
+        raise NotImplementedError
+
+    def close_chunks(self) -> list[Any]:
+        """Hub chunks at EOF; raises UpstreamProtocolError if the stream was cut short."""
+        raise NotImplementedError
+
+    def _chunk(
+        self, delta: dict[str, Any], finish: str | None = None, index: int = 0
+    ) -> dict[str, Any]:
+        return {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self.model,
+            "choices": [{"index": index, "delta": delta, "finish_reason": finish}],
+        }
+
+    def _usage_chunk(self, reasoning_tokens: int = 0) -> dict[str, Any]:
+        """The choice-less chunk carrying `usage` (`stream_options.include_usage`)."""
+        return {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self.model,
+            "choices": [],
+            "usage": openai_usage_dict(self.usage, reasoning_tokens),
+        }
+
+
+class FromOpenAIStream:
+    """Base of the `OpenAITo*` stream converters: OpenAI SSE or hub chunks in.
+
+    A subclass sets `_dec` and `_ended` and implements `_chunk` (one hub chunk dict),
+    `_finalize` (the closing events, once), `_saw_finish` and `error_event`; `feed`,
+    `close`, `finish` and `push` here drive them.
+    """
+
+    _dec: SSEDecoder
+    _ended: bool
+
+    def feed(self, data: bytes) -> bytes:
+        """Convert what `data` completes; raises UpstreamProtocolError on bad input."""
+        return self.push(hub_items(sse_feed(self._dec, data)))
+
+    def close(self) -> bytes:
+        """At upstream EOF: the closing events if the stream was cut after its finish."""
+        events = sse_close(self._dec)
+        out = self.push(hub_items(events)) if events else b""
+        return out + self.finish()
+
+    def finish(self) -> bytes:
+        """End of the hub stream: close it if it finished, else raise."""
+        if self._ended:
+            return b""
+        if not self._saw_finish():
+            raise UpstreamProtocolError("upstream stream ended before a finish_reason")
+        out: list[bytes] = []
+        try:
+            self._finalize(out)
+        except MALFORMED as exc:
+            raise UpstreamProtocolError("malformed OpenAI stream") from exc
+        return b"".join(out)
+
+    def error_event(self, message: str, type_: str = "server_error") -> bytes:
+        """This protocol's stream error event (after a failure once bytes were sent)."""
+        raise NotImplementedError
+
+    def push(self, items: list[Any]) -> bytes:
+        """Convert hub chunks (dicts and `DONE`) to this protocol's events."""
+        out: list[bytes] = []
+        for it in items:
+            if self._ended:
+                break
+            try:
+                if it is DONE:
+                    self._finalize(out)
+                elif isinstance(it, dict):
+                    self._chunk(it, out)
+                else:
+                    raise UpstreamProtocolError("OpenAI stream chunk is not a JSON object")
+            except MALFORMED as exc:
+                raise UpstreamProtocolError("malformed OpenAI stream chunk") from exc
+        return b"".join(out)
+
+    def _saw_finish(self) -> bool:
+        """Whether a `finish_reason` came (so EOF may close the stream)."""
+        raise NotImplementedError
+
+    def _chunk(self, c: dict[str, Any], out: list[bytes]) -> None:
+        raise NotImplementedError
+
+    def _finalize(self, out: list[bytes]) -> None:
+        raise NotImplementedError

@@ -37,7 +37,8 @@ from fastgate.convert.common import (
     DEFAULT_MAX_EVENT_BYTES,
     DONE,
     EFFORT_BUDGET,
-    chunk_bytes,
+    FromOpenAIStream,
+    ToOpenAIStream,
     decode_call_id,
     dumps_str,
     effort_from_budget,
@@ -45,17 +46,19 @@ from fastgate.convert.common import (
     foreign_id,
     guess_mime,
     hub_id,
-    hub_items,
     json_args,
     load_event_json,
     make_data_url,
     new_id,
     now,
+    openai_error_chunk,
     openai_usage_dict,
     parse_data_url,
     reasoning_tokens_of,
     require_dict,
     require_list,
+    sse_close,
+    sse_feed,
     stop_list,
     text_of_parts,
     usage_from_openai,
@@ -67,11 +70,10 @@ from fastgate.convert.errors import (
     ConversionError,
     UpstreamProtocolError,
     gemini_error_event,
-    openai_error_event,
     openai_error_type,
 )
 from fastgate.gateway.usage import Usage
-from fastgate.sse.decoder import SSEDecoder, SSEError
+from fastgate.sse.decoder import SSEDecoder
 
 __all__ = [
     "GeminiToOpenAIStream",
@@ -1089,7 +1091,7 @@ def _name(v: Any) -> str:
     raise UpstreamProtocolError("Gemini functionCall.name is not a string")
 
 
-class GeminiToOpenAIStream:
+class GeminiToOpenAIStream(ToOpenAIStream):
     """Gemini `alt=sse` stream in, OpenAI chat-completion chunk SSE out.
 
     Each Gemini chunk becomes one chunk per candidate (plus a finish chunk); function
@@ -1122,36 +1124,17 @@ class GeminiToOpenAIStream:
         """The upstream's usage so far (Gemini repeats usageMetadata in every chunk)."""
         return usage_from_gemini(self._meta)
 
-    def feed(self, data: bytes) -> bytes:
-        """Convert what `data` completes; raises UpstreamProtocolError on bad input."""
-        return chunk_bytes(self.feed_chunks(data))
-
-    def close(self) -> bytes:
-        """At upstream EOF: usage chunk and `[DONE]`; raises if the stream was cut short."""
-        return chunk_bytes(self.close_chunks())
-
-    def error_event(self, message: str, type_: str = "server_error") -> bytes:
-        """An OpenAI stream error event."""
-        return openai_error_event(message, type_)
-
     def feed_chunks(self, data: bytes) -> list[Any]:
         """Hub chunks for what `data` completes."""
-        try:
-            events = self._dec.feed(data)
-        except SSEError as exc:
-            raise UpstreamProtocolError(str(exc)) from exc
         out: list[Any] = []
-        for ev in events:
+        for ev in sse_feed(self._dec, data):
             if ev.data and not self._errored:
                 self._event(ev.data, out)
         return out
 
     def close_chunks(self) -> list[Any]:
-        """Hub chunks at EOF."""
-        try:
-            events = self._dec.close()
-        except SSEError as exc:
-            raise UpstreamProtocolError(str(exc)) from exc
+        """Hub chunks at EOF: usage chunk and `DONE`; raises if the stream was cut short."""
+        events = sse_close(self._dec)
         out: list[Any] = []
         for ev in events:
             if ev.data and not self._errored:
@@ -1161,27 +1144,9 @@ class GeminiToOpenAIStream:
         if not self._finished:
             raise UpstreamProtocolError("Gemini stream ended without a finishReason")
         if self.include_usage:
-            out.append(
-                {
-                    "id": self._id,
-                    "object": "chat.completion.chunk",
-                    "created": self._created,
-                    "model": self.model,
-                    "choices": [],
-                    "usage": openai_usage_dict(self.usage, _thoughts(self._meta)),
-                }
-            )
+            out.append(self._usage_chunk(_thoughts(self._meta)))
         out.append(DONE)
         return out
-
-    def _chunk(self, idx: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self.model,
-            "choices": [{"index": idx, "delta": delta, "finish_reason": finish}],
-        }
 
     def _event(self, data: bytes, out: list[Any]) -> None:
         obj = load_event_json(data)
@@ -1200,16 +1165,13 @@ class GeminiToOpenAIStream:
             err = err if isinstance(err, dict) else {"message": str(err)}
             self._errored = True
             out.append(
-                {
-                    "error": {
-                        "message": str(err.get("message") or "upstream error"),
-                        "type": openai_error_type(
-                            None, err.get("code") if isinstance(err.get("code"), int) else 500
-                        ),
-                        "param": None,
-                        "code": err.get("status") if isinstance(err.get("status"), str) else None,
-                    }
-                }
+                openai_error_chunk(
+                    str(err.get("message") or "upstream error"),
+                    openai_error_type(
+                        None, err.get("code") if isinstance(err.get("code"), int) else 500
+                    ),
+                    err.get("status") if isinstance(err.get("status"), str) else None,
+                )
             )
             return
         if not self._id:
@@ -1226,8 +1188,8 @@ class GeminiToOpenAIStream:
             feedback = _g(obj, "promptFeedback", "prompt_feedback")
             if isinstance(feedback, dict) and _g(feedback, "blockReason", "block_reason"):
                 self._roled.add(0)
-                out.append(self._chunk(0, {"role": "assistant", "content": ""}))
-                out.append(self._chunk(0, {}, "content_filter"))
+                out.append(self._chunk({"role": "assistant", "content": ""}))
+                out.append(self._chunk({}, "content_filter"))
                 self._finished = True
             return
         for pos, cand in enumerate(cands):
@@ -1276,14 +1238,15 @@ class GeminiToOpenAIStream:
             if calls:
                 delta["tool_calls"] = calls
             if delta:
-                out.append(self._chunk(idx, delta))
+                out.append(self._chunk(delta, index=idx))
             reason = cand.get("finishReason")
             if reason:
-                out.append(self._chunk(idx, {}, finish_from_gemini(reason, idx in self._calls)))
+                finish = finish_from_gemini(reason, idx in self._calls)
+                out.append(self._chunk({}, finish, idx))
                 self._finished = True
 
 
-class OpenAIToGeminiStream:
+class OpenAIToGeminiStream(FromOpenAIStream):
     """OpenAI chat-completion chunk SSE (or hub chunks via `push`) in, Gemini SSE out.
 
     Text and thoughts leave chunk by chunk. Tool-call arguments stream in pieces on the
@@ -1302,56 +1265,14 @@ class OpenAIToGeminiStream:
         self._finish: dict[int, str] = {}
         self._ended = False
 
-    def feed(self, data: bytes) -> bytes:
-        """Convert what `data` completes; raises UpstreamProtocolError on bad input."""
-        try:
-            events = self._dec.feed(data)
-        except SSEError as exc:
-            raise UpstreamProtocolError(str(exc)) from exc
-        return self.push(hub_items(events))
-
-    def close(self) -> bytes:
-        """At upstream EOF: the last chunk if the stream was cut after its finish."""
-        try:
-            events = self._dec.close()
-        except SSEError as exc:
-            raise UpstreamProtocolError(str(exc)) from exc
-        out = self.push(hub_items(events)) if events else b""
-        return out + self.finish()
-
-    def finish(self) -> bytes:
-        """End of the hub stream: the final chunk if it finished, else raise."""
-        if self._ended:
-            return b""
-        if not self._finish:
-            raise UpstreamProtocolError("upstream stream ended before a finish_reason")
-        out: list[bytes] = []
-        try:
-            self._finalize(out)
-        except _MALFORMED as exc:
-            raise UpstreamProtocolError("malformed OpenAI stream") from exc
-        return b"".join(out)
+    # feed / close / finish / push: FromOpenAIStream
 
     def error_event(self, message: str, type_: str = "server_error") -> bytes:
         """A Gemini stream error (`data: {"error":{code,message,status}}`)."""
         return gemini_error_event(message, type_)
 
-    def push(self, items: list[Any]) -> bytes:
-        """Convert hub chunks (dicts and `DONE`) to Gemini events."""
-        out: list[bytes] = []
-        for it in items:
-            if self._ended:
-                break
-            try:
-                if it is DONE:
-                    self._finalize(out)
-                elif isinstance(it, dict):
-                    self._chunk(it, out)
-                else:
-                    raise UpstreamProtocolError("OpenAI stream chunk is not a JSON object")
-            except _MALFORMED as exc:
-                raise UpstreamProtocolError("malformed OpenAI stream chunk") from exc
-        return b"".join(out)
+    def _saw_finish(self) -> bool:
+        return bool(self._finish)
 
     def _emit(self, obj: dict[str, Any], out: list[bytes]) -> None:
         out.append(b"data: " + orjson.dumps(obj) + _SEP)

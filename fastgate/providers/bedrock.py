@@ -52,13 +52,14 @@ from fastgate.convert.common import (
     DEFAULT_MAX_EVENT_BYTES,
     DONE,
     EFFORT_BUDGET,
-    chunk_bytes,
+    ToOpenAIStream,
     dumps_str,
     guess_mime,
     json_args,
     load_event_json,
     new_id,
     now,
+    openai_error_chunk,
     openai_usage_dict,
     parse_data_url,
     require_dict,
@@ -70,7 +71,6 @@ from fastgate.convert.common import MALFORMED as _MALFORMED
 from fastgate.convert.errors import (
     ConversionError,
     UpstreamProtocolError,
-    openai_error_event,
 )
 from fastgate.gateway.usage import Usage
 from fastgate.providers.eventstream import EventStreamDecoder, Message
@@ -775,10 +775,6 @@ def _effort_to_converse(effort: Any, ic: dict[str, Any], extra: dict[str, Any]) 
 # ==================================================================================
 
 
-def _chunk_base(cid: str, created: int, model: str) -> dict[str, Any]:
-    return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
-
-
 def converse_response_to_openai(resp: dict[str, Any], model: str) -> dict[str, Any]:
     """Chat completion for a Converse response (Bedrock gives no id: a fresh one)."""
     if not isinstance(resp, dict):
@@ -848,7 +844,7 @@ def converse_response_to_openai(resp: dict[str, Any], model: str) -> dict[str, A
 # ==================================================================================
 
 
-class ConverseStreamToOpenAI:
+class ConverseStreamToOpenAI(ToOpenAIStream):
     """ConverseStream (binary event stream) in, OpenAI chat-completion chunk SSE out.
 
     Converse ends a message with `messageStop` (the stop reason) followed by `metadata`
@@ -877,19 +873,7 @@ class ConverseStreamToOpenAI:
         self._ended = False  # [DONE] or an error sent: nothing more goes out
         self._tools: dict[Any, int] = {}  # contentBlockIndex -> OpenAI tool index
 
-    # -- public ------------------------------------------------------------------
-
-    def feed(self, data: bytes) -> bytes:
-        """Convert what `data` completes; raises UpstreamProtocolError on bad input."""
-        return chunk_bytes(self.feed_chunks(data))
-
-    def close(self) -> bytes:
-        """At upstream EOF; raises UpstreamProtocolError if the message was cut short."""
-        return chunk_bytes(self.close_chunks())
-
-    def error_event(self, message: str, type_: str = "server_error") -> bytes:
-        """An OpenAI stream error event (after a failure once bytes were sent)."""
-        return openai_error_event(message, type_)
+    # -- public (feed / close / error_event: ToOpenAIStream) ----------------------
 
     def feed_chunks(self, data: bytes) -> list[Any]:
         """Hub chunks for what `data` completes."""
@@ -911,11 +895,6 @@ class ConverseStreamToOpenAI:
         return [DONE]
 
     # -- internals ---------------------------------------------------------------
-
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        c = _chunk_base(self._id, self._created, self.model)
-        c["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish}]
-        return c
 
     def _message(self, msg: Message, out: list[Any]) -> None:
         h = msg.headers
@@ -945,14 +924,11 @@ class ConverseStreamToOpenAI:
             code = code if isinstance(code, str) else None
             self._ended = True
             out.append(
-                {
-                    "error": {
-                        "message": str(text or code or "upstream error"),
-                        "type": _EXCEPTION_TYPES.get(code or "", "server_error"),
-                        "param": None,
-                        "code": code,
-                    }
-                }
+                openai_error_chunk(
+                    str(text or code or "upstream error"),
+                    _EXCEPTION_TYPES.get(code or "", "server_error"),
+                    code,
+                )
             )
         elif mtype is None:
             raise UpstreamProtocolError("Bedrock stream message without :message-type")
@@ -1022,10 +998,7 @@ class ConverseStreamToOpenAI:
 
     def _finish(self, out: list[Any]) -> None:
         if self.include_usage and self.usage.found:
-            c = _chunk_base(self._id, self._created, self.model)
-            c["choices"] = []
-            c["usage"] = openai_usage_dict(self.usage)
-            out.append(c)
+            out.append(self._usage_chunk())
         out.append(DONE)
         self._ended = True
 

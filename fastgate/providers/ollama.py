@@ -27,12 +27,13 @@ from typing import Any, Final
 from fastgate.convert.common import (
     DEFAULT_MAX_EVENT_BYTES,
     DONE,
-    chunk_bytes,
+    ToOpenAIStream,
     dumps_str,
     json_args,
     load_event_json,
     new_id,
     now,
+    openai_error_chunk,
     openai_usage_dict,
     parse_data_url,
     require_dict,
@@ -41,7 +42,7 @@ from fastgate.convert.common import (
     text_of_parts,
 )
 from fastgate.convert.common import MALFORMED as _MALFORMED
-from fastgate.convert.errors import ConversionError, UpstreamProtocolError, openai_error_event
+from fastgate.convert.errors import ConversionError, UpstreamProtocolError
 from fastgate.gateway.usage import Usage
 
 __all__ = [
@@ -365,14 +366,7 @@ def _message_of(obj: dict[str, Any]) -> dict[str, Any]:
 def _error_of(obj: dict[str, Any]) -> dict[str, Any]:
     err = obj["error"]
     text = err if isinstance(err, str) else (err.get("message") if isinstance(err, dict) else None)
-    return {
-        "error": {
-            "message": str(text or "upstream error"),
-            "type": "server_error",
-            "param": None,
-            "code": None,
-        }
-    }
+    return openai_error_chunk(str(text or "upstream error"), "server_error")
 
 
 def ollama_response_to_openai(resp: dict[str, Any], model: str) -> dict[str, Any]:
@@ -431,7 +425,7 @@ def ollama_tags_to_models(obj: Any) -> list[str]:
 # ==================================================================================
 
 
-class OllamaToOpenAIStream:
+class OllamaToOpenAIStream(ToOpenAIStream):
     """Ollama NDJSON stream in, OpenAI chat-completion chunk SSE out.
 
     Each line is parsed once it is complete (a lone last line without its newline is
@@ -459,19 +453,7 @@ class OllamaToOpenAIStream:
         self._calls = 0
         self._ended = False  # done or error seen
 
-    # -- public ------------------------------------------------------------------
-
-    def feed(self, data: bytes) -> bytes:
-        """Convert what `data` completes; raises UpstreamProtocolError on bad input."""
-        return chunk_bytes(self.feed_chunks(data))
-
-    def close(self) -> bytes:
-        """At upstream EOF; raises UpstreamProtocolError if the stream was cut short."""
-        return chunk_bytes(self.close_chunks())
-
-    def error_event(self, message: str, type_: str = "server_error") -> bytes:
-        """An OpenAI stream error event (after a failure once bytes were sent)."""
-        return openai_error_event(message, type_)
+    # -- public (feed / close / error_event: ToOpenAIStream) ----------------------
 
     def feed_chunks(self, data: bytes) -> list[Any]:
         """Hub chunks for the lines `data` completes."""
@@ -513,15 +495,6 @@ class OllamaToOpenAIStream:
 
     # -- internals ---------------------------------------------------------------
 
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }
-
     def _line(self, line: bytes, out: list[Any]) -> None:
         line = line.strip()
         if not line:
@@ -555,10 +528,7 @@ class OllamaToOpenAIStream:
             self.usage = usage_from_ollama(obj)
             out.append(self._chunk({}, finish_from_ollama(obj.get("done_reason"), self._calls > 0)))
             if self.include_usage and self.usage.found:
-                c = self._chunk({})
-                c["choices"] = []
-                c["usage"] = openai_usage_dict(self.usage)
-                out.append(c)
+                out.append(self._usage_chunk())
             out.append(DONE)
             self._ended = True
         elif done not in (False, None):
