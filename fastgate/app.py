@@ -54,6 +54,7 @@ class App:
         self.charge_hook: Any = None  # the store's quota write-behind, when there is a store
         self.store_error = ""  # last store refresh failure ("" = fine), shown in /ready
         self.file_cfg = cfg
+        self.pid = os.getpid()  # which worker answered (/ready)
         self._rid_prefix = b"fg-" + os.urandom(8).hex().encode() + b"-"
         self._rid = 0
         self._sweeper: asyncio.TimerHandle | None = None

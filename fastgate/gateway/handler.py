@@ -203,9 +203,8 @@ class Exchange:
             self.limited = True
         order = route.order()
         if ing is OPENAI_INGRESS:
-            self.inject = openai_proto.needs_include_usage(path, obj)
-            so = obj.get("stream_options")
-            self.client_include_usage = isinstance(so, dict) and so.get("include_usage") is True
+            asked = self.client_include_usage = openai_proto.client_asked_usage(obj)
+            self.inject = openai_proto.needs_include_usage(path, obj, asked)
         elif ing.kind in (protocols.COUNT, protocols.COUNT_TOKENS):
             order = [c for c in order if c.protocol == ing.protocol]
             if not order:  # no channel of its kind can count: estimate here
@@ -226,6 +225,7 @@ class Exchange:
                         {
                             "status": "ready",
                             "snapshot": app.snapshot.version,
+                            "pid": app.pid,
                             "store": "ok" if not app.store_error else "error: " + app.store_error,
                         }
                     ),

@@ -25,7 +25,7 @@ from fastgate.convert import (
     convert_response,
     stream_converter,
 )
-from fastgate.gateway.usage import Usage, usage_from_openai
+from fastgate.gateway.usage import Usage, estimate_tokens, usage_from_openai
 from fastgate.providers import azure, bedrock, ollama
 
 # Ingress kinds
@@ -73,17 +73,6 @@ def classify(path: bytes, query: bytes) -> Ingress | None:
     return None
 
 
-def estimate_tokens(value: Any) -> int:
-    """A rough count (~4 characters a token) when no upstream can count."""
-    if isinstance(value, str):
-        return (len(value) + 3) // 4
-    if isinstance(value, list):
-        return sum(estimate_tokens(v) for v in value)
-    if isinstance(value, dict):
-        return sum(estimate_tokens(v) for k, v in value.items() if k not in ("type", "role"))
-    return 0
-
-
 # -- upstream requests -----------------------------------------------------------------
 
 
@@ -112,8 +101,6 @@ def converted_request(ex: Any, ch: Any) -> tuple[bytes, bytes, list[bytes]]:
     proto = ch.protocol
     cfg = ch.config
     extra: list[bytes] = []
-    # Azure deployments are keyed by the public model name (config validation).
-    deployment_model = ex.model if ex.model in cfg.deployments else model
     try:
         hub = hub_request(ex)
         if proto == "openai":
@@ -126,9 +113,7 @@ def converted_request(ex: Any, ch: Any) -> tuple[bytes, bytes, list[bytes]]:
                 }
             body = orjson.dumps(req)
             if ch.type == "azure":
-                target = azure.azure_target(
-                    "", cfg.api_version, cfg.deployments, deployment_model, "/v1/chat/completions"
-                ).encode("latin-1")
+                target = azure_path(ex, ch, "/v1/chat/completions")
             else:
                 target = b"/v1/chat/completions"
             return target, body, extra
@@ -175,13 +160,14 @@ def converted_request(ex: Any, ch: Any) -> tuple[bytes, bytes, list[bytes]]:
     raise errors.InvalidRequest(f"channel type {ch.type!r} cannot serve this request")
 
 
-def azure_path(ex: Any, ch: Any) -> bytes:
-    """An OpenAI path on an Azure channel: deployment path and api-version."""
+def azure_path(ex: Any, ch: Any, path: str | None = None) -> bytes:
+    """An OpenAI path (the request's by default) on an Azure channel: deployment
+    path and api-version. Deployments are keyed by the public model name."""
     cfg = ch.config
     model = ex.model if ex.model in cfg.deployments else ex.upstream_model
-    return azure.azure_target(
-        "", cfg.api_version, cfg.deployments, model, ex.head.path.decode("latin-1")
-    ).encode("latin-1")
+    if path is None:
+        path = ex.head.path.decode("latin-1")
+    return azure.azure_target("", cfg.api_version, cfg.deployments, model, path).encode("latin-1")
 
 
 def passthrough_request(ex: Any, ch: Any) -> tuple[bytes, bytes]:

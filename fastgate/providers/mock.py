@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from fastgate.gateway.usage import estimate_tokens
+
 if TYPE_CHECKING:
     import asyncio
 
@@ -58,17 +60,6 @@ WORDS = [
 
 _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8")]
 _JSON_HEADERS = [(b"content-type", b"application/json")]
-
-
-def _estimate_tokens(value: Any) -> int:
-    """A rough token count of a request's text: ~4 characters per token."""
-    if isinstance(value, str):
-        return max(1, len(value) // 4)
-    if isinstance(value, list):
-        return sum(_estimate_tokens(v) for v in value)
-    if isinstance(value, dict):
-        return sum(_estimate_tokens(v) for k, v in value.items() if k not in ("role", "type")) + 3
-    return 0
 
 
 class MockConn:
@@ -208,7 +199,7 @@ def _build(
     created = int(time.time())
     rid = hashlib.sha1(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)).hexdigest()[:24]
     if path == b"/v1/chat/completions":
-        prompt = _estimate_tokens(obj.get("messages", []))
+        prompt = estimate_tokens(obj.get("messages", []))
         words = _completion_words(obj)
         usage = {
             "prompt_tokens": prompt,
@@ -278,7 +269,7 @@ def _build(
         chunks.append(b"data: [DONE]\n\n")
         return 200, _SSE_HEADERS, chunks
     if path == b"/v1/completions":
-        prompt = _estimate_tokens(obj.get("prompt", ""))
+        prompt = estimate_tokens(obj.get("prompt", ""))
         words = _completion_words(obj)
         usage = {
             "prompt_tokens": prompt,
@@ -331,7 +322,7 @@ def _build(
             h = hashlib.sha256(orjson.dumps(item)).digest()
             vec = [round((h[j % 32] - 128) / 128.0, 6) for j in range(dims)]
             data.append({"object": "embedding", "index": i, "embedding": vec})
-        prompt = _estimate_tokens(items)
+        prompt = estimate_tokens(items)
         body = {
             "object": "list",
             "data": data,
@@ -340,7 +331,7 @@ def _build(
         }
         return 200, _JSON_HEADERS, [orjson.dumps(body)]
     if path == b"/v1/responses":
-        prompt = _estimate_tokens(obj.get("input", "")) + _estimate_tokens(
+        prompt = estimate_tokens(obj.get("input", "")) + estimate_tokens(
             obj.get("instructions") or ""
         )
         words = _completion_words(obj)

@@ -18,12 +18,15 @@ INCLUDE_USAGE_PATHS = frozenset({b"/v1/chat/completions", b"/v1/completions"})
 _INJECT = b'{"stream_options":{"include_usage":true},'
 
 
-def needs_include_usage(path: bytes, obj: dict[str, Any]) -> bool:
-    """True when the gateway must ask for usage the client did not ask for."""
-    if path not in INCLUDE_USAGE_PATHS or obj.get("stream") is not True:
-        return False
+def client_asked_usage(obj: dict[str, Any]) -> bool:
+    """The client set `stream_options.include_usage` itself."""
     so = obj.get("stream_options")
-    return not (isinstance(so, dict) and so.get("include_usage") is True)
+    return isinstance(so, dict) and so.get("include_usage") is True
+
+
+def needs_include_usage(path: bytes, obj: dict[str, Any], asked: bool) -> bool:
+    """True when the gateway must ask for usage the client did not ask for."""
+    return not asked and path in INCLUDE_USAGE_PATHS and obj.get("stream") is True
 
 
 def edit_body(

@@ -92,14 +92,17 @@ def test_workers_share_the_port_and_drain(make_gateway, demo_key: str) -> None:
     while len(children_pids(gw.pid)) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert len(children_pids(gw.pid)) == 2
-    seen = set()
+    workers = set(children_pids(gw.pid))
+    answered_by = set()
     for _ in range(40):
         # New connection each time, so the kernel spreads them over both sockets.
-        status, _ = _get(gw, "/metrics")
+        status, body = _get(gw, "/ready")
         assert status == 200
+        answered_by.add(json.loads(body)["pid"])
         resp = _chat(gw, demo_key, "mock-1")
-        seen.add(resp.id)
         assert resp.usage.total_tokens > 0
+    # Both workers accepted connections (P(all 40 on one socket) is ~1e-12).
+    assert answered_by == workers
     assert gw.stop() == 0
     records = gw.access_log_records()
     assert len(records) == 40
