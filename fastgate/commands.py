@@ -91,7 +91,7 @@ def add_subcommands(sub: Any) -> None:
     p.add_argument("--tpm", type=int, help="tokens per minute (0 = unlimited)")
     p.add_argument("--max-concurrency", type=int, help="requests in flight (0 = unlimited)")
     leaf(ts, "list", _token_list, "list keys (file and store)")
-    p = leaf(ts, "show", _token_show, "show one key")
+    p = leaf(ts, "show", _shower("token"), "show one key")
     p.add_argument("ref", metavar="NAME|ID")
     p = leaf(ts, "revoke", _token_revoke, "disable a key (or delete it with --delete)")
     p.add_argument("ref", metavar="NAME|ID")
@@ -113,7 +113,7 @@ def add_subcommands(sub: Any) -> None:
     p.add_argument("--groups", type=_csv, help='token groups served (default "default")')
     p.add_argument("--disabled", action="store_true", help="add it disabled")
     leaf(cs, "list", _channel_list, "list channels (file and store)")
-    p = leaf(cs, "show", _channel_show, "show one channel")
+    p = leaf(cs, "show", _shower("channel"), "show one channel")
     p.add_argument("ref", metavar="NAME|ID")
     for action, enabled in (("enable", True), ("disable", False)):
         p = leaf(cs, action, _channel_enable, f"{action} a channel")
@@ -409,13 +409,18 @@ async def _token_list(s: Session, a: argparse.Namespace) -> int:
     return 0
 
 
-async def _token_show(s: Session, a: argparse.Namespace) -> int:
-    t = await s.plane.get("token", a.ref)
-    if s.out.json:
-        s.out.doc(t)
-    else:
-        s.out.pairs(t)
-    return 0
+def _shower(kind: str) -> Handler:
+    """`<kind> show REF`: one entry, as key/value lines or JSON."""
+
+    async def show(s: Session, a: argparse.Namespace) -> int:
+        entry = await s.plane.get(kind, a.ref)
+        if s.out.json:
+            s.out.doc(entry)
+        else:
+            s.out.pairs(entry)
+        return 0
+
+    return show
 
 
 async def _token_revoke(s: Session, a: argparse.Namespace) -> int:
@@ -503,15 +508,6 @@ async def _channel_list(s: Session, a: argparse.Namespace) -> int:
         ],
         right="ID,PRIORITY,WEIGHT",
     )
-    return 0
-
-
-async def _channel_show(s: Session, a: argparse.Namespace) -> int:
-    c = await s.plane.get("channel", a.ref)
-    if s.out.json:
-        s.out.doc(c)
-    else:
-        s.out.pairs(c)
     return 0
 
 
