@@ -32,11 +32,14 @@ from fastgate.convert.common import (
     EFFORT_BUDGET,
     FromOpenAIStream,
     ToOpenAIStream,
+    allowed_tool_names,
     dumps_str,
     effort_from_budget,
     foreign_id,
     hub_id,
+    hub_tool,
     json_args,
+    json_schema_of,
     load_event_json,
     make_data_url,
     new_id,
@@ -753,17 +756,11 @@ def _tool_content_to_anthropic(content: Any, where: str) -> str | list[dict[str,
 
 
 def _tool_to_anthropic(tool: Any, i: int) -> dict[str, Any]:
-    tool = require_dict(tool, f"tools[{i}]")
-    if tool.get("type") != "function":
-        raise ConversionError(f"tools[{i}]: tool type {tool.get('type')!r} is not supported")
-    fn = require_dict(tool.get("function"), f"tools[{i}].function")
-    if not isinstance(fn.get("name"), str):
-        raise ConversionError(f"tools[{i}].function.name must be a string")
-    out: dict[str, Any] = {"name": fn["name"]}
-    if isinstance(fn.get("description"), str):
-        out["description"] = fn["description"]
-    params = fn.get("parameters")
-    out["input_schema"] = params if isinstance(params, dict) else {"type": "object"}
+    name, desc, params = hub_tool(tool, i)
+    out: dict[str, Any] = {"name": name}
+    if desc is not None:
+        out["description"] = desc
+    out["input_schema"] = params if params is not None else {"type": "object"}
     return out
 
 
@@ -781,15 +778,10 @@ def _tool_choice_to_anthropic(tc: Any, out: dict[str, Any]) -> dict[str, Any]:
                 raise ConversionError("tool_choice.function.name must be a string")
             return {"type": "tool", "name": fn["name"]}
         if tc.get("type") == "allowed_tools":
-            at = require_dict(tc.get("allowed_tools"), "tool_choice.allowed_tools")
-            names = set()
-            for t in require_list(at.get("tools"), "tool_choice.allowed_tools.tools"):
-                fn = t.get("function") if isinstance(t, dict) else None
-                if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-                    raise ConversionError("tool_choice.allowed_tools.tools needs function names")
-                names.add(fn["name"])
-            out["tools"] = [t for t in out.get("tools", []) if t["name"] in names]
-            return {"type": "any" if at.get("mode") == "required" else "auto"}
+            names, required = allowed_tool_names(tc)
+            allowed = set(names)
+            out["tools"] = [t for t in out.get("tools", []) if t["name"] in allowed]
+            return {"type": "any" if required else "auto"}
     raise ConversionError(f"tool_choice {tc!r} is not supported by Anthropic channels")
 
 
@@ -798,10 +790,7 @@ def _response_format_to_anthropic(rf: dict[str, Any], out: dict[str, Any]) -> No
     if kind == "text":
         return
     if kind == "json_schema":
-        js = require_dict(rf.get("json_schema"), "response_format.json_schema")
-        schema = js.get("schema")
-        if not isinstance(schema, dict):
-            raise ConversionError("response_format.json_schema.schema must be an object")
+        _, schema = json_schema_of(rf)
         out["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
         return
     raise ConversionError(

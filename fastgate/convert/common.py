@@ -287,6 +287,49 @@ def require_list(obj: Any, what: str) -> list[Any]:
     return obj
 
 
+def hub_tool(
+    tool: Any, i: int, *, by: str = "", nonempty: bool = False
+) -> tuple[str, str | None, dict[str, Any] | None]:
+    """Validate hub `tools[i]` once for every converter: (name, description, parameters).
+
+    `by` names the provider in the unsupported-type error (" by Gemini"); `nonempty` is
+    for upstreams that reject an empty name, and then drops an empty description too.
+    """
+    tool = require_dict(tool, f"tools[{i}]")
+    if tool.get("type") != "function":
+        raise ConversionError(f"tools[{i}]: tool type {tool.get('type')!r} is not supported{by}")
+    fn = require_dict(tool.get("function"), f"tools[{i}].function")
+    name = fn.get("name")
+    if not isinstance(name, str) or (nonempty and not name):
+        raise ConversionError(f"tools[{i}].function.name must be a string")
+    desc = fn.get("description")
+    if not isinstance(desc, str) or (nonempty and not desc):
+        desc = None
+    params = fn.get("parameters")
+    return name, desc, params if isinstance(params, dict) else None
+
+
+def allowed_tool_names(tc: dict[str, Any]) -> tuple[list[str], bool]:
+    """A `tool_choice` of type allowed_tools: (names in order, whether mode is required)."""
+    at = require_dict(tc.get("allowed_tools"), "tool_choice.allowed_tools")
+    names: list[str] = []
+    for t in require_list(at.get("tools"), "tool_choice.allowed_tools.tools"):
+        fn = t.get("function") if isinstance(t, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise ConversionError("tool_choice.allowed_tools.tools needs function names")
+        names.append(fn["name"])
+    return names, at.get("mode") == "required"
+
+
+def json_schema_of(rf: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A `response_format` of type json_schema: (its json_schema object, the schema)."""
+    js = require_dict(rf.get("json_schema"), "response_format.json_schema")
+    schema = js.get("schema")
+    if not isinstance(schema, dict):
+        raise ConversionError("response_format.json_schema.schema must be an object")
+    return js, schema
+
+
 def json_args(arguments: Any, where: str) -> dict[str, Any]:
     """Tool call `arguments` (a JSON string) as an object; '' means no arguments."""
     if isinstance(arguments, dict):

@@ -39,6 +39,7 @@ from fastgate.convert.common import (
     EFFORT_BUDGET,
     FromOpenAIStream,
     ToOpenAIStream,
+    allowed_tool_names,
     decode_call_id,
     dumps_str,
     effort_from_budget,
@@ -46,7 +47,9 @@ from fastgate.convert.common import (
     foreign_id,
     guess_mime,
     hub_id,
+    hub_tool,
     json_args,
+    json_schema_of,
     load_event_json,
     make_data_url,
     new_id,
@@ -860,19 +863,12 @@ def _assistant_parts_gemini(
 
 
 def _tool_to_gemini(tool: Any, i: int) -> dict[str, Any]:
-    tool = require_dict(tool, f"tools[{i}]")
-    if tool.get("type") != "function":
-        raise ConversionError(
-            f"tools[{i}]: tool type {tool.get('type')!r} is not supported by Gemini"
-        )
-    fn = require_dict(tool.get("function"), f"tools[{i}].function")
-    if not isinstance(fn.get("name"), str):
-        raise ConversionError(f"tools[{i}].function.name must be a string")
-    out: dict[str, Any] = {"name": fn["name"]}
-    if isinstance(fn.get("description"), str):
-        out["description"] = fn["description"]
-    if isinstance(fn.get("parameters"), dict):
-        out["parametersJsonSchema"] = fn["parameters"]
+    name, desc, params = hub_tool(tool, i, by=" by Gemini")
+    out: dict[str, Any] = {"name": name}
+    if desc is not None:
+        out["description"] = desc
+    if params is not None:
+        out["parametersJsonSchema"] = params
     return out
 
 
@@ -890,14 +886,8 @@ def _tool_choice_to_gemini(tc: Any) -> dict[str, Any]:
                 raise ConversionError("tool_choice.function.name must be a string")
             return {"mode": "ANY", "allowedFunctionNames": [fn["name"]]}
         if tc.get("type") == "allowed_tools":
-            at = require_dict(tc.get("allowed_tools"), "tool_choice.allowed_tools")
-            names = []
-            for t in require_list(at.get("tools"), "tool_choice.allowed_tools.tools"):
-                fn = t.get("function") if isinstance(t, dict) else None
-                if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-                    raise ConversionError("tool_choice.allowed_tools.tools needs function names")
-                names.append(fn["name"])
-            mode = "ANY" if at.get("mode") == "required" else "AUTO"
+            names, required = allowed_tool_names(tc)
+            mode = "ANY" if required else "AUTO"
             return {"mode": mode, "allowedFunctionNames": names}
     raise ConversionError(f"tool_choice {tc!r} is not supported by Gemini channels")
 
@@ -910,11 +900,9 @@ def _response_format_to_gemini(rf: dict[str, Any], gc: dict[str, Any]) -> None:
         gc["responseMimeType"] = "application/json"
         return
     if kind == "json_schema":
-        js = require_dict(rf.get("json_schema"), "response_format.json_schema")
-        if not isinstance(js.get("schema"), dict):
-            raise ConversionError("response_format.json_schema.schema must be an object")
+        _, schema = json_schema_of(rf)
         gc["responseMimeType"] = "application/json"
-        gc["responseJsonSchema"] = js["schema"]
+        gc["responseJsonSchema"] = schema
         return
     raise ConversionError(f"response_format {kind!r} is not supported by Gemini channels")
 

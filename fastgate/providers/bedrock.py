@@ -53,9 +53,12 @@ from fastgate.convert.common import (
     DONE,
     EFFORT_BUDGET,
     ToOpenAIStream,
+    allowed_tool_names,
     dumps_str,
     guess_mime,
+    hub_tool,
     json_args,
+    json_schema_of,
     load_event_json,
     new_id,
     now,
@@ -683,20 +686,14 @@ def _tool_result_content(content: Any, where: str) -> list[dict[str, Any]]:
 
 
 def _tool_to_converse(tool: Any, i: int) -> dict[str, Any]:
-    tool = require_dict(tool, f"tools[{i}]")
-    if tool.get("type") != "function":
-        raise ConversionError(f"tools[{i}]: tool type {tool.get('type')!r} is not supported")
-    fn = require_dict(tool.get("function"), f"tools[{i}].function")
-    if not isinstance(fn.get("name"), str) or not fn["name"]:
-        raise ConversionError(f"tools[{i}].function.name must be a string")
-    spec: dict[str, Any] = {"name": fn["name"]}
-    if isinstance(fn.get("description"), str) and fn["description"]:
-        spec["description"] = fn["description"]
-    params = fn.get("parameters")
+    name, desc, params = hub_tool(tool, i, nonempty=True)
+    spec: dict[str, Any] = {"name": name}
+    if desc is not None:
+        spec["description"] = desc
     spec["inputSchema"] = {
-        "json": params if isinstance(params, dict) else {"type": "object", "properties": {}}
+        "json": params if params is not None else {"type": "object", "properties": {}}
     }
-    if fn.get("strict") is True:
+    if tool["function"].get("strict") is True:  # hub_tool checked both are objects
         spec["strict"] = True
     return {"toolSpec": spec}
 
@@ -718,15 +715,10 @@ def _tool_choice_to_converse(
                 raise ConversionError("tool_choice.function.name must be a string")
             return tools, {"tool": {"name": fn["name"]}}
         if tc.get("type") == "allowed_tools":
-            at = require_dict(tc.get("allowed_tools"), "tool_choice.allowed_tools")
-            names = set()
-            for t in require_list(at.get("tools"), "tool_choice.allowed_tools.tools"):
-                fn = t.get("function") if isinstance(t, dict) else None
-                if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-                    raise ConversionError("tool_choice.allowed_tools.tools needs function names")
-                names.add(fn["name"])
-            kept = [t for t in tools if t["toolSpec"]["name"] in names]
-            return kept, ({"any": {}} if at.get("mode") == "required" else {"auto": {}})
+            names, required = allowed_tool_names(tc)
+            allowed = set(names)
+            kept = [t for t in tools if t["toolSpec"]["name"] in allowed]
+            return kept, ({"any": {}} if required else {"auto": {}})
     raise ConversionError(f"tool_choice {tc!r} is not supported by Bedrock channels")
 
 
@@ -735,10 +727,7 @@ def _response_format_to_converse(rf: dict[str, Any], out: dict[str, Any]) -> Non
     if kind == "text":
         return
     if kind == "json_schema":
-        js = require_dict(rf.get("json_schema"), "response_format.json_schema")
-        schema = js.get("schema")
-        if not isinstance(schema, dict):
-            raise ConversionError("response_format.json_schema.schema must be an object")
+        js, schema = json_schema_of(rf)
         definition: dict[str, Any] = {"schema": dumps_str(schema)}
         if isinstance(js.get("name"), str) and js["name"]:
             definition["name"] = js["name"]

@@ -29,7 +29,9 @@ from fastgate.convert.common import (
     DONE,
     ToOpenAIStream,
     dumps_str,
+    hub_tool,
     json_args,
+    json_schema_of,
     load_event_json,
     new_id,
     now,
@@ -283,17 +285,11 @@ def _assistant_to_ollama(m: dict[str, Any], where: str, names: dict[str, str]) -
 
 
 def _tool_to_ollama(tool: Any, i: int) -> dict[str, Any]:
-    tool = require_dict(tool, f"tools[{i}]")
-    if tool.get("type") != "function":
-        raise ConversionError(f"tools[{i}]: tool type {tool.get('type')!r} is not supported")
-    fn = require_dict(tool.get("function"), f"tools[{i}].function")
-    if not isinstance(fn.get("name"), str):
-        raise ConversionError(f"tools[{i}].function.name must be a string")
-    out: dict[str, Any] = {"name": fn["name"]}
-    if isinstance(fn.get("description"), str):
-        out["description"] = fn["description"]
-    params = fn.get("parameters")
-    out["parameters"] = params if isinstance(params, dict) else {"type": "object", "properties": {}}
+    name, desc, params = hub_tool(tool, i)
+    out: dict[str, Any] = {"name": name}
+    if desc is not None:
+        out["description"] = desc
+    out["parameters"] = params if params is not None else {"type": "object", "properties": {}}
     return {"type": "function", "function": out}
 
 
@@ -305,10 +301,7 @@ def _response_format_to_ollama(rf: dict[str, Any], out: dict[str, Any]) -> None:
         out["format"] = "json"
         return
     if kind == "json_schema":
-        js = require_dict(rf.get("json_schema"), "response_format.json_schema")
-        schema = js.get("schema")
-        if not isinstance(schema, dict):
-            raise ConversionError("response_format.json_schema.schema must be an object")
+        _, schema = json_schema_of(rf)
         out["format"] = schema
         return
     raise ConversionError(f"response_format {kind!r} is not supported by Ollama channels")
