@@ -1,0 +1,47 @@
+"""The usage record: one per request (SPEC section 5), as a plain tuple.
+
+The data plane builds a record as a tuple in `RECORD_FIELDS` order (the
+cheapest object to build on the hot path and to ship to the writer); the store
+and the access log turn it into rows or JSON with `record_dict`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+RECORD_FIELDS: tuple[str, ...] = (
+    "ts",  # unix time when the request arrived
+    "request_id",
+    "key_name",
+    "group",
+    "ingress",  # "openai" | "anthropic" | "gemini"
+    "channel",
+    "provider",
+    "model",  # as requested, after alias resolution
+    "upstream_model",
+    "stream",
+    "status",
+    "error_code",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
+    "estimated",
+    "cost_micros",  # integer micro-dollars
+    "latency_ms",
+    "ttfb_ms",
+    "attempts",
+    "client_ip",
+    "tag",  # the client's x-fastgate-tag header
+    "cache_hit",
+    "uid",  # unique per record: replays never duplicate a row
+)
+FIELD_INDEX: dict[str, int] = {name: i for i, name in enumerate(RECORD_FIELDS)}
+UID = FIELD_INDEX["uid"]
+
+
+def record_dict(record: Any) -> dict[str, Any]:
+    """A record (tuple in RECORD_FIELDS order, or already a dict) as a dict."""
+    if isinstance(record, dict):
+        return record
+    return dict(zip(RECORD_FIELDS, record, strict=True))
