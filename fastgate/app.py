@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from fastgate.gateway.breaker import Breakers
-from fastgate.gateway.handler import Exchange
+from fastgate.gateway.fast import dispatch as fast_dispatch
 from fastgate.gateway.limits import Limits
 from fastgate.http.head import RequestHead
 from fastgate.http.upstream import Pool
@@ -62,7 +62,7 @@ class App:
     # -- hot path helpers ------------------------------------------------------
 
     def dispatch(self, client: Any, head: RequestHead) -> None:
-        Exchange(self, client, head).start()
+        fast_dispatch(self, client, head)
 
     def new_request_id(self) -> bytes:
         self._rid += 1

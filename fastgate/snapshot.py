@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from fastgate.gateway.billing import IntPrice, ratio_ppm, to_int_price
+from fastgate.gateway.plan import RoutePlan, build_plans
 from fastgate.gateway.routing import Route
 
 # Which wire protocol each channel type speaks upstream.
@@ -53,10 +54,7 @@ class Channel:
     delay_ms: float = 0.0
     default_max_tokens: int = 4096
     config: Any = None
-
-    @property
-    def origin(self) -> tuple[str, str, int]:
-        return (self.scheme, self.host, self.port)
+    origin: tuple[str, str, int] = ("http", "", 0)  # the pool's key (scheme, host, port)
 
     @property
     def is_mock(self) -> bool:
@@ -92,6 +90,7 @@ class Snapshot:
     group_ratio: dict[str, int]  # parts per million
     built_at: float = field(default_factory=time.time)
     models_json: dict[tuple[str, frozenset[str] | None], bytes] = field(default_factory=dict)
+    plans: dict[tuple[str, str], RoutePlan] = field(default_factory=dict)
 
     def resolve_model(self, name: str) -> str:
         return self.aliases.get(name, name)
@@ -144,6 +143,7 @@ def _channel_from_config(cc: Any) -> Channel:
     ch.host = u.hostname or ""
     ch.port = u.port or (443 if u.scheme == "https" else 80)
     ch.path_prefix = u.path.rstrip("/").encode()
+    ch.origin = (ch.scheme, ch.host, ch.port)
     default_port = 443 if u.scheme == "https" else 80
     host_hdr = ch.host if ch.port == default_port else f"{ch.host}:{ch.port}"
     if ":" in ch.host and not host_hdr.startswith("["):  # IPv6 literal
@@ -210,15 +210,17 @@ def build_snapshot(config: Any, version: int = 1) -> Snapshot:
         if pc.alias_of and pc.alias_of in prices:
             prices[pc.model] = prices[pc.alias_of]
     group_ratio = {g.name: ratio_ppm(g.ratio) for g in config.groups}
+    aliases = dict(config.aliases)
 
     return Snapshot(
         version=version,
         config=config,
         channels=channels,
         tokens=tokens,
-        aliases=dict(config.aliases),
+        aliases=aliases,
         routes=routes,
         models_by_group={g: sorted(ms) for g, ms in models_by_group.items()},
         prices=prices,
         group_ratio=group_ratio,
+        plans=build_plans(routes, aliases, prices, group_ratio),
     )

@@ -21,8 +21,8 @@ import orjson
 from fastgate import errors
 from fastgate.convert import UpstreamProtocolError, convert_error_body, error_event
 from fastgate.gateway import protocols
+from fastgate.gateway.accounting import account
 from fastgate.gateway.auth import authenticate, check_model, presented_key
-from fastgate.gateway.billing import cost_micros
 from fastgate.gateway.routing import attempt_plan
 from fastgate.gateway.scanners import AnthropicUsage, GeminiUsage
 from fastgate.gateway.usage import OpenAIBodyUsage, OpenAIStreamUsage, Usage
@@ -74,6 +74,7 @@ class Exchange:
         "mode",
         "model",
         "obj",
+        "order",
         "out",
         "plan",
         "request_id",
@@ -90,11 +91,13 @@ class Exchange:
         "upstream_request_id",
     )
 
-    def __init__(self, app: App, client: ClientProtocol, head: RequestHead) -> None:
+    def __init__(
+        self, app: App, client: ClientProtocol, head: RequestHead, request_id: bytes = b""
+    ) -> None:
         self.app = app
         self.client = client
         self.head = head
-        self.request_id = head.request_id or app.new_request_id()
+        self.request_id = request_id or head.request_id or app.new_request_id()
         self.token: Any = None
         self.model = ""
         self.requested = ""
@@ -102,6 +105,7 @@ class Exchange:
         self.stream = False
         self.inject = False
         self.obj: dict[str, Any] | None = None
+        self.order: list[Any] | None = None  # candidates already drawn from the route
         self.plan: Any = None
         self.attempts = 0
         self.last_channel: Any = None
@@ -201,7 +205,7 @@ class Exchange:
         if token.limited:
             self.app.limits.admit(token)
             self.limited = True
-        order = route.order()
+        order = self.order or route.order()
         if ing is OPENAI_INGRESS:
             asked = self.client_include_usage = openai_proto.client_asked_usage(obj)
             self.inject = openai_proto.needs_include_usage(path, obj, asked)
@@ -734,51 +738,29 @@ class Exchange:
             usage = self.conv.usage
         else:
             usage = self.conv_usage or Usage()
-        ch = self.channel
         token = self.token
         snap = app.snapshot
-        cost = 0
-        if usage.found and token is not None:
-            cost = cost_micros(
-                snap.prices.get(self.model), usage, snap.group_ratio.get(token.group, 1_000_000)
-            )
-            if cost:
-                app.charge(token, cost)
-                app.last_cost[(token.name, self.model)] = cost
+        account(
+            app,
+            self.head,
+            self.request_id,
+            token,
+            self.ingress.protocol,
+            self.channel,
+            self.model,
+            self.upstream_model,
+            self.stream,
+            status,
+            error_code,
+            usage,
+            snap.prices.get(self.model),
+            snap.group_ratio.get(token.group, 1_000_000) if token is not None else 1_000_000,
+            self.t_first,
+            self.attempts,
+            self.client.client_ip,
+        )
         if self.limited:
             app.limits.done(token, usage.prompt_tokens + usage.completion_tokens)
-        now = time.time()
-        head = self.head
-        t0 = head.t0
-        # A plain dict: cheapest to build here and to encode in the sink.
-        record: dict[str, Any] = {  # the fields of UsageRecord
-            "ts": t0,
-            "request_id": self.request_id.decode("latin-1"),
-            "key_name": token.name if token is not None else "",
-            "group": token.group if token is not None else "",
-            "ingress": self.ingress.protocol,
-            "channel": ch.name if ch is not None else "",
-            "provider": ch.type if ch is not None else "",
-            "model": self.model,
-            "upstream_model": self.upstream_model,
-            "stream": self.stream,
-            "status": status,
-            "error_code": error_code,
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "cached_tokens": usage.cached_tokens,
-            "cache_write_tokens": usage.cache_write_tokens,
-            "estimated": False,
-            "cost_micros": cost,
-            "latency_ms": int((now - t0) * 1_000_000) / 1000,
-            "ttfb_ms": int((self.t_first - t0) * 1_000_000) / 1000 if self.t_first else 0.0,
-            "attempts": self.attempts,
-            "client_ip": self.client.client_ip,
-            "tag": head.tag.decode("latin-1") if head.tag else "",
-            "cache_hit": False,
-            "uid": (app.new_request_id() if head.request_id else self.request_id).decode("latin-1"),
-        }
-        app.sink.append(record)
         if self.client.gate.reasons:
             self.client.gate.resume(PEER_SLOW)
         if status == 499:

@@ -43,6 +43,7 @@ class ClientProtocol(asyncio.Protocol):
         "client_ip",
         "deadline",
         "exchange",
+        "fed_complete",
         "gate",
         "hdr_bytes",
         "head",
@@ -71,6 +72,7 @@ class ClientProtocol(asyncio.Protocol):
         self.body_parts: list[bytes] = []
         self.body_size = 0
         self.write_paused = False
+        self.fed_complete = False
         self.lingering = False
         self.state = IDLE
         self.deadline = 0.0
@@ -128,6 +130,7 @@ class ClientProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.lingering or self.state == CLOSED:
             return
+        self.fed_complete = False
         try:
             self.parser.feed_data(data)
         except _Abort:
@@ -138,8 +141,10 @@ class ClientProtocol(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._reject(errors.InvalidRequest(f"malformed HTTP request: {exc}"))
             return
-        if not self.headers_done and self.state == READING:
-            # Still inside a head: bound what the parser is holding for us.
+        if self.head is not None and not self.headers_done and not self.fed_complete:
+            # Still inside a head: bound what the parser is holding for us. (When a
+            # request completed in this read, its bytes are not the new head's:
+            # counting starts with the next read.)
             self.head_size += len(data)
             if self.head_size > self.app.cfg.server.max_header_bytes:
                 self._reject(errors.HeadersTooLarge("request headers too large"), status_only=True)
@@ -228,6 +233,7 @@ class ClientProtocol(asyncio.Protocol):
         self.headers_done = False
         self.head_size = 0
         self.queue.append(head)
+        self.fed_complete = True
         if len(self.queue) > MAX_PIPELINE:
             self.gate.pause(PIPELINE)
 

@@ -117,6 +117,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.transport = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
         self.gate = ReadGate(transport)
+        self.parser = httptools.HttpResponseParser(self)
         self.pool.all.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -149,10 +150,18 @@ class UpstreamProtocol(asyncio.Protocol):
     def send(
         self, consumer: Any, data: bytes, first_byte_timeout: float, idle_timeout: float
     ) -> None:
-        """Write a whole request (head and body coalesced) and await its response."""
+        """Write a whole request (head and body coalesced) and await its response.
+
+        The response parser is the connection's own (made once in
+        `connection_made`): httptools starts the next message after a complete one."""
         self.consumer = consumer
-        self.parser = httptools.HttpResponseParser(self)
-        self._reset_head()
+        self.forward = []
+        self.content_length = b""
+        self.request_id = b""
+        self.retry_after = b""
+        self.sse = False
+        self.framed = False
+        self.status = 0
         self.got_bytes = False
         self.reusable = False
         self.eof_framed = False
@@ -306,6 +315,19 @@ class Pool:
             ctx.set_alpn_protocols(["http/1.1"])
             self._ssl = ctx
         return self._ssl
+
+    def take_idle(self, key: tuple[str, str, int]) -> UpstreamProtocol | None:
+        """A kept-alive connection to `key` if one is idle (now counted busy), else None."""
+        origin = self.origins.get(key)
+        if origin is not None:
+            idle = origin.idle
+            while idle:
+                conn = idle.pop()  # most recently used: least likely to be stale
+                if not conn.closed:
+                    conn.timing = T_NONE
+                    origin.busy += 1
+                    return conn
+        return None
 
     def acquire(
         self,

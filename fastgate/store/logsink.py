@@ -58,6 +58,7 @@ from typing import IO, Any
 import orjson
 
 from fastgate.store.base import new_uid
+from fastgate.vocab.record import record_dict
 
 __all__ = ["LogSink"]
 
@@ -362,7 +363,7 @@ class LogSink:
         if len(q) >= self.max_queue or self._closed:
             self.dropped += 1
             return
-        q.append(record)
+        q.append(record_dict(record))  # interim: the writer process takes tuples
         if len(q) >= self.batch_size and not self._wake.is_set():
             self._wake.set()
 

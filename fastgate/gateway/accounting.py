@@ -1,0 +1,74 @@
+"""The end of every request, written once: usage -> cost -> quota -> one record.
+
+Both the fast path and the general exchange end here. The record is a tuple in
+`fastgate.vocab.record.RECORD_FIELDS` order (the cheapest object to build and
+to ship to the writer); `sink.append` only queues it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastgate.gateway.billing import cost_micros
+
+
+def account(
+    app: Any,
+    head: Any,
+    request_id: bytes,
+    token: Any,
+    ingress: str,
+    channel: Any,
+    model: str,
+    upstream_model: str,
+    stream: bool,
+    status: int,
+    error_code: str,
+    usage: Any,
+    price: Any,
+    ratio: int,
+    t_first: float,
+    attempts: int,
+    client_ip: str,
+) -> int:
+    """Price `usage`, charge the key, queue the usage record; returns the cost."""
+    cost = 0
+    if usage.found and token is not None:
+        # cost rule: integer micro-dollars, rounded half up once (billing.cost_micros)
+        cost = cost_micros(price, usage, ratio)
+        if cost:
+            app.charge(token, cost)
+            app.last_cost[(token.name, model)] = cost
+    t0 = head.t0
+    latency = int((time.time() - t0) * 1_000_000) / 1000
+    app.sink.append(
+        (
+            t0,
+            request_id.decode("latin-1"),
+            token.name if token is not None else "",
+            token.group if token is not None else "",
+            ingress,
+            channel.name if channel is not None else "",
+            channel.type if channel is not None else "",
+            model,
+            upstream_model,
+            stream,
+            status,
+            error_code,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.cached_tokens,
+            usage.cache_write_tokens,
+            False,  # estimated
+            cost,
+            latency,
+            int((t_first - t0) * 1_000_000) / 1000 if t_first else 0.0,
+            attempts,
+            client_ip,
+            head.tag.decode("latin-1") if head.tag else "",
+            False,  # cache_hit
+            (app.new_request_id() if head.request_id else request_id).decode("latin-1"),
+        )
+    )
+    return cost

@@ -1,0 +1,431 @@
+"""The fast path: an OpenAI request to an OpenAI channel, done in a few calls.
+
+`dispatch` decides per request, with inline checks only, whether the request
+is the plain case: a POST to an OpenAI endpoint with a Bearer key that is
+enabled, unlimited (no quota, rate limits, expiry or allow-list), a JSON body
+whose model has a fast-eligible route plan (`gateway/plan.py`), and a first
+candidate whose breaker is closed and who is not cooling down. Then it builds
+the upstream request from the channel's pre-encoded pieces, writes it once,
+forwards the response bytes as they arrive, reads usage from the tail of the
+body (non-stream) or with the stream scanner (stream), and ends in
+`accounting.account` like every request.
+
+Everything else goes to the general `Exchange`, and so does every unusual
+event of a fast request (429/5xx, a connection error, the client leaving):
+`_general()` hands the whole state over before anything reached the client,
+so failover, error events and 499 accounting exist in one place only.
+
+Hot code: every function call here is counted by the call-budget test
+(`tests/unit/test_call_budget.py`); inline a check rather than add a helper.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json.decoder
+import json.scanner
+import time
+from typing import Any
+
+import orjson
+
+from fastgate.gateway.accounting import account
+from fastgate.gateway.handler import Exchange
+from fastgate.gateway.routing import attempt_plan
+from fastgate.gateway.usage import OpenAIStreamUsage, Usage, usage_from_openai
+from fastgate.http.flow import PEER_SLOW
+from fastgate.http.responses import CHUNK_END, STATUS_LINE, status_line
+from fastgate.providers import openai as openai_proto
+
+_sha256 = hashlib.sha256
+# The C JSON scanner: parses one JSON value at an offset and says where it ends,
+# which is what reading the usage object from a body's tail needs (no Python frames).
+_scan_value = json.scanner.c_make_scanner(json.decoder.JSONDecoder())
+
+FAST_PATHS = frozenset(
+    {b"/v1/chat/completions", b"/v1/completions", b"/v1/embeddings", b"/v1/responses"}
+)
+INCLUDE_USAGE_PATHS = openai_proto.INCLUDE_USAGE_PATHS
+TAIL = 16384  # bytes of a non-stream body kept to find its usage object
+_USAGE = b'"usage"'
+
+
+def dispatch(app: Any, client: Any, head: Any) -> None:
+    """Serve one complete request: on the fast path when it qualifies."""
+    auth = head.authorization
+    if (
+        head.method != b"POST"
+        or head.path not in FAST_PATHS
+        or head.query
+        or auth[:7] != b"Bearer "
+    ):
+        Exchange(app, client, head).start()
+        return
+    snap = app.snapshot
+    token = snap.tokens.get(_sha256(auth[7:]).hexdigest())
+    if (
+        token is None
+        or not token.enabled
+        or token.limited
+        or token.quota_micros >= 0
+        or token.expires_at is not None
+        or token.models is not None
+    ):
+        Exchange(app, client, head).start()
+        return
+    try:
+        obj = orjson.loads(head.body)
+    except orjson.JSONDecodeError:
+        obj = None
+    if type(obj) is not dict:
+        Exchange(app, client, head).start()
+        return
+    requested = obj.get("model")
+    plan = snap.plans.get((token.group, requested)) if type(requested) is str else None
+    if plan is None or not plan.fast:
+        Exchange(app, client, head).start()
+        return
+    ch = plan.single
+    order = None
+    if ch is None:
+        order = plan.route.order()
+        ch = order[0]
+    model = plan.model
+    br = app.breakers.by_key.get((ch.name, model))
+    if br is None:
+        br = app.breakers.get(ch.name, model)
+    if br.state != "closed" or ch.name in app.channel_cooldown:
+        ex = Exchange(app, client, head)
+        ex.order = order  # the route's turn was taken: the general path uses it
+        ex.start()
+        return
+    stream = obj.get("stream") is True
+    asked = inject = False
+    if stream:
+        so = obj.get("stream_options")
+        asked = type(so) is dict and so.get("include_usage") is True
+        inject = not asked and head.path in INCLUDE_USAGE_PATHS
+    upstream_model = ch.model_map.get(model, model)
+    body = head.body
+    if inject or upstream_model != requested:
+        body = openai_proto.edit_body(body, obj, requested, upstream_model, inject)
+    data = b"".join(
+        (
+            b"POST ",
+            ch.path_prefix,
+            head.path,
+            b" HTTP/1.1\r\n",
+            ch.static_headers,
+            b"content-type: ",
+            head.content_type or b"application/json",
+            b"\r\n",
+            *head.forward,
+            b"content-length: %d\r\n\r\n" % len(body),
+            body,
+        )
+    )
+    fx = FastExchange(app, client, head, token, plan, ch, br, obj, upstream_model, stream, inject)
+    fx.asked = asked
+    fx.order = order
+    app.inflight += 1
+    client.exchange = fx
+    srv = app.cfg.server
+    conn = app.pool.take_idle(ch.origin)
+    if conn is not None:
+        fx.conn = conn
+        conn.send(fx, data, ch.first_byte_timeout or srv.first_byte_timeout, srv.idle_timeout)
+    else:
+        fx.data = data
+        fx.cancel_acquire = app.pool.acquire(ch.origin, fx.on_conn, fx.on_conn_error)
+
+
+class FastExchange:
+    """One fast-path request: the upstream consumer and client-side callbacks."""
+
+    __slots__ = (
+        "app",
+        "asked",
+        "breaker",
+        "cancel_acquire",
+        "channel",
+        "chunked",
+        "client",
+        "client_paused_flag",
+        "conn",
+        "data",
+        "force_close",
+        "head",
+        "head_out",
+        "inject",
+        "obj",
+        "order",
+        "out",
+        "plan",
+        "request_id",
+        "scanner",
+        "sent",
+        "status",
+        "stream",
+        "t_first",
+        "tail",
+        "token",
+        "upstream_model",
+        "upstream_request_id",
+    )
+
+    def __init__(
+        self,
+        app: Any,
+        client: Any,
+        head: Any,
+        token: Any,
+        plan: Any,
+        channel: Any,
+        breaker: Any,
+        obj: dict[str, Any],
+        upstream_model: str,
+        stream: bool,
+        inject: bool,
+    ) -> None:
+        self.app = app
+        self.client = client
+        self.head = head
+        self.request_id = head.request_id or app.new_request_id()
+        self.token = token
+        self.plan = plan
+        self.channel = channel
+        self.breaker = breaker
+        self.obj = obj
+        self.upstream_model = upstream_model
+        self.stream = stream
+        self.inject = inject
+        self.asked = False
+        self.order = None
+        self.conn: Any = None
+        self.cancel_acquire: Any = None
+        self.data = b""
+        self.scanner: Any = None
+        self.tail: bytes | None = None  # non-stream 2xx: the body's last bytes
+        self.head_out: bytes | None = None
+        self.out: list[bytes] = []
+        self.chunked = False
+        self.force_close = False
+        self.sent = False
+        self.status = 0
+        self.t_first = 0.0
+        self.upstream_request_id = b""
+        self.client_paused_flag = False
+
+    # -- connection --------------------------------------------------------------
+
+    def on_conn(self, conn: Any) -> None:
+        self.cancel_acquire = None
+        self.conn = conn
+        srv = self.app.cfg.server
+        conn.send(
+            self,
+            self.data,
+            self.channel.first_byte_timeout or srv.first_byte_timeout,
+            srv.idle_timeout,
+        )
+        self.data = b""
+
+    def on_conn_error(self, kind: str, exc: BaseException | None) -> None:
+        self._general().on_conn_error(kind, exc)
+
+    # -- upstream events ---------------------------------------------------------
+
+    def up_headers(self, conn: Any, status: int) -> None:
+        if status == 429 or status >= 500:
+            self._general().up_headers(conn, status)  # failover lives there
+            return
+        self.status = status
+        self.t_first = time.time()
+        self.breaker.failures = 0  # Breaker.success() for a closed breaker
+        attempts = self.app.metrics.attempts
+        key = (self.channel.name, "ok")
+        attempts[key] = attempts.get(key, 0) + 1
+        sse = conn.sse
+        self.upstream_request_id = rid = conn.request_id
+        parts = [
+            STATUS_LINE.get(status) or status_line(status),
+            *conn.forward,
+            b"x-request-id: %b\r\n" % self.request_id,
+        ]
+        if rid:
+            parts.append(b"x-upstream-request-id: %b\r\n" % rid)
+        if 200 <= status < 300:
+            if sse:
+                self.scanner = OpenAIStreamUsage(strip_usage_chunk=self.inject)
+            else:
+                self.tail = b""
+        length = conn.content_length
+        keep = self.head.keep_alive and not self.app.stopping
+        if length and not (sse and self.inject):
+            parts.append(b"content-length: %b\r\n" % length)
+        elif self.head.http11:
+            parts.append(b"transfer-encoding: chunked\r\n")
+            self.chunked = True
+        else:  # HTTP/1.0 and no length: the close ends the body
+            keep = False
+            self.force_close = True
+        parts.append(b"\r\n" if keep else b"connection: close\r\n\r\n")
+        self.head_out = b"".join(parts)
+        if self.client_paused_flag:
+            conn.pause_reading()
+
+    def up_body(self, data: bytes) -> None:
+        scanner = self.scanner
+        if scanner is not None:
+            data = scanner.feed(data)
+            if not data:
+                return
+        elif self.tail is not None:
+            tail = self.tail + data if self.tail else data
+            self.tail = tail if len(tail) <= TAIL else tail[-TAIL:]
+        out = self.out
+        if self.head_out is not None:
+            out.append(self.head_out)
+            self.head_out = None
+        if self.chunked:
+            out.append(b"%x\r\n" % len(data))
+            out.append(data)
+            out.append(b"\r\n")
+        else:
+            out.append(data)
+
+    def up_flush(self) -> None:
+        out = self.out
+        if out:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            self.sent = True
+            self.client.write(data)
+
+    def up_complete(self, conn: Any) -> None:
+        scanner = self.scanner
+        if scanner is not None:
+            rest = scanner.close()
+            if rest:
+                self.up_body(rest)
+            usage = scanner.usage
+        else:
+            usage = Usage()
+            tail = self.tail
+            if tail:
+                i = tail.rfind(_USAGE)
+                while i > 0 and tail[i - 1] == 92:  # an escaped quote: inside a string
+                    i = tail.rfind(_USAGE, 0, i)
+                if i >= 0:
+                    text = tail.decode("latin-1")  # the usage object is ASCII
+                    j = text.find("{", i + 7)
+                    if j > 0 and text[i + 7 : j].strip() == ":":
+                        try:
+                            obj = _scan_value(text, j)[0]
+                        except (StopIteration, ValueError):
+                            obj = None
+                        if type(obj) is dict:
+                            usage_from_openai(obj, usage)
+        out = self.out
+        if self.head_out is not None:
+            out.append(self.head_out)
+            self.head_out = None
+        if self.chunked:
+            out.append(CHUNK_END)
+        self.up_flush()
+        self.conn = None
+        app = self.app
+        if conn.key is not None:
+            app.pool.release(conn)
+        app.inflight -= 1
+        status = self.status
+        counts = app.metrics.status
+        counts[status] = counts.get(status, 0) + 1
+        plan = self.plan
+        account(
+            app,
+            self.head,
+            self.request_id,
+            self.token,
+            "openai",
+            self.channel,
+            plan.model,
+            self.upstream_model,
+            self.stream,
+            status,
+            "" if status < 400 else f"upstream_{status}",
+            usage,
+            plan.price,
+            plan.ratio,
+            self.t_first,
+            1,
+            self.client.client_ip,
+        )
+        client = self.client
+        if client.gate.reasons:
+            client.gate.resume(PEER_SLOW)
+        client.finish(self.head.keep_alive and not self.force_close and not app.stopping)
+
+    def up_error(self, conn: Any, kind: str, exc: BaseException | None) -> None:
+        self._general().up_error(conn, kind, exc)
+
+    def upstream_paused(self) -> None:
+        self.client.gate.pause(PEER_SLOW)
+
+    def upstream_resumed(self) -> None:
+        self.client.gate.resume(PEER_SLOW)
+
+    # -- client events -----------------------------------------------------------
+
+    def client_paused(self) -> None:
+        self.client_paused_flag = True
+        if self.conn is not None:
+            self.conn.pause_reading()
+
+    def client_resumed(self) -> None:
+        self.client_paused_flag = False
+        if self.conn is not None:
+            self.conn.resume_reading()
+
+    def client_lost(self) -> None:
+        ex = self._general()
+        self.client.exchange = None
+        ex.client_lost()
+
+    # -- hand-over -----------------------------------------------------------------
+
+    def _general(self) -> Exchange:
+        """The general exchange, carrying this request's whole state from here on."""
+        app = self.app
+        ex = Exchange(app, self.client, self.head, self.request_id)
+        ex.token = self.token
+        ex.obj = self.obj
+        ex.requested = self.obj["model"]
+        ex.model = self.plan.model
+        ex.upstream_model = self.upstream_model
+        ex.stream = self.stream
+        ex.inject = self.inject
+        ex.client_include_usage = self.asked
+        order = self.order if self.order is not None else [self.channel]
+        ex.plan = attempt_plan(order, app.cfg.routing.max_attempts)
+        next(ex.plan)  # the candidate this request is on
+        ex.attempts = 1
+        ex.channel = ex.last_channel = self.channel
+        ex.breaker = self.breaker
+        ex.conn = self.conn
+        ex.cancel_acquire = self.cancel_acquire
+        ex.scanner = self.scanner
+        ex.head_out = self.head_out
+        ex.out = self.out
+        ex.chunked = self.chunked
+        ex.force_close = self.force_close
+        ex.sent = self.sent
+        ex.status = self.status
+        ex.t_first = self.t_first
+        ex.upstream_request_id = self.upstream_request_id
+        ex.client_paused_flag = self.client_paused_flag
+        self.client.exchange = ex
+        conn = self.conn
+        if conn is not None and conn.consumer is self:
+            conn.consumer = ex
+        return ex

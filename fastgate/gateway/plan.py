@@ -1,0 +1,60 @@
+"""Route plans: everything a request for (group, model) needs, resolved once.
+
+The snapshot build makes one `RoutePlan` per (group, public name), aliases
+included, so the data plane does a single dict lookup per request: the resolved
+model, its route (candidates by priority and weight), its price, and whether
+the route may take the fast path (`gateway/fast.py`). Breakers live in the App
+(they outlive snapshots) and are looked up by (channel, model) per attempt.
+
+A route is fast-path eligible when every candidate speaks the OpenAI protocol
+at a plain OpenAI URL (no Azure deployment paths, no in-process mock) and has
+no per-channel rate limit; everything else about a request (its key, its body)
+is checked per request, inline, by the fast path itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastgate.gateway.routing import Route
+
+# Channel types whose upstream takes the client's OpenAI request at the same path.
+FAST_TYPES = frozenset({"openai", "openrouter"})
+
+
+class RoutePlan:
+    __slots__ = ("fast", "model", "price", "ratio", "route", "single")
+
+    def __init__(self, model: str, route: Route, price: Any, ratio: int) -> None:
+        self.model = model  # the public model name after alias resolution
+        self.route = route
+        self.single = route.single  # the one candidate, when there is only one
+        self.price = price
+        self.ratio = ratio  # the group's price ratio, parts per million
+        channels = [c for level in route.levels for c in level.channels]
+        self.fast = all(c.type in FAST_TYPES and not c.rpm for c in channels)
+
+
+def build_plans(
+    routes: dict[tuple[str, str], Route],
+    aliases: dict[str, str],
+    prices: dict[str, Any],
+    group_ratio: dict[str, int],
+) -> dict[tuple[str, str], RoutePlan]:
+    """(group, requested name) -> RoutePlan, for every model and alias with a route.
+
+    An alias wins over a model of the same name, as `Snapshot.resolve_model` does."""
+    real: dict[tuple[str, str], RoutePlan] = {}
+    for (group, model), route in routes.items():
+        real[(group, model)] = RoutePlan(
+            model, route, prices.get(model), group_ratio.get(group, 1_000_000)
+        )
+    plans = dict(real)
+    for group in {g for g, _ in routes}:
+        for alias, target in aliases.items():
+            plan = real.get((group, target))
+            if plan is not None:
+                plans[(group, alias)] = plan
+            else:
+                plans.pop((group, alias), None)
+    return plans
