@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from fastgate.gateway.breaker import Breakers
@@ -55,18 +57,18 @@ class App:
         self.store_error = ""  # last store refresh failure ("" = fine), shown in /ready
         self.file_cfg = cfg
         self.pid = os.getpid()  # which worker answered (/ready)
-        self._rid_prefix = b"fg-" + os.urandom(8).hex().encode() + b"-"
-        self._rid = 0
+        self.rid_prefix = b"fg-" + os.urandom(8).hex().encode() + b"-"
+        self.rid = 0  # request ids: rid_prefix + hex(rid)
+        # Each complete request goes to the fast path's dispatch, which hands
+        # what it does not take to the general exchange (a partial: no extra frame).
+        self.dispatch: Callable[[Any, RequestHead], None] = partial(fast_dispatch, self)
         self._sweeper: asyncio.TimerHandle | None = None
 
     # -- hot path helpers ------------------------------------------------------
 
-    def dispatch(self, client: Any, head: RequestHead) -> None:
-        fast_dispatch(self, client, head)
-
     def new_request_id(self) -> bytes:
-        self._rid += 1
-        return b"%b%x" % (self._rid_prefix, self._rid)
+        self.rid += 1
+        return b"%b%x" % (self.rid_prefix, self.rid)
 
     def quota_left(self, token: Any) -> int:
         return token.quota_micros - self.quota_used.get(token.name, 0)

@@ -190,7 +190,11 @@ class FastExchange:
         self.app = app
         self.client = client
         self.head = head
-        self.request_id = head.request_id or app.new_request_id()
+        rid = head.request_id
+        if not rid:  # App.new_request_id, inline
+            app.rid += 1
+            rid = b"%b%x" % (app.rid_prefix, app.rid)
+        self.request_id = rid
         self.token = token
         self.plan = plan
         self.channel = channel

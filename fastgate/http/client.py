@@ -242,7 +242,7 @@ class ClientProtocol(asyncio.Protocol):
     def _next(self) -> None:
         while self.queue and self.exchange is None and self.state != CLOSED:
             head = self.queue.popleft()
-            if len(self.queue) <= MAX_PIPELINE // 2:
+            if self.gate.reasons and len(self.queue) <= MAX_PIPELINE // 2:
                 self.gate.resume(PIPELINE)
             self.state = ACTIVE
             self.deadline = 0.0

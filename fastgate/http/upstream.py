@@ -427,7 +427,7 @@ class Pool:
         if origin is None:
             conn.abort()
             return
-        if conn.closed or not conn.reusable or conn.gate.paused:
+        if conn.closed or not conn.reusable or conn.gate.reasons:
             self.discard(conn)
             return
         origin.busy -= 1

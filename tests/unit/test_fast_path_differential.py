@@ -1,0 +1,219 @@
+"""The fast path and the general exchange answer alike, byte for byte.
+
+For each case, the same client request and the same upstream answers go once
+through a normal App (where the case is fast-path eligible, the fast path takes
+it, which is asserted) and once through an App whose every request goes to the
+general exchange. The bytes written to the client and to the upstream, and the
+usage records (less the clock and the unique id), must be identical.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from fastgate.gateway.fast import FastExchange
+from tests.unit.inproc import Wired
+
+KEY = "fg-diff-0000000000000000000000000000000000000000"
+CONFIG = f"""
+[[channels]]
+name = "a"
+type = "openai"
+base_url = "http://a.test:9"
+api_key = "sk-a"
+models = ["m1", "m2", "m3", "emb"]
+model_map = {{ "m2" = "up-m2" }}
+priority = 1
+
+[[channels]]
+name = "b"
+type = "openai"
+base_url = "http://b.test:9/v1"
+api_key = "sk-b"
+models = ["m3"]
+priority = 0
+
+[[prices]]
+model = "m1"
+input = 1.0
+output = 2.0
+
+[[prices]]
+model = "m3"
+input = 3.0
+output = 4.0
+
+[[tokens]]
+name = "k"
+key = "{KEY}"
+"""
+
+USAGE = {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}
+
+
+def chat_body(model: str, **extra: Any) -> bytes:
+    return orjson.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}], **extra})
+
+
+def json_response(body: dict[str, Any], status: int = 200, chunked: bool = False) -> bytes:
+    raw = orjson.dumps(body)
+    reason = {200: b"OK", 400: b"Bad Request", 500: b"Internal Server Error"}[status]
+    head = b"HTTP/1.1 %d %b\r\ncontent-type: application/json\r\nx-request-id: up-7\r\n" % (
+        status,
+        reason,
+    )
+    if chunked:
+        half = len(raw) // 2
+        return head + b"transfer-encoding: chunked\r\n\r\n%x\r\n%b\r\n%x\r\n%b\r\n0\r\n\r\n" % (
+            half,
+            raw[:half],
+            len(raw) - half,
+            raw[half:],
+        )
+    return head + b"content-length: %d\r\n\r\n%b" % (len(raw), raw)
+
+
+def completion(model: str) -> dict[str, Any]:
+    return {
+        "id": "c1",
+        "object": "chat.completion",
+        "model": model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+        ],
+        "usage": USAGE,
+    }
+
+
+def sse_response(with_usage_chunk: bool) -> bytes:
+    events = [
+        {"id": "c1", "choices": [{"index": 0, "delta": {"content": "o"}}], "usage": None},
+        {"id": "c1", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    ]
+    if with_usage_chunk:
+        events.append({"id": "c1", "choices": [], "usage": USAGE})
+    body = b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+    return (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+        b"transfer-encoding: chunked\r\n\r\n%x\r\n%b\r\n0\r\n\r\n" % (len(body), body)
+    )
+
+
+def request(
+    body: bytes, path: bytes = b"/v1/chat/completions", http: bytes = b"1.1", rid: bytes = b"r-1"
+) -> bytes:
+    return (
+        b"POST %b HTTP/%b\r\nHost: gw\r\nAuthorization: Bearer %b\r\nx-request-id: %b\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%b"
+        % (path, http, KEY.encode(), rid, len(body), body)
+    )
+
+
+# name -> (client request bytes, upstream answers in order, fast path expected)
+CASES: dict[str, tuple[bytes, list[bytes], bool]] = {
+    "nonstream": (request(chat_body("m1")), [json_response(completion("m1"))], True),
+    "nonstream-chunked": (
+        request(chat_body("m1")),
+        [json_response(completion("m1"), chunked=True)],
+        True,
+    ),
+    "stream-injected-usage": (
+        request(chat_body("m1", stream=True)),
+        [sse_response(with_usage_chunk=True)],
+        True,
+    ),
+    "stream-client-usage": (
+        request(chat_body("m1", stream=True, stream_options={"include_usage": True})),
+        [sse_response(with_usage_chunk=True)],
+        True,
+    ),
+    "model-map-rename": (request(chat_body("m2")), [json_response(completion("up-m2"))], True),
+    "upstream-400": (
+        request(chat_body("m1")),
+        [json_response({"error": {"message": "bad", "type": "invalid_request_error"}}, 400)],
+        True,
+    ),
+    "http10-client": (
+        request(chat_body("m1"), http=b"1.0"),
+        [json_response(completion("m1"))],
+        True,
+    ),
+    "failover-500": (
+        request(chat_body("m3")),
+        [json_response({"error": {"message": "down"}}, 500), json_response(completion("m3"))],
+        True,
+    ),
+    "embeddings": (
+        request(orjson.dumps({"model": "emb", "input": "hi"}), path=b"/v1/embeddings"),
+        [
+            json_response(
+                {
+                    "object": "list",
+                    "data": [],
+                    "usage": {"prompt_tokens": 3, "total_tokens": 3},
+                }
+            )
+        ],
+        True,
+    ),
+    "malformed-json": (request(b'{"model": "m1",'), [], False),
+    "unknown-model": (request(chat_body("nope")), [], False),
+}
+
+VOLATILE = ("ts", "latency_ms", "ttfb_ms", "uid")
+
+
+def run_case(case: str, general_only: bool) -> tuple[bytes, list[bytes], list[dict[str, Any]]]:
+    req, answers, fast = CASES[case]
+    w = Wired(CONFIG, general_only=general_only)
+    try:
+        w.send(req)
+        if fast and not general_only:
+            assert isinstance(w.client.exchange, FastExchange), "fast path not taken"
+        sent: list[bytes] = []
+        for answer in answers:
+            proto, tr = w.upstreams.popleft()
+            sent.append(tr.data())
+            proto.data_received(answer)
+            w.run()
+        assert not w.upstreams
+        records = [{k: v for k, v in r.items() if k not in VOLATILE} for r in w.sink.dicts()]
+        return w.client_tr.data(), sent, records
+    finally:
+        w.close()
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_fast_and_general_paths_agree(case: str) -> None:
+    fast_out, fast_sent, fast_records = run_case(case, general_only=False)
+    gen_out, gen_sent, gen_records = run_case(case, general_only=True)
+    assert fast_out == gen_out
+    assert fast_sent == gen_sent
+    assert fast_records == gen_records
+    assert len(fast_records) == 1
+    # and the answer is a real one, not two identical failures
+    assert fast_out.startswith(b"HTTP/1.")
+    assert b"x-request-id: r-1\r\n" in fast_out
+
+
+def test_fast_path_strips_injected_usage_chunk_and_bills() -> None:
+    out, sent, records = run_case("stream-injected-usage", general_only=False)
+    assert b'"include_usage":true' in sent[0]
+    assert b'"choices":[]' not in out  # the usage-only chunk the gateway asked for
+    assert b"data: [DONE]" in out
+    (rec,) = records
+    assert (rec["prompt_tokens"], rec["completion_tokens"]) == (12, 5)
+    # m1: 12 x $1/M + 5 x $2/M = 22 micro-dollars
+    assert rec["cost_micros"] == 22
+
+
+def test_failover_record_counts_both_attempts() -> None:
+    out, sent, records = run_case("failover-500", general_only=False)
+    assert out.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert sent[0].startswith(b"POST /v1/chat/completions HTTP/1.1\r\nhost: a.test:9\r\n")
+    assert sent[1].startswith(b"POST /v1/chat/completions HTTP/1.1\r\nhost: b.test:9\r\n")
+    (rec,) = records
+    assert rec["channel"] == "b" and rec["attempts"] == 2
