@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastgate.cli.render import Out, warn
@@ -49,6 +50,10 @@ class Session:
         self.store = store
         self.out = out
         self.plane = ControlPlane(store, lambda: cfg)
+
+
+# A store command: runs with an open session, returns the exit code (None = 0).
+Handler = Callable[[Session, argparse.Namespace], Awaitable[int | None]]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,15 +9,13 @@ discovery reports are tables too and are described the same way.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fastgate.cli.render import Column, Row, View, dec, show, usd
 
 if TYPE_CHECKING:
-    from fastgate.cli.session import Session
-
-Handler = Callable[["Session", argparse.Namespace], Awaitable[int | None]]
+    from fastgate.cli.session import Handler, Session
 
 
 def _name(e: Row) -> str:
