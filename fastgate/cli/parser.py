@@ -1,0 +1,162 @@
+"""The `fastgate` argument parser: every command, option and help text in one place.
+
+Each leaf parser sets `main` (what `fastgate.cli.main` calls with the parsed
+arguments); a store command's leaf also sets `func`, the async handler that
+`fastgate.cli.session.run` calls with an open store. Building the parser
+imports the command modules, which import only the standard library at module
+level: the store, config and server are imported when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from fastgate.cli import channels, prices, serve, tokens, usage
+from fastgate.cli.session import run
+from fastgate.cli.views import CHANNEL, PRICE, TOKEN, list_command, show_command
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """serve, check-config, and the store commands."""
+    p = argparse.ArgumentParser(prog="fastgate", description="A fast LLM API gateway.")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="run the gateway")
+    s.set_defaults(main=serve.serve)
+    s.add_argument("--config", "-c", default="config.example.toml", help="TOML config file")
+    s.add_argument("--host", help="listen address (overrides [server] host)")
+    s.add_argument("--port", type=int, help="listen port, 0 = ephemeral (overrides [server] port)")
+    s.add_argument("--workers", type=int, help="processes sharing the port (SO_REUSEPORT)")
+    s.add_argument("--log-level", help="debug | info | warning | error")
+    c = sub.add_parser("check-config", help="validate a config file")
+    c.set_defaults(main=serve.check_config)
+    c.add_argument("file")
+    add_store_commands(sub)
+    return p
+
+
+def _common() -> argparse.ArgumentParser:
+    # SUPPRESS: a value given at any level survives (argparse sub-parsers would
+    # otherwise overwrite it with their default).
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument(
+        "--config",
+        "-c",
+        default=argparse.SUPPRESS,
+        help="TOML config file (default: ./fastgate.toml, else ./config.example.toml)",
+    )
+    p.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
+    )
+    return p
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def add_store_commands(sub: Any) -> None:
+    """Add token, channel, price, usage and migrate to the `fastgate` sub-parsers."""
+    common = _common()
+
+    def group(name: str, help: str) -> Any:
+        p = sub.add_parser(name, parents=[common], help=help)
+        p.set_defaults(main=run)
+        return p.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def leaf(parent: Any, name: str, func: Callable[..., Any], help: str) -> Any:
+        p = parent.add_parser(name, parents=[common], help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    # token
+    ts = group("token", "manage API keys in the store")
+    p = leaf(ts, "create", tokens.create, "create a key (the plaintext key is shown once)")
+    p.add_argument("name")
+    p.add_argument("--group", help='token group (default "default")')
+    p.add_argument("--quota-usd", type=float, help="spend limit in USD (-1 = unlimited)")
+    p.add_argument("--expires-at", help="RFC 3339 time, e.g. 2030-12-31T23:59:59Z")
+    p.add_argument("--models", type=_csv, help="allow-list, comma separated")
+    p.add_argument("--rpm", type=int, help="requests per minute (0 = unlimited)")
+    p.add_argument("--tpm", type=int, help="tokens per minute (0 = unlimited)")
+    p.add_argument("--max-concurrency", type=int, help="requests in flight (0 = unlimited)")
+    leaf(ts, "list", list_command(TOKEN), "list keys (file and store)")
+    p = leaf(ts, "show", show_command(TOKEN), "show one key")
+    p.add_argument("ref", metavar="NAME|ID")
+    p = leaf(ts, "revoke", tokens.revoke, "disable a key (or delete it with --delete)")
+    p.add_argument("ref", metavar="NAME|ID")
+    p.add_argument("--delete", action="store_true", help="delete the key instead of disabling it")
+
+    # channel
+    cs = group("channel", "manage upstream channels in the store")
+    p = leaf(cs, "add", channels.add, "add a channel")
+    p.add_argument("name")
+    p.add_argument("--type", required=True, help="openai, azure, anthropic, gemini, ..., mock")
+    p.add_argument("--base-url", help="origin + optional prefix (not needed for mock)")
+    key = p.add_mutually_exclusive_group()
+    key.add_argument("--api-key", help='provider key, encrypted at rest ("-" reads it from stdin)')
+    key.add_argument("--api-key-env", help="environment variable holding the provider key")
+    p.add_argument("--models", type=_csv, help="models served, comma separated")
+    p.add_argument("--priority", type=int, help="higher is tried first (default 0)")
+    p.add_argument("--weight", type=int, help="weighted random within a priority (default 1)")
+    p.add_argument("--groups", type=_csv, help='token groups served (default "default")')
+    p.add_argument("--disabled", action="store_true", help="add it disabled")
+    leaf(cs, "list", list_command(CHANNEL), "list channels (file and store)")
+    p = leaf(cs, "show", show_command(CHANNEL), "show one channel")
+    p.add_argument("ref", metavar="NAME|ID")
+    for action, enabled in (("enable", True), ("disable", False)):
+        p = leaf(cs, action, channels.enable, f"{action} a channel")
+        p.add_argument("ref", metavar="NAME|ID")
+        p.set_defaults(enabled=enabled)
+    p = leaf(cs, "delete", channels.delete, "delete a channel from the store")
+    p.add_argument("ref", metavar="NAME|ID")
+    p = leaf(cs, "test", channels.test, "send a one-token probe through a channel")
+    p.add_argument("ref", metavar="NAME|ID")
+    p.add_argument("--model", help="model to probe (default: the channel's first)")
+    p.add_argument("--timeout", type=float, default=15.0, help="seconds (default 15)")
+    p = leaf(cs, "models", channels.models, "list the models the channel's upstream offers")
+    p.add_argument("ref", metavar="NAME|ID")
+    p.add_argument("--timeout", type=float, default=15.0, help="seconds (default 15)")
+
+    # price
+    ps = group("price", "manage model prices (USD per 1M tokens)")
+    p = leaf(ps, "set", prices.set_price, "create or replace a model's price")
+    p.add_argument("model")
+    p.add_argument("--input", type=float, help="USD per 1M input tokens")
+    p.add_argument("--output", type=float, help="USD per 1M output tokens")
+    p.add_argument("--cache-read", type=float, help="USD per 1M cache-read tokens")
+    p.add_argument("--cache-write", type=float, help="USD per 1M cache-write tokens")
+    p.add_argument("--alias", metavar="OTHER", help="share OTHER's price instead")
+    p = leaf(ps, "get", show_command(PRICE, ref="model"), "show a model's price")
+    p.add_argument("model")
+    leaf(ps, "list", list_command(PRICE), "list prices (file and store)")
+    p = leaf(ps, "delete", prices.delete, "delete a store price")
+    p.add_argument("model")
+    p = leaf(ps, "sync", prices.sync, "import LiteLLM's model_prices_and_context_window.json")
+    p.add_argument("source", metavar="FILE|URL")
+    p.add_argument(
+        "--provider", type=_csv, help="only these litellm_provider values, comma separated"
+    )
+
+    # usage
+    p = sub.add_parser(
+        "usage", parents=[common], help="usage totals from the store", description="usage totals"
+    )
+    p.set_defaults(main=run, func=usage.usage)
+    p.add_argument(
+        "--by",
+        choices=("key", "model", "channel", "tag", "day", "total"),
+        default="key",
+        help="group rows by (default key)",
+    )
+    p.add_argument("--since", help="7d, 24h, 30m, RFC 3339, or unix seconds")
+    p.add_argument("--until", help="same forms as --since")
+    p.add_argument("--tag", help="only requests with this x-fastgate-tag")
+    p.add_argument("--key", help="only this key name")
+
+    # migrate
+    p = sub.add_parser(
+        "migrate", parents=[common], help="apply database migrations", description="migrate"
+    )
+    p.set_defaults(main=run, func=usage.migrate)
