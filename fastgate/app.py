@@ -18,6 +18,7 @@ from typing import Any
 from fastgate.gateway.breaker import Breakers
 from fastgate.gateway.fast import dispatch as fast_dispatch
 from fastgate.gateway.limits import Limits
+from fastgate.gateway.plan import bind_breakers
 from fastgate.http.head import RequestHead
 from fastgate.http.upstream import Pool
 from fastgate.metrics import Metrics
@@ -43,6 +44,7 @@ class App:
             connect_timeout=srv.connect_timeout,
         )
         self.breakers = Breakers(cfg.routing.breaker_failures, cfg.routing.breaker_cooldown)
+        bind_breakers(snapshot.plans, self.breakers)
         self.metrics = Metrics()
         self.mock = MockProvider(loop)
         self.limits = Limits()
@@ -93,9 +95,10 @@ class App:
 
     def swap(self, snapshot: Snapshot, cfg: Any) -> None:
         """Install a new snapshot (and config) as one reference each."""
+        self.breakers.configure(cfg.routing.breaker_failures, cfg.routing.breaker_cooldown)
+        bind_breakers(snapshot.plans, self.breakers)
         self.cfg = cfg
         self.snapshot = snapshot
-        self.breakers.configure(cfg.routing.breaker_failures, cfg.routing.breaker_cooldown)
 
     # -- timeouts ------------------------------------------------------------------
 

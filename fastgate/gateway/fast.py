@@ -86,14 +86,16 @@ def dispatch(app: Any, client: Any, head: Any) -> None:
         Exchange(app, client, head).start()
         return
     ch = plan.single
+    model = plan.model
     order = None
-    if ch is None:
+    if ch is not None:
+        br = plan.breaker
+    else:
         order = plan.route.order()
         ch = order[0]
-    model = plan.model
-    br = app.breakers.by_key.get((ch.name, model))
-    if br is None:
-        br = app.breakers.get(ch.name, model)
+        br = app.breakers.by_key.get((ch.name, model))
+        if br is None:
+            br = app.breakers.get(ch.name, model)
     if br.state != "closed" or ch.name in app.channel_cooldown:
         ex = Exchange(app, client, head)
         ex.order = order  # the route's turn was taken: the general path uses it

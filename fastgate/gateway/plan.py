@@ -23,7 +23,7 @@ FAST_TYPES = frozenset({"openai", "openrouter"})
 
 
 class RoutePlan:
-    __slots__ = ("fast", "model", "price", "ratio", "route", "single")
+    __slots__ = ("breaker", "fast", "model", "price", "ratio", "route", "single")
 
     def __init__(self, model: str, route: Route, price: Any, ratio: int) -> None:
         self.model = model  # the public model name after alias resolution
@@ -31,8 +31,17 @@ class RoutePlan:
         self.single = route.single  # the one candidate, when there is only one
         self.price = price
         self.ratio = ratio  # the group's price ratio, parts per million
+        self.breaker: Any = None  # the single candidate's breaker, bound by the App
         channels = [c for level in route.levels for c in level.channels]
         self.fast = all(c.type in FAST_TYPES and not c.rpm for c in channels)
+
+
+def bind_breakers(plans: dict[tuple[str, str], RoutePlan], breakers: Any) -> None:
+    """Give each single-candidate plan a direct reference to its breaker (breakers
+    live in the App and outlive snapshots, so this runs when a snapshot is installed)."""
+    for plan in plans.values():
+        if plan.single is not None:
+            plan.breaker = breakers.get(plan.single.name, plan.model)
 
 
 def build_plans(
