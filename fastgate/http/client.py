@@ -48,8 +48,12 @@ class ClientProtocol(asyncio.Protocol):
         "hdr_bytes",
         "head",
         "head_size",
+        "header_timeout",
         "headers_done",
+        "keepalive_timeout",
         "lingering",
+        "max_body_bytes",
+        "max_header_bytes",
         "parser",
         "queue",
         "state",
@@ -60,6 +64,13 @@ class ClientProtocol(asyncio.Protocol):
 
     def __init__(self, app: App) -> None:
         self.app = app
+        # Config values this connection uses, copied once (a reload applies to
+        # connections made after it), so that callbacks read one attribute.
+        srv = app.cfg.server
+        self.max_header_bytes: int = srv.max_header_bytes
+        self.max_body_bytes: int = srv.max_body_bytes
+        self.header_timeout: float = srv.header_timeout
+        self.keepalive_timeout: float = srv.keepalive_timeout
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.queue: deque[RequestHead] = deque()
@@ -90,7 +101,7 @@ class ClientProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if peer else ""
         self.app.clients.add(self)
-        self.deadline = self.app.loop.time() + self.app.cfg.server.keepalive_timeout
+        self.deadline = self.app.loop.time() + self.keepalive_timeout
         if self.app.stopping:
             self.close()
 
@@ -146,7 +157,7 @@ class ClientProtocol(asyncio.Protocol):
             # request completed in this read, its bytes are not the new head's:
             # counting starts with the next read.)
             self.head_size += len(data)
-            if self.head_size > self.app.cfg.server.max_header_bytes:
+            if self.head_size > self.max_header_bytes:
                 self._reject(errors.HeadersTooLarge("request headers too large"), status_only=True)
                 return
         if self.queue and self.exchange is None:
@@ -164,7 +175,7 @@ class ClientProtocol(asyncio.Protocol):
         self.body_size = 0
         if self.state == IDLE:
             self.state = READING
-            self.deadline = self.app.loop.time() + self.app.cfg.server.header_timeout
+            self.deadline = self.app.loop.time() + self.header_timeout
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -181,8 +192,7 @@ class ClientProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         head = self.head
-        cfg = self.app.cfg.server
-        if len(self.url) + self.hdr_bytes > cfg.max_header_bytes:
+        if len(self.url) + self.hdr_bytes > self.max_header_bytes:
             self._reject(errors.HeadersTooLarge("request headers too large"), status_only=True)
             raise _Abort
         self.headers_done = True
@@ -199,9 +209,9 @@ class ClientProtocol(asyncio.Protocol):
             except ValueError:
                 self._reject(errors.InvalidRequest("bad content-length"))
                 raise _Abort from None
-            if n > cfg.max_body_bytes:
+            if n > self.max_body_bytes:
                 self._reject(
-                    errors.RequestTooLarge(f"request body over {cfg.max_body_bytes} bytes"),
+                    errors.RequestTooLarge(f"request body over {self.max_body_bytes} bytes"),
                     status_only=True,
                 )
                 raise _Abort
@@ -211,11 +221,11 @@ class ClientProtocol(asyncio.Protocol):
                 raise _Abort
             self.transport.write(CONTINUE_100)
         # The body may take a while; from here the keep-alive clock bounds silence.
-        self.deadline = self.app.loop.time() + cfg.keepalive_timeout
+        self.deadline = self.app.loop.time() + self.keepalive_timeout
 
     def on_body(self, body: bytes) -> None:
         self.body_size += len(body)
-        limit = self.app.cfg.server.max_body_bytes
+        limit = self.max_body_bytes
         if self.body_size > limit:
             self._reject(
                 errors.RequestTooLarge(f"request body over {limit} bytes"), status_only=True
@@ -261,10 +271,10 @@ class ClientProtocol(asyncio.Protocol):
         if self.head is not None:
             # The next request's bytes have started arriving.
             self.state = READING
-            self.deadline = self.app.loop.time() + self.app.cfg.server.header_timeout
+            self.deadline = self.app.loop.time() + self.header_timeout
         else:
             self.state = IDLE
-            self.deadline = self.app.loop.time() + self.app.cfg.server.keepalive_timeout
+            self.deadline = self.app.loop.time() + self.keepalive_timeout
         if self.queue:
             self._next()
 
