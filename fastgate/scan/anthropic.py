@@ -20,7 +20,7 @@ class AnthropicUsage(ObjectFinder):
     __slots__ = ("_merged", "usage")
 
     def __init__(self) -> None:
-        super().__init__(b"usage")
+        ObjectFinder.__init__(self, b"usage")
         self._merged: dict[str, Any] = {}
         self.usage = Usage()
 

@@ -18,7 +18,7 @@ class GeminiUsage(ObjectFinder):
     __slots__ = ("usage",)
 
     def __init__(self) -> None:
-        super().__init__(b"usageMetadata")
+        ObjectFinder.__init__(self, b"usageMetadata")
         self.usage = Usage()
 
     def on_object(self, obj: dict[str, Any]) -> None:

@@ -7,8 +7,7 @@ on one property of JSON: a quote inside a string is always escaped, so the bytes
 a backslash, in which case they end some other key (`"x\\"usage"`) and are skipped.
 
 `ObjectFinder` never rescans a byte and never holds the stream: per chunk, one
-C-level regex search for the key (which also rejects the frequent `"usage":null`
-on the spot); the object's end is found by counting braces between `}`s and
+C-level search for the key; the object's end is found by counting braces between `}`s and
 checked by parsing it. Only when that parse fails (a brace inside a string) or
 the object spans chunks is it copied, at most `cap` bytes, and matched with
 strings and escapes tracked, incrementally. The key helpers (`key_hint`,
@@ -97,7 +96,6 @@ class ObjectFinder:
         "_carry",
         "_cpos",
         "_depth",
-        "_hint",
         "_instr",
         "_key",
         "_last",
@@ -105,7 +103,6 @@ class ObjectFinder:
 
     def __init__(self, key: bytes, cap: int = DEFAULT_CAP) -> None:
         self._key = b'"' + key + b'"'
-        self._hint = key_hint(key)
         self._capmax = cap
         self._carry = b""  # end of the previous chunk that may begin `"key"...`
         self._before = -1  # the byte before the carry (a backslash: escaped quote)
@@ -148,24 +145,33 @@ class ObjectFinder:
     def _scan(self, buf: bytes, before: int) -> None:
         """Search `buf` (`before`: the stream's byte just ahead of it, or -1)."""
         n = len(buf)
-        hint = self._hint
-        klen = len(self._key)
-        m = hint.search(buf)
-        while m is not None:
-            p = m.start()
+        key = self._key
+        klen = len(key)
+        capmax = self._capmax
+        p = buf.find(key)
+        while p >= 0:
             q = p + klen
-            if (buf[p - 1] if p else before) == 92 or not is_key_object(buf, q, n, klen):
-                m = hint.search(buf, q)
-                continue
-            b = AFTER_KEY.match(buf, q).end()  # type: ignore[union-attr]
-            if b >= n:  # can't tell yet: carry from the token
-                if n - p <= 256 + klen:
-                    self._carry = buf[p:]
-                    self._before = buf[p - 1] if p else before
-                return
-            end = brace_end(buf, b, n, self._capmax)
-            if end >= 0 and end - b <= self._capmax and self._take(buf[b:end]):
-                m = hint.search(buf, end)
+            if q + 1 < n and buf[q] == 58 and buf[q + 1] == 123:  # compact `"key":{`
+                if (buf[p - 1] if p else before) == 92:
+                    p = buf.find(key, q)
+                    continue
+                b = q + 1
+            else:
+                if (buf[p - 1] if p else before) == 92 or not is_key_object(buf, q, n, klen):
+                    p = buf.find(key, q)
+                    continue
+                b = AFTER_KEY.match(buf, q).end()  # type: ignore[union-attr]
+                if b >= n:  # can't tell yet: carry from the token
+                    if n - p <= 256 + klen:
+                        self._carry = buf[p:]
+                        self._before = buf[p - 1] if p else before
+                    return
+            # the end of a flat object is its first `}`; else count braces
+            end = buf.find(b"}", b, b + capmax + 1)
+            if end >= 0:
+                end = end + 1 if buf.count(b"{", b, end) == 1 else brace_end(buf, b, n, capmax)
+            if end >= 0 and end - b <= capmax and self._take(buf[b:end]):
+                p = buf.find(key, end)
                 continue
             # spans chunks, or a brace inside a string fooled the count
             self._cap = bytearray()
@@ -177,10 +183,10 @@ class ObjectFinder:
             buf = rest
             before = -1
             n = len(buf)
-            m = hint.search(buf)
+            p = buf.find(key)
         # a chunk ending inside `"key` carries those bytes over
         q = buf.rfind(b'"', n - klen + 1 if n > klen - 1 else 0)
-        if q >= 0 and self._key.startswith(buf[q:]):
+        if q >= 0 and key.startswith(buf[q:]):
             self._carry = buf[q:]
             self._before = buf[q - 1] if q else before
 

@@ -290,7 +290,7 @@ class OpenAIBodyUsage(ObjectFinder):
     __slots__ = ("usage",)
 
     def __init__(self) -> None:
-        super().__init__(b"usage", _BODY_USAGE_CAP)
+        ObjectFinder.__init__(self, b"usage", _BODY_USAGE_CAP)
         self.usage = Usage()
 
     feed = ObjectFinder.find
