@@ -2,45 +2,17 @@
 
 Each `FastgateError` subclass carries the HTTP status, the OpenAI-style code and
 type of SPEC section 3, and renders itself in the ingress protocol's error shape
-(OpenAI, Anthropic or Gemini). Boundaries translate foreign exceptions with
-`raise ... from exc`; the data plane never lets one escape into the event loop.
+(OpenAI, Anthropic or Gemini). The names per protocol come from the one error
+table, `fastgate.vocab.errors`, which converted upstream errors use too.
+Boundaries translate foreign exceptions with `raise ... from exc`; the data plane
+never lets one escape into the event loop.
 """
 
 from __future__ import annotations
 
 import orjson
 
-# Anthropic's error types and Google's status names for each of our statuses.
-_ANTHROPIC_TYPE = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    402: "invalid_request_error",
-    403: "permission_error",
-    404: "not_found_error",
-    408: "invalid_request_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    431: "invalid_request_error",
-    500: "api_error",
-    502: "api_error",
-    503: "overloaded_error",
-    504: "api_error",
-}
-_GOOGLE_STATUS = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    402: "RESOURCE_EXHAUSTED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    408: "DEADLINE_EXCEEDED",
-    413: "INVALID_ARGUMENT",
-    429: "RESOURCE_EXHAUSTED",
-    431: "INVALID_ARGUMENT",
-    500: "INTERNAL",
-    502: "UNAVAILABLE",
-    503: "UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
+from fastgate.vocab.errors import ERRORS, anthropic_error_body, error_kind, gemini_error_body
 
 
 class FastgateError(Exception):
@@ -58,85 +30,69 @@ class FastgateError(Exception):
     def body(self, ingress: str = "openai") -> bytes:
         """The error body in the ingress protocol's shape."""
         if ingress == "anthropic":
-            return orjson.dumps(
-                {
-                    "type": "error",
-                    "error": {
-                        "type": _ANTHROPIC_TYPE.get(self.status, "api_error"),
-                        "message": self.message,
-                    },
-                }
-            )
+            return anthropic_error_body(self.message, error_kind(self.status).anthropic)
         if ingress == "gemini":
-            return orjson.dumps(
-                {
-                    "error": {
-                        "code": self.status,
-                        "message": self.message,
-                        "status": _GOOGLE_STATUS.get(self.status, "UNKNOWN"),
-                    }
-                }
-            )
+            return gemini_error_body(self.message, self.status, error_kind(self.status).gemini)
         return orjson.dumps(
             {"error": {"message": self.message, "type": self.type, "code": self.code}}
         )
 
 
 class InvalidRequest(FastgateError):
-    status, code, type = 400, "invalid_request", "invalid_request_error"
+    status, code, type = 400, *ERRORS[400][:2]
 
 
 class InvalidToken(FastgateError):
-    status, code, type = 401, "invalid_token", "invalid_request_error"
+    status, code, type = 401, *ERRORS[401][:2]
 
 
 class TokenExpired(FastgateError):
-    status, code, type = 401, "token_expired", "invalid_request_error"
+    status, code, type = 401, "token_expired", ERRORS[401].type
 
 
 class InsufficientQuota(FastgateError):
-    status, code, type = 402, "insufficient_quota", "insufficient_quota_error"
+    status, code, type = 402, *ERRORS[402][:2]
 
 
 class PermissionDenied(FastgateError):
-    status, code, type = 403, "permission_denied", "permission_error"
+    status, code, type = 403, *ERRORS[403][:2]
 
 
 class ModelNotFound(FastgateError):
-    status, code, type = 404, "model_not_found", "not_found_error"
+    status, code, type = 404, "model_not_found", ERRORS[404].type
 
 
 class NotFound(FastgateError):
-    status, code, type = 404, "not_found", "not_found_error"
+    status, code, type = 404, *ERRORS[404][:2]
 
 
 class MethodNotAllowed(FastgateError):
-    status, code, type = 405, "method_not_allowed", "invalid_request_error"
+    status, code, type = 405, *ERRORS[405][:2]
 
 
 class RequestTimeout(FastgateError):
-    status, code, type = 408, "request_timeout", "invalid_request_error"
+    status, code, type = 408, *ERRORS[408][:2]
 
 
 class RequestTooLarge(FastgateError):
-    status, code, type = 413, "request_too_large", "invalid_request_error"
+    status, code, type = 413, *ERRORS[413][:2]
 
 
 class HeadersTooLarge(FastgateError):
-    status, code, type = 431, "headers_too_large", "invalid_request_error"
+    status, code, type = 431, *ERRORS[431][:2]
 
 
 class RateLimited(FastgateError):
-    status, code, type = 429, "rate_limit_exceeded", "rate_limit_error"
+    status, code, type = 429, *ERRORS[429][:2]
 
 
 class UpstreamError(FastgateError):
-    status, code, type = 502, "upstream_error", "server_error"
+    status, code, type = 502, *ERRORS[502][:2]
 
 
 class ServiceUnavailable(FastgateError):
-    status, code, type = 503, "service_unavailable", "server_error"
+    status, code, type = 503, *ERRORS[503][:2]
 
 
 class UpstreamTimeout(FastgateError):
-    status, code, type = 504, "upstream_timeout", "server_error"
+    status, code, type = 504, *ERRORS[504][:2]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from fastgate.gateway.usage import OpenAIBodyUsage, OpenAIStreamUsage
+from fastgate.scan.openai import OpenAIBodyUsage, OpenAIStreamUsage
 from fastgate.sse.decoder import SSEDecoder
 
 N_CHUNKS = 200

@@ -45,16 +45,13 @@ from fastgate.convert.common import (
     new_id,
     now,
     openai_error_chunk,
-    openai_usage_dict,
     parse_data_url,
-    reasoning_tokens_of,
     require_dict,
     require_list,
     sse_close,
     sse_feed,
     stop_list,
     text_of_parts,
-    usage_from_openai,
 )
 from fastgate.convert.common import (
     MALFORMED as _MALFORMED,
@@ -66,8 +63,16 @@ from fastgate.convert.errors import (
     anthropic_error_type,
     openai_error_type,
 )
-from fastgate.gateway.usage import Usage
 from fastgate.sse.decoder import SSEDecoder
+from fastgate.vocab.usage import (
+    Usage,
+    anthropic_usage_dict,
+    merge_anthropic_usage,
+    openai_usage_dict,
+    usage_from_anthropic,
+    usage_from_openai,
+)
+from fastgate.vocab.usage import openai_reasoning_tokens as reasoning_tokens_of
 
 __all__ = [
     "AnthropicToOpenAIStream",
@@ -116,34 +121,8 @@ def stop_reason_from_openai(finish_reason: Any) -> str:
 # ==================================================================================
 
 
-def _n(v: Any) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
-
-
-def usage_from_anthropic(obj: Any) -> Usage:
-    """`Usage` from an Anthropic `usage` object (SPEC 5: prompt = input + read + write)."""
-    u = Usage()
-    if not isinstance(obj, dict):
-        return u
-    inp = _n(obj.get("input_tokens"))
-    read = _n(obj.get("cache_read_input_tokens"))
-    write = _n(obj.get("cache_creation_input_tokens"))
-    u.prompt_tokens = inp + read + write
-    u.completion_tokens = _n(obj.get("output_tokens"))
-    u.cached_tokens = read
-    u.cache_write_tokens = write
-    u.found = True
-    return u
-
-
-def anthropic_usage_dict(u: Usage) -> dict[str, int]:
-    """An Anthropic `usage` object (SPEC 5: input = prompt - cached - cache write)."""
-    return {
-        "input_tokens": max(u.prompt_tokens - u.cached_tokens - u.cache_write_tokens, 0),
-        "output_tokens": u.completion_tokens,
-        "cache_read_input_tokens": u.cached_tokens,
-        "cache_creation_input_tokens": u.cache_write_tokens,
-    }
+# The codec is the vocabulary's: `usage_from_anthropic`, `anthropic_usage_dict` and
+# `merge_anthropic_usage` (message_start + message_delta) are re-exported here.
 
 
 # ==================================================================================
@@ -952,7 +931,7 @@ class AnthropicToOpenAIStream(ToOpenAIStream):
         self._started = False
         self._ended = False  # message_stop or an error event seen
         self._tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool index
-        self._in = self._read = self._write = self._out = 0
+        self._merged: dict[str, Any] = {}  # message_start + message_delta usage
 
     # -- public (feed / close / error_event: ToOpenAIStream) ----------------------
 
@@ -978,20 +957,9 @@ class AnthropicToOpenAIStream(ToOpenAIStream):
     # -- internals ---------------------------------------------------------------
 
     def _set_usage(self, u: dict[str, Any], start: bool) -> None:
-        if "output_tokens" in u:
-            self._out = _n(u["output_tokens"])
-        if start or u.get("input_tokens") is not None:
-            self._in = _n(u.get("input_tokens"))
-        if start or u.get("cache_read_input_tokens") is not None:
-            self._read = _n(u.get("cache_read_input_tokens"))
-        if start or u.get("cache_creation_input_tokens") is not None:
-            self._write = _n(u.get("cache_creation_input_tokens"))
-        us = self.usage
-        us.prompt_tokens = self._in + self._read + self._write
-        us.completion_tokens = self._out
-        us.cached_tokens = self._read
-        us.cache_write_tokens = self._write
-        us.found = True
+        if start:
+            self._merged = {}
+        self.usage = merge_anthropic_usage(self._merged, u)
 
     def _event(self, data: bytes, out: list[Any]) -> None:
         obj = load_event_json(data)

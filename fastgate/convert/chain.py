@@ -27,7 +27,7 @@ from fastgate.convert.gemini import (
     openai_request_to_gemini,
     openai_response_to_gemini,
 )
-from fastgate.gateway.usage import Usage
+from fastgate.vocab.usage import Usage
 
 __all__ = [
     "PROTOCOLS",

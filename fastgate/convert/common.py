@@ -23,8 +23,9 @@ from typing import Any, Final
 import orjson
 
 from fastgate.convert.errors import ConversionError, UpstreamProtocolError, openai_error_event
-from fastgate.gateway.usage import Usage
 from fastgate.sse.decoder import SSEDecoder, SSEError
+from fastgate.vocab.usage import Usage, openai_usage_dict, usage_from_openai
+from fastgate.vocab.usage import openai_reasoning_tokens as reasoning_tokens_of
 
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
@@ -45,6 +46,7 @@ __all__ = [
     "openai_error_chunk",
     "openai_usage_dict",
     "parse_data_url",
+    "reasoning_tokens_of",
     "sse_close",
     "sse_feed",
     "usage_from_openai",
@@ -220,54 +222,9 @@ def decode_call_id(call_id: str) -> tuple[str, str | None]:
 
 
 # --- usage --------------------------------------------------------------------------
-
-
-def _int(v: Any) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
-
-
-def usage_from_openai(obj: Any) -> Usage:
-    """`Usage` from an OpenAI `usage` object (`cache_write_tokens` when a converter set it)."""
-    u = Usage()
-    if not isinstance(obj, dict):
-        return u
-    u.prompt_tokens = _int(obj.get("prompt_tokens"))
-    u.completion_tokens = _int(obj.get("completion_tokens"))
-    details = obj.get("prompt_tokens_details")
-    if isinstance(details, dict):
-        u.cached_tokens = _int(details.get("cached_tokens"))
-        u.cache_write_tokens = _int(details.get("cache_write_tokens"))
-    u.found = True
-    return u
-
-
-def reasoning_tokens_of(obj: Any) -> int:
-    """`completion_tokens_details.reasoning_tokens` of an OpenAI usage object."""
-    if isinstance(obj, dict):
-        details = obj.get("completion_tokens_details")
-        if isinstance(details, dict):
-            return _int(details.get("reasoning_tokens"))
-    return 0
-
-
-def openai_usage_dict(u: Usage, reasoning_tokens: int = 0) -> dict[str, Any]:
-    """An OpenAI `usage` object (SPEC section 5: prompt includes cached and cache-write).
-
-    `prompt_tokens_details.cache_write_tokens` is set only when the upstream reported
-    cache writes (Anthropic); it is the field name the OpenAI SDK models.
-    """
-    details: dict[str, int] = {"cached_tokens": u.cached_tokens}
-    if u.cache_write_tokens:
-        details["cache_write_tokens"] = u.cache_write_tokens
-    out: dict[str, Any] = {
-        "prompt_tokens": u.prompt_tokens,
-        "completion_tokens": u.completion_tokens,
-        "total_tokens": u.prompt_tokens + u.completion_tokens,
-        "prompt_tokens_details": details,
-    }
-    if reasoning_tokens:
-        out["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
-    return out
+#
+# The usage codec is the vocabulary's (`fastgate.vocab.usage`); `usage_from_openai`,
+# `openai_usage_dict` and `reasoning_tokens_of` are re-exported for the converters.
 
 
 # --- small request helpers ----------------------------------------------------------

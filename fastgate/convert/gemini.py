@@ -55,16 +55,13 @@ from fastgate.convert.common import (
     new_id,
     now,
     openai_error_chunk,
-    openai_usage_dict,
     parse_data_url,
-    reasoning_tokens_of,
     require_dict,
     require_list,
     sse_close,
     sse_feed,
     stop_list,
     text_of_parts,
-    usage_from_openai,
 )
 from fastgate.convert.common import (
     MALFORMED as _MALFORMED,
@@ -75,8 +72,16 @@ from fastgate.convert.errors import (
     gemini_error_event,
     openai_error_type,
 )
-from fastgate.gateway.usage import Usage
 from fastgate.sse.decoder import SSEDecoder
+from fastgate.vocab.usage import (
+    Usage,
+    gemini_thoughts_tokens,
+    gemini_usage_dict,
+    openai_usage_dict,
+    usage_from_gemini,
+    usage_from_openai,
+)
+from fastgate.vocab.usage import openai_reasoning_tokens as reasoning_tokens_of
 
 __all__ = [
     "GeminiToOpenAIStream",
@@ -137,43 +142,9 @@ def _g(d: dict[str, Any], camel: str, snake: str) -> Any:
 # ==================================================================================
 
 
-def _n(v: Any) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
-
-
-def usage_from_gemini(obj: Any) -> Usage:
-    """`Usage` from `usageMetadata`: thoughts count as output, tool-use prompts as input."""
-    u = Usage()
-    if not isinstance(obj, dict):
-        return u
-    u.prompt_tokens = _n(_g(obj, "promptTokenCount", "prompt_token_count")) + _n(
-        _g(obj, "toolUsePromptTokenCount", "tool_use_prompt_token_count")
-    )
-    u.completion_tokens = _n(_g(obj, "candidatesTokenCount", "candidates_token_count")) + _n(
-        _g(obj, "thoughtsTokenCount", "thoughts_token_count")
-    )
-    u.cached_tokens = _n(_g(obj, "cachedContentTokenCount", "cached_content_token_count"))
-    u.found = True
-    return u
-
-
-def gemini_usage_dict(u: Usage, reasoning_tokens: int = 0) -> dict[str, int]:
-    """`usageMetadata` for a Usage (reasoning tokens reported as thoughts)."""
-    reasoning = min(reasoning_tokens, u.completion_tokens)
-    out = {
-        "promptTokenCount": u.prompt_tokens,
-        "candidatesTokenCount": u.completion_tokens - reasoning,
-        "totalTokenCount": u.prompt_tokens + u.completion_tokens,
-    }
-    if u.cached_tokens:
-        out["cachedContentTokenCount"] = u.cached_tokens
-    if reasoning:
-        out["thoughtsTokenCount"] = reasoning
-    return out
-
-
-def _thoughts(obj: Any) -> int:
-    return _n(_g(obj, "thoughtsTokenCount", "thoughts_token_count")) if isinstance(obj, dict) else 0
+# The codec is the vocabulary's: `usage_from_gemini` and `gemini_usage_dict` are
+# re-exported here.
+_thoughts = gemini_thoughts_tokens
 
 
 # ==================================================================================

@@ -25,17 +25,17 @@ from fastgate.convert import (
     convert_response,
     stream_converter,
 )
-from fastgate.gateway.usage import Usage, estimate_tokens, usage_from_openai
 from fastgate.providers import azure, bedrock, ollama
+from fastgate.vocab.protocols import ANTHROPIC, GEMINI, HUB_PROTOCOLS, OPENAI
+from fastgate.vocab.usage import Usage, estimate_tokens, usage_from_openai
 
-# Ingress kinds
-OPENAI, ANTHROPIC, GEMINI = "openai", "anthropic", "gemini"
+# Ingress kinds (the protocol names are the vocabulary's; re-exported here)
 MESSAGES, COUNT = "messages", "count"
 GENERATE, STREAM_GENERATE = "generateContent", "streamGenerateContent"
 COUNT_TOKENS = "countTokens"
 
 # Channel protocols the hub converters know directly.
-_HUB = {"openai", "anthropic", "gemini"}
+_HUB = HUB_PROTOCOLS
 
 
 class Ingress:

@@ -8,39 +8,12 @@ framing the gateway redoes).
 
 from __future__ import annotations
 
-# Request headers the gateway reads; their slot name on RequestHead.
-SPECIAL = {
-    b"authorization": "authorization",
-    b"x-api-key": "x_api_key",
-    b"x-goog-api-key": "goog_api_key",
-    b"x-request-id": "request_id",
-    b"x-fastgate-tag": "tag",
-    b"x-fastgate-cache": "cache",
-    b"expect": "expect",
-    b"content-length": "content_length",
-    b"content-type": "content_type",
-}
+# The header name sets live in the vocabulary, shared with the response side:
+# SPECIAL (headers read into RequestHead slots), DROP_UPSTREAM (never forwarded).
+from fastgate.vocab.headers import DROP_UPSTREAM
+from fastgate.vocab.headers import REQUEST_SLOTS as SPECIAL
 
-# Never forwarded upstream.
-DROP_UPSTREAM = frozenset(
-    {
-        b"host",
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"accept-encoding",  # upstream answers identity so usage can be read
-        b"cookie",
-        b"openai-organization",  # belong to the provider key, not the client's
-        b"openai-project",
-        b"api-key",
-        b"x-fastgate-key",
-    }
-)
+__all__ = ["DROP_UPSTREAM", "SPECIAL", "RequestHead"]
 
 
 class RequestHead:

@@ -19,6 +19,7 @@ from typing import Any
 import httptools
 
 from fastgate.http.flow import PEER_SLOW, WRITE_HIGH, WRITE_LOW, ReadGate
+from fastgate.vocab.headers import RESPONSE_KINDS
 
 # Failure kinds an exchange is told about.
 CONNECT_FAILED = "connect_failed"
@@ -36,25 +37,8 @@ TIMEOUT_KINDS = frozenset({CONNECT_TIMEOUT, FIRST_BYTE_TIMEOUT, IDLE_TIMEOUT})
 # (hop-by-hop, or redone by the gateway), 2 = content-length, 3 = the upstream's
 # request id, 4 = content-type (forwarded, and tells an SSE stream), 5 =
 # retry-after (forwarded, and remembered on a 429), 6 = transfer-encoding
-# (dropped; the response is framed).
-_DOWN = {
-    b"connection": 1,
-    b"keep-alive": 1,
-    b"proxy-connection": 1,
-    b"proxy-authenticate": 1,
-    b"te": 1,
-    b"trailer": 1,
-    b"transfer-encoding": 6,
-    b"upgrade": 1,
-    b"server": 1,
-    b"openai-organization": 1,
-    b"openai-project": 1,
-    b"content-length": 2,
-    b"x-request-id": 3,
-    b"request-id": 3,
-    b"content-type": 4,
-    b"retry-after": 5,
-}
+# (dropped; the response is framed). The table is the vocabulary's.
+_DOWN = RESPONSE_KINDS
 _SSE = b"text/event-stream"
 
 # What the sweeper is timing on a connection.

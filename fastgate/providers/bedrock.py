@@ -75,8 +75,9 @@ from fastgate.convert.errors import (
     ConversionError,
     UpstreamProtocolError,
 )
-from fastgate.gateway.usage import Usage
 from fastgate.providers.eventstream import EventStreamDecoder, Message
+from fastgate.vocab.usage import Usage
+from fastgate.vocab.usage import usage_from_bedrock as usage_from_converse
 
 __all__ = [
     "FINISH_FROM_CONVERSE",
@@ -343,25 +344,6 @@ PLACEHOLDER_TOOL: Final = {
 def finish_from_converse(stop_reason: Any) -> str:
     """OpenAI `finish_reason` for a Converse `stopReason`."""
     return FINISH_FROM_CONVERSE.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
-
-
-def _n(v: Any) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
-
-
-def usage_from_converse(obj: Any) -> Usage:
-    """`Usage` from a Converse `usage` (prompt = input + cache read + cache write)."""
-    u = Usage()
-    if not isinstance(obj, dict):
-        return u
-    read = _n(obj.get("cacheReadInputTokens"))
-    write = _n(obj.get("cacheWriteInputTokens"))
-    u.prompt_tokens = _n(obj.get("inputTokens")) + read + write
-    u.completion_tokens = _n(obj.get("outputTokens"))
-    u.cached_tokens = read
-    u.cache_write_tokens = write
-    u.found = True
-    return u
 
 
 def _tool_id(call_id: str) -> str:

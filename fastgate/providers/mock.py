@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from fastgate.gateway.usage import estimate_tokens
+from fastgate.vocab.usage import Usage, estimate_tokens, openai_usage_dict, responses_usage_dict
 
 if TYPE_CHECKING:
     import asyncio
@@ -201,12 +201,7 @@ def _build(
     if path == b"/v1/chat/completions":
         prompt = estimate_tokens(obj.get("messages", []))
         words = _completion_words(obj)
-        usage = {
-            "prompt_tokens": prompt,
-            "completion_tokens": len(words),
-            "total_tokens": prompt + len(words),
-            "prompt_tokens_details": {"cached_tokens": 0},
-        }
+        usage = openai_usage_dict(Usage(prompt, len(words)))
         if not stream:
             body = {
                 "id": f"chatcmpl-{rid}",
@@ -336,13 +331,7 @@ def _build(
         )
         words = _completion_words(obj)
         text = " ".join(words)
-        usage = {
-            "input_tokens": prompt,
-            "input_tokens_details": {"cached_tokens": 0},
-            "output_tokens": len(words),
-            "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": prompt + len(words),
-        }
+        usage = responses_usage_dict(Usage(prompt, len(words)))
         item = {
             "id": f"msg_{rid}",
             "type": "message",

@@ -45,7 +45,7 @@ from fastgate.convert.common import (
 )
 from fastgate.convert.common import MALFORMED as _MALFORMED
 from fastgate.convert.errors import ConversionError, UpstreamProtocolError
-from fastgate.gateway.usage import Usage
+from fastgate.vocab.usage import Usage, usage_from_ollama
 
 __all__ = [
     "OllamaToOpenAIStream",
@@ -87,23 +87,6 @@ _IGNORED: Final = frozenset(
         "user",
     }
 )
-
-
-def _n(v: Any) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
-
-
-def usage_from_ollama(obj: Any) -> Usage:
-    """`Usage` from the counters of a final Ollama object (found only when present)."""
-    u = Usage()
-    if not isinstance(obj, dict):
-        return u
-    if "prompt_eval_count" not in obj and "eval_count" not in obj:
-        return u
-    u.prompt_tokens = _n(obj.get("prompt_eval_count"))
-    u.completion_tokens = _n(obj.get("eval_count"))
-    u.found = True
-    return u
 
 
 def finish_from_ollama(done_reason: Any, had_calls: bool) -> str:

@@ -27,7 +27,7 @@ from fastgate.convert import (
 )
 from fastgate.convert.common import decode_call_id
 from fastgate.convert.errors import parse_error_body
-from fastgate.gateway.usage import Usage
+from fastgate.vocab.usage import Usage
 
 
 def anthropic_message(content, stop_reason="end_turn", usage=None):

@@ -28,7 +28,7 @@ from fastgate.convert import (
     stream_converter,
 )
 from fastgate.convert.common import decode_call_id
-from fastgate.gateway.usage import Usage
+from fastgate.vocab.usage import Usage
 
 SPLITS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -16,7 +16,7 @@ from fastgate.gateway.billing import cost_micros, ratio_ppm, to_int_price
 from fastgate.gateway.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
 from fastgate.gateway.limits import Limits
 from fastgate.gateway.routing import Route, attempt_plan
-from fastgate.gateway.usage import Usage
+from fastgate.vocab.usage import Usage
 
 
 @dataclass(eq=False)

@@ -1,4 +1,4 @@
-"""OpenAI usage extraction: usage objects, SSE streams (observe / strip), JSON bodies.
+"""OpenAI usage scanners (`fastgate.scan.openai`): SSE streams (observe / strip), JSON bodies.
 
 Streams and bodies are generated from their parts (chunk dicts, usage numbers),
 so the expected usage and, in strip mode, the expected forwarded bytes (the same
@@ -14,100 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastgate.gateway.usage import (
-    OpenAIBodyUsage,
-    OpenAIStreamUsage,
-    Usage,
-    usage_from_openai,
-)
+from fastgate.scan.openai import OpenAIBodyUsage, OpenAIStreamUsage
+from fastgate.vocab.usage import Usage
 
 CREATED = 1_700_000_000
-
-# -- usage_from_openai ---------------------------------------------------------------
-
-
-def from_obj(obj: dict) -> Usage:
-    u = Usage()
-    usage_from_openai(obj, u)
-    return u
-
-
-def test_chat_usage_with_details() -> None:
-    obj = {
-        "prompt_tokens": 1200,
-        "completion_tokens": 80,
-        "total_tokens": 1280,
-        "prompt_tokens_details": {"cached_tokens": 1024, "audio_tokens": 0},
-        "completion_tokens_details": {"reasoning_tokens": 10},
-    }
-    assert from_obj(obj) == Usage(1200, 80, 1024, 0, True)
-
-
-def test_responses_usage_shape() -> None:
-    obj = {
-        "input_tokens": 500,
-        "input_tokens_details": {"cached_tokens": 256},
-        "output_tokens": 42,
-        "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": 542,
-    }
-    assert from_obj(obj) == Usage(500, 42, 256, 0, True)
-
-
-def test_embeddings_usage_has_no_completion() -> None:
-    assert from_obj({"prompt_tokens": 8, "total_tokens": 8}) == Usage(8, 0, 0, 0, True)
-
-
-@pytest.mark.parametrize(
-    ("obj", "expected"),
-    [
-        ({}, Usage(0, 0, 0, 0, True)),
-        (
-            {"prompt_tokens": None, "completion_tokens": None, "prompt_tokens_details": None},
-            Usage(0, 0, 0, 0, True),
-        ),
-        (
-            {"prompt_tokens": 10, "prompt_tokens_details": {"cached_tokens": None}},
-            Usage(10, 0, 0, 0, True),
-        ),
-        # a missing side is derived from total_tokens
-        ({"completion_tokens": 5, "total_tokens": 12}, Usage(7, 5, 0, 0, True)),
-        ({"prompt_tokens": 9, "total_tokens": 12}, Usage(9, 3, 0, 0, True)),
-        # garbage types count as 0, floats are truncated
-        ({"prompt_tokens": "12", "completion_tokens": True}, Usage(0, 0, 0, 0, True)),
-        ({"prompt_tokens": 12.0, "completion_tokens": -3}, Usage(12, 0, 0, 0, True)),
-        # DeepSeek's cache field, OpenRouter's cache-write field
-        (
-            {"prompt_tokens": 100, "completion_tokens": 1, "prompt_cache_hit_tokens": 64},
-            Usage(100, 1, 64, 0, True),
-        ),
-        (
-            {
-                "prompt_tokens": 194,
-                "completion_tokens": 2,
-                "prompt_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 100},
-            },
-            Usage(194, 2, 0, 100, True),
-        ),
-    ],
-)
-def test_missing_null_and_odd_fields(obj: dict, expected: Usage) -> None:
-    assert from_obj(obj) == expected
-
-
-def test_each_call_overwrites_every_field() -> None:
-    u = Usage()
-    usage_from_openai(
-        {
-            "prompt_tokens": 10,
-            "completion_tokens": 5,
-            "prompt_tokens_details": {"cached_tokens": 4},
-        },
-        u,
-    )
-    usage_from_openai({"prompt_tokens": 11}, u)
-    assert u == Usage(11, 0, 0, 0, True)
-
 
 # -- stream generators -------------------------------------------------------------------
 

@@ -1,0 +1,305 @@
+"""Usage from OpenAI responses as they pass: SSE streams (observe or strip) and JSON bodies.
+
+The stream scanner works event by event (it must be able to drop one event, the
+usage-only chunk the gateway asked for on the client's behalf); the body scanner
+is the one JSON-object finder looking for `"usage": {...}`. Both share the key
+test of `fastgate.scan.jsonfind`, and both are on the hot path: no byte is
+searched twice, and the common chunk costs one C-level search.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+from fastgate.scan.jsonfind import ObjectFinder, is_key_object, key_hint
+from fastgate.sse.decoder import last_event_end, next_event_end, parse_event, skip_blank_lines
+from fastgate.vocab.usage import Usage, usage_from_openai
+
+# `"usage"` where an object value may follow (one C search per chunk rejects the
+# compact `"usage":null` every chat chunk carries)
+_USAGE_HINT = key_hint(b"usage")
+# What follows the top-level "choices" key of a chunk that carries content.
+_NONEMPTY_ARRAY = re.compile(rb"[ \t]*:[ \t]*\[[ \t]*[^\] \t\r\n]")
+_OPEN_PROBE_BYTES = 4096  # look for that shape only this far into an event
+_BODY_USAGE_CAP = 64 * 1024
+# A usage object has at least one of these (a JSON schema property named "usage" has none).
+_USAGE_FIELDS = (
+    "prompt_tokens",
+    "input_tokens",
+    "completion_tokens",
+    "output_tokens",
+    "total_tokens",
+)
+
+
+def _is_content_chunk(buf: bytes | bytearray, ev0: int, n: int) -> bool:
+    """Does the (incomplete) event at `ev0` start like a chat chunk with content?
+
+    That is: a first line `data:` with exactly one `{` and no other bracket before
+    a "choices" key that follows `{` or `,`, whose array is not empty. Brackets
+    inside strings are counted too, and a quote right after `{` or `,` is never an
+    escaped one, so in any event that parses at all this is the top-level
+    "choices": the event cannot be the usage-only chunk. Anything else
+    (pretty-printed data, a nested member first, a comment line first) is "no",
+    and the event simply waits for its end.
+    """
+    if not buf.startswith(b"data:", ev0):
+        return False
+    k = buf.find(b'"choices"', ev0, min(n, ev0 + _OPEN_PROBE_BYTES))
+    if k < 0:
+        return False
+    j = k - 1
+    while buf[j] == 32 or buf[j] == 9:
+        j -= 1
+    if buf[j] != 123 and buf[j] != 44:  # { or ,
+        return False
+    head = buf[ev0:k]
+    if head.count(b"{") != 1 or b"}" in head or b"[" in head or b"]" in head:
+        return False
+    if b"\n" in head or b"\r" in head:  # "choices" must be on the first line
+        return False
+    return _NONEMPTY_ARRAY.match(buf, k + 9) is not None
+
+
+def _hint(buf: bytes | bytearray, pos: int) -> int:
+    m = _USAGE_HINT.search(buf, pos)
+    return -1 if m is None else m.start()
+
+
+class OpenAIStreamUsage:
+    """Usage from an OpenAI SSE stream (chat.completions, completions, Responses API).
+
+    Observe mode (`strip_usage_chunk=False`) returns every input chunk as it is and
+    only looks: one search for `"usage"` per chunk (the frequent `"usage":null` is
+    rejected on the spot), one reverse search for the last event boundary, and a
+    copy of the bytes of the event still incomplete at the end of the chunk (so an
+    event with a usage object can be parsed once it completes).
+
+    Strip mode removes the usage-only chunk (`"choices":[]` plus a `usage` object)
+    that the gateway asked for on the client's behalf. Complete events go out at
+    once; an incomplete event is held until its blank line arrives, unless its
+    first bytes already prove a top-level non-empty `choices` (then it cannot be
+    the usage chunk and its bytes go out as they come). Every other byte is
+    forwarded unchanged, in order.
+
+    The last non-null usage wins: vLLM-style servers that put usage on the last
+    content chunk are counted, and such a chunk is never stripped.
+    """
+
+    __slots__ = ("_big", "_cand", "_cr", "_max", "_open", "_sent", "_strip", "_tail", "usage")
+
+    def __init__(
+        self, strip_usage_chunk: bool = False, max_event_bytes: int = 16 * 1024 * 1024
+    ) -> None:
+        self.usage = Usage()
+        self._strip = strip_usage_chunk
+        self._max = max_event_bytes
+        self._tail = bytearray()  # bytes of the incomplete event (from after the last blank line)
+        self._cand = -1  # offset in _tail of a `"usage": {` seen in the incomplete event
+        self._sent = 0  # strip mode: bytes at the start of _tail already forwarded
+        self._open = False  # strip mode: the incomplete event cannot be the usage chunk
+        self._big = False  # the incomplete event outgrew the bound: _tail is only a carry
+        self._cr = False  # the stream has shown a CR: search for every blank-line form
+
+    def feed(self, data: bytes) -> bytes:
+        """Look at `data`; return the bytes to forward (`data` itself in observe mode)."""
+        if not data:
+            return data
+        if not self._cr and b"\r" in data:
+            self._cr = True
+        if (
+            not self._tail
+            and not self._big
+            and (data.endswith(b"\n\n") or data.endswith(b"\r\n\r\n"))
+            and _USAGE_HINT.search(data) is None
+        ):
+            return data  # whole events, none with a usage object: the common chunk
+        if self._big:
+            out = self._skip_big(data)
+            return data if not self._strip else out
+        if not self._strip:
+            self._process(data, False)
+            return data
+        return self._process(data, False)
+
+    def close(self) -> bytes:
+        """At EOF: settle the last event (it may lack its blank line); return what is left."""
+        tail = self._tail
+        if self._big or not tail:
+            self._tail = bytearray()
+            return b""
+        self._tail = bytearray()
+        out = self._scan(tail, len(tail), True)
+        return bytes(out) if self._strip else b""
+
+    # -- internals ------------------------------------------------------------------
+
+    def _skip_big(self, data: bytes) -> bytes:
+        """Pass the rest of an oversized event (forwarded, not parsed), then go on."""
+        carry = self._tail
+        base = len(carry)
+        buf = bytes(carry) + data
+        n = len(buf)
+        hi = n - 1 if self._cr and buf[n - 1] == 13 else n
+        end = next_event_end(buf, 0, hi, self._cr)
+        if end < 0:
+            self._tail = bytearray(buf[-3:])
+            return data
+        self._big = False
+        self._tail = bytearray()
+        cut = end - base  # the oversized event ends here in `data`
+        if cut >= len(data):
+            return data
+        rest = self._process(data[cut:], False)
+        return data[:cut] + rest if self._strip else data
+
+    def _process(self, data: bytes, final: bool) -> bytes:
+        tail = self._tail
+        if tail:
+            base = len(tail)
+            tail += data
+            return self._scan(tail, base, final)
+        return self._scan(data, 0, final)
+
+    def _scan(self, buf: bytes | bytearray, base: int, final: bool) -> bytes:
+        """Handle the events that `buf` completes; keep its incomplete tail.
+
+        `buf` is the kept tail (`base` bytes) followed by the new bytes; only the
+        new bytes and a few carried ones are searched.
+        """
+        n = len(buf)
+        cr = self._cr
+        hi = n - 1 if cr and not final and buf[n - 1] == 13 else n
+        strip = self._strip
+        sent = self._sent if strip else 0
+        cuts: list[int] = []
+        done = 0  # events ending at or before `done` are settled
+        cand = self._cand
+        p = _hint(buf, base - 6 if base > 6 else 0)
+        while True:
+            if cand < 0:
+                while p >= 0 and not is_key_object(buf, p + 7, n, 7):
+                    p = _hint(buf, p + 7)
+                if p < 0:
+                    break
+                cand = p
+            end = next_event_end(buf, cand if cand > base - 2 else base - 2, hi, cr)
+            if end < 0:
+                if not final:
+                    break
+                end = n
+            start = last_event_end(buf, done, cand, cr)
+            start = skip_blank_lines(buf, done if start < 0 else start)
+            if end - start > self._max:
+                pass  # over the bound: forwarded, never parsed (whatever the split)
+            elif self._event_usage(buf[start:end]) and strip and start >= sent:
+                cuts.append(start)
+                cuts.append(end)
+            done = end
+            cand = -1
+            if p >= 0:
+                p = _hint(buf, end)
+        # the incomplete tail starts after the last blank line
+        if final or buf.endswith(b"\n\n") or buf.endswith(b"\r\n\r\n"):
+            cut = n
+        else:
+            cut = last_event_end(buf, base - 2 if base > 2 else 0, hi, cr)
+            if cut < done:
+                cut = done
+        out = b""
+        if strip:
+            same_event = cut == 0
+            opened = self._open if same_event else False
+            fwd = n
+            if not opened and cut < n:
+                # blank lines ahead of the incomplete event belong to no event
+                ev0 = skip_blank_lines(buf, cut)
+                opened = _is_content_chunk(buf, ev0, n)
+                if not opened:
+                    fwd = ev0 if ev0 > sent else sent
+            if not cuts and sent == 0 and fwd == n and buf is not self._tail:
+                out = buf  # zero copy: the whole chunk goes out as it came
+            else:
+                pieces = []
+                for k in range(0, len(cuts), 2):
+                    pieces.append(buf[sent : cuts[k]])
+                    sent = cuts[k + 1]
+                if fwd > sent:
+                    pieces.append(buf[sent:fwd])
+                out = b"".join(pieces)
+            self._open = opened
+            self._sent = fwd - cut if fwd > cut else 0
+        # keep the incomplete event
+        self._cand = cand - cut if cand >= 0 else -1
+        if buf is self._tail:
+            if cut:
+                del buf[:cut]
+        elif cut < n:
+            self._tail = bytearray(memoryview(buf)[cut:])
+        if len(self._tail) > self._max:
+            out = self._give_up_event(out)
+        return out  # type: ignore[return-value]
+
+    def _give_up_event(self, out: bytes) -> bytes:
+        """The incomplete event is too big to hold or parse: forward it and skip it."""
+        tail = self._tail
+        if self._strip and self._sent < len(tail):
+            out += bytes(tail[self._sent :])
+        self._tail = bytearray(tail[-3:])
+        self._big = True
+        self._cand = -1
+        self._sent = 0
+        self._open = False
+        return out
+
+    def _event_usage(self, raw: bytes | bytearray) -> bool:
+        """Take the usage from one complete event; True if it is the usage-only chunk."""
+        ev = parse_event(raw)
+        if ev is None or not ev.data:
+            return False
+        try:
+            obj = orjson.loads(ev.data)
+        except orjson.JSONDecodeError:
+            return False
+        if type(obj) is not dict:
+            return False
+        u = obj.get("usage")
+        if type(u) is dict:
+            usage_from_openai(u, self.usage)
+            choices = obj.get("choices")
+            return type(choices) is list and not choices
+        r = obj.get("response")
+        if type(r) is dict:
+            u = r.get("usage")
+            if type(u) is dict:
+                usage_from_openai(u, self.usage)
+        return False
+
+
+class OpenAIBodyUsage(ObjectFinder):
+    """Usage from a non-streamed OpenAI JSON body, read as it streams past.
+
+    Nothing but the `usage` object is kept (see `ObjectFinder`). The last usage
+    object found wins; an object without any token count (say, a JSON schema
+    property named "usage") is ignored.
+    """
+
+    __slots__ = ("usage",)
+
+    def __init__(self) -> None:
+        ObjectFinder.__init__(self, b"usage", _BODY_USAGE_CAP)
+        self.usage = Usage()
+
+    feed = ObjectFinder.find
+
+    def on_object(self, obj: dict[str, Any]) -> None:
+        if any(k in obj for k in _USAGE_FIELDS):
+            usage_from_openai(obj, self.usage)
+
+    def close(self) -> Usage:
+        """At EOF: the usage found (an unfinished object is ignored)."""
+        self.finish()
+        return self.usage

@@ -1,0 +1,73 @@
+"""Header names the gateway manages: hop-by-hop, credentials, framing it redoes.
+
+A proxy must not forward hop-by-hop headers (RFC 9110 section 7.6.1), must not pass
+a client's gateway key to a provider nor a provider's account headers to a
+client, and redoes framing itself. The request side (`fastgate.http.head`) and
+the response side (`fastgate.http.upstream`) read these sets; they live here
+once so that the two directions cannot drift apart.
+
+This module imports nothing of fastgate (layer 1, the vocabulary).
+"""
+
+from __future__ import annotations
+
+# Hop-by-hop headers: meaningful for one connection only, never forwarded.
+HOP_BY_HOP: frozenset[bytes] = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+# Request headers the gateway reads; their slot name on RequestHead.
+REQUEST_SLOTS: dict[bytes, str] = {
+    b"authorization": "authorization",
+    b"x-api-key": "x_api_key",
+    b"x-goog-api-key": "goog_api_key",
+    b"x-request-id": "request_id",
+    b"x-fastgate-tag": "tag",
+    b"x-fastgate-cache": "cache",
+    b"expect": "expect",
+    b"content-length": "content_length",
+    b"content-type": "content_type",
+}
+
+# Request headers never forwarded upstream (besides the slots above, which the
+# gateway rebuilds or drops itself).
+DROP_UPSTREAM: frozenset[bytes] = HOP_BY_HOP | {
+    b"host",
+    b"proxy-authorization",
+    b"accept-encoding",  # upstream answers identity so usage can be read
+    b"cookie",
+    b"openai-organization",  # belong to the provider key, not the client's
+    b"openai-project",
+    b"api-key",
+    b"x-fastgate-key",
+}
+
+# Response headers handled specially on their way to the client, by kind.
+DOWN_DROP = 1  # hop-by-hop, or redone by the gateway
+DOWN_CONTENT_LENGTH = 2
+DOWN_REQUEST_ID = 3  # the upstream's request id (sent on as x-upstream-request-id)
+DOWN_CONTENT_TYPE = 4  # forwarded, and tells an SSE stream
+DOWN_RETRY_AFTER = 5  # forwarded, and remembered on a 429
+DOWN_TRANSFER_ENCODING = 6  # dropped; the response is framed
+
+RESPONSE_KINDS: dict[bytes, int] = {
+    **dict.fromkeys(HOP_BY_HOP - {b"transfer-encoding"}, DOWN_DROP),
+    b"proxy-authenticate": DOWN_DROP,
+    b"server": DOWN_DROP,
+    b"openai-organization": DOWN_DROP,
+    b"openai-project": DOWN_DROP,
+    b"transfer-encoding": DOWN_TRANSFER_ENCODING,
+    b"content-length": DOWN_CONTENT_LENGTH,
+    b"x-request-id": DOWN_REQUEST_ID,
+    b"request-id": DOWN_REQUEST_ID,
+    b"content-type": DOWN_CONTENT_TYPE,
+    b"retry-after": DOWN_RETRY_AFTER,
+}
