@@ -341,6 +341,14 @@ class LogSink:
         return b is not None and b.pending()
 
     def start(self) -> None:
+        """Open the log and the spool, then start the writer thread."""
+        self.open()
+        self._thread = threading.Thread(target=self._run, name="fastgate-sink", daemon=True)
+        self._thread.start()
+
+    def open(self) -> None:
+        """Open the log and the spool without a thread: the caller drives the writes
+        with `write_batch` and `flush` (the writer process does)."""
         self._open_log()
         if self.store is not None:
             if self.spool_dir:
@@ -353,8 +361,6 @@ class LogSink:
                     )
             else:
                 self._backlog = _MemoryBacklog(self.max_queue)
-        self._thread = threading.Thread(target=self._run, name="fastgate-sink", daemon=True)
-        self._thread.start()
 
     def append(self, record: Any) -> None:
         """Queue one record (hot path: O(1), no I/O). Full queue: drop and count."""
@@ -371,6 +377,33 @@ class LogSink:
         with self._lock:
             self._retry_at = 0.0
             self._cycle()
+
+    def write_batch(self, batch: list[Any]) -> None:
+        """Settle `batch` now, in the calling thread: when this returns, every record
+        is in the store, in the fsync'd spool, rejected (set aside) or counted as
+        dropped. A spool replay that is due runs first (order is kept)."""
+        with self._lock:
+            self._cycle()
+            self._handle(batch, None)
+
+    def counters(self) -> dict[str, Any]:
+        """The counters as one dict (what the writer process reports with its acks)."""
+        return {
+            "written": self.written,
+            "dropped": self.dropped + getattr(self._backlog, "lost", 0),
+            "rejected": self.rejected,
+            "replayed": self.replayed,
+            "spooled": self.spooled,
+            "write_failures": self.write_failures,
+            "degraded": self.degraded,
+            "last_error": self.last_error,
+        }
+
+    async def aclose(self, timeout: float | None = None) -> None:
+        """`close` from an event loop (in a thread: it blocks)."""
+        import asyncio
+
+        await asyncio.get_running_loop().run_in_executor(None, self.close, timeout)
 
     def close(self, timeout: float | None = None) -> None:
         """Stop the writer; flush the queue and the spool within `timeout` seconds."""
