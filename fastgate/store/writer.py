@@ -70,7 +70,7 @@ class _Writer:
         if cfg.get("database"):
             from fastgate.store.base import store_for
 
-            self.store = store_for(cfg["database"])
+            self.store = store_for(cfg["database"], **cfg.get("store_options", {}))
         self.sink = LogSink(
             cfg.get("access_log", ""),
             store=self.store,

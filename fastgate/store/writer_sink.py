@@ -87,8 +87,10 @@ class WriterSink:
         write_timeout: float = 10.0,
         close_timeout: float = 10.0,
         spool_file_records: int = 50_000,
+        store_options: dict[str, Any] | None = None,
     ) -> None:
         self._access_log = access_log
+        self.store_options = store_options or {}  # store_for keywords (busy_timeout=...)
         self.database = database
         self.spool_dir = spool_dir
         self.max_queue = max_queue
@@ -323,6 +325,7 @@ class WriterSink:
             "write_timeout": self.write_timeout,
             "close_timeout": self.close_timeout,
             "spool_file_records": self.spool_file_records,
+            "store_options": self.store_options,
             "log_level": logging.getLogger("fastgate").getEffectiveLevel(),
         }
 
