@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import run as br  # noqa: E402
+from bench import run as br
 
 
 def thread_ticks(pid: int) -> dict[int, int]:

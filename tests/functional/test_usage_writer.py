@@ -175,7 +175,8 @@ def test_sigkill_of_the_writer_resends_what_it_had_not_acked(tmp_path: Path) -> 
             sink.append(rec(i))
             if i % 1000 == 550:  # 5 batches just shipped, 50 records still queued
                 # a writer that has been writing (not one still starting up)
-                assert await until(lambda: sink.written >= i - 1000, 10), sink.written
+                floor = i - 1000
+                assert await until(lambda f=floor: sink.written >= f, 10), sink.written
                 pid = sink.writer_pid
                 assert pid is not None
                 pids.add(pid)
