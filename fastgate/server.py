@@ -27,7 +27,7 @@ from fastgate.config import Config, ConfigError, load_config
 from fastgate.http.client import ClientProtocol
 from fastgate.snapshot import build_snapshot
 from fastgate.store.base import QuotaSync, merge, store_for
-from fastgate.store.logsink import LogSink
+from fastgate.store.writer_sink import usage_sink
 
 log = logging.getLogger("fastgate")
 
@@ -74,8 +74,9 @@ class Worker:
         cfg = self.cfg
         await self._open_store(loop)
         merged = self._merged(cfg)
-        sink = LogSink(
+        sink = usage_sink(  # a writer process (store writes, access log, spool)
             cfg.logging.access_log,
+            database=cfg.database.url,
             store=self.store,
             spool_dir=self._spool_dir(cfg),
             batch_size=1000,  # bounds the memory a batch in flight holds
@@ -107,7 +108,7 @@ class Worker:
             await self.admin_runner.cleanup()
         if self.quota is not None:
             await self.quota.close()
-        await loop.run_in_executor(None, sink.close)
+        await sink.aclose()
         if self.store is not None:
             await loop.run_in_executor(None, self.store.stop)
 

@@ -40,8 +40,9 @@ FIELD_INDEX: dict[str, int] = {name: i for i, name in enumerate(RECORD_FIELDS)}
 UID = FIELD_INDEX["uid"]
 
 
-def record_dict(record: Any) -> dict[str, Any]:
-    """A record (tuple in RECORD_FIELDS order, or already a dict) as a dict."""
-    if isinstance(record, dict):
-        return record
-    return dict(zip(RECORD_FIELDS, record, strict=True))
+def record_dict(record: Any) -> Any:
+    """A record tuple (or list, as JSON brings it back) in RECORD_FIELDS order as a
+    dict; a dict or a record object is returned as it is."""
+    if isinstance(record, tuple | list):
+        return dict(zip(RECORD_FIELDS, record, strict=True))
+    return record

@@ -1,0 +1,198 @@
+"""The usage writer process: store writes, access log and spool, off the data plane.
+
+Why a process: the writes (JSON encoding, SQLite/Postgres round trips, fsync)
+used to run on two threads of the worker (the sink and the store thread); each
+batch took the GIL from the data-plane thread for milliseconds and the hand-offs
+showed as futex time (bench/WRITER-NOTES.md). Here they run in a child of the
+worker, started as `python -m fastgate.store.writer <fd> <config json>` (no fork
+of the uvloop worker, no import-time side effects), talking over one AF_UNIX
+stream socket (the inherited fd):
+
+- worker -> writer: frames `HEADER` (payload length, seq) + payload. seq > 0: an
+  orjson array of records (tuples in RECORD_FIELDS order arrive as arrays; dicts
+  as objects). seq == 0: a control object ({"access_log": path}). EOF (the
+  worker shut its write side, or died): drain and exit.
+- writer -> worker: one orjson object per line, {"ack": seq, <counters>}: every
+  batch up to `seq` is settled (committed to the store, fsync'd to the spool,
+  rejected and set aside, or counted as dropped), so the worker forgets it. The
+  last line carries "final": true. Lines without a new ack report counters that
+  moved (a spool replay finished, say).
+
+The writing itself is `LogSink` (logsink.py) driven without its thread:
+`write_batch` per received batch (frames that arrived together are merged up
+to `batch_size`), `flush` on idle ticks for the spool replay with backoff, and
+`close` at EOF. Records carry a uid before they leave the worker, so a batch
+re-sent after a writer crash is inserted at most once.
+
+Signals: SIGINT, SIGTERM and SIGHUP are ignored. A group-wide SIGTERM must not
+stop the writer before the worker has drained into it; EOF on the socket is the
+only way to stop it (and the worker's death causes exactly that).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+from typing import Any
+
+import orjson
+
+__all__ = ["HEADER", "main"]
+
+# Frame header, worker -> writer: payload length, batch sequence number.
+HEADER = struct.Struct("<IQ")
+
+log = logging.getLogger("fastgate.writer")
+
+_START_RETRY = 2.0  # seconds between attempts to open a store that failed to start
+
+
+def _records(payload: bytes) -> list[Any]:
+    from fastgate.vocab.record import record_dict
+
+    return [r if isinstance(r, dict) else record_dict(r) for r in orjson.loads(payload)]
+
+
+class _Writer:
+    def __init__(self, sock: socket.socket, cfg: dict[str, Any]) -> None:
+        from fastgate.store.logsink import LogSink
+
+        self.sock = sock
+        self.cfg = cfg
+        self.store: Any = None
+        self.next_start = 0.0
+        if cfg.get("database"):
+            from fastgate.store.base import store_for
+
+            self.store = store_for(cfg["database"], **cfg.get("store_options", {}))
+        self.sink = LogSink(
+            cfg.get("access_log", ""),
+            store=self.store,
+            spool_dir=cfg.get("spool_dir", ""),
+            max_queue=cfg.get("max_queue", 200_000),
+            batch_size=cfg.get("batch_size", 1000),
+            write_timeout=cfg.get("write_timeout", 10.0),
+            close_timeout=cfg.get("close_timeout", 10.0),
+            spool_file_records=cfg.get("spool_file_records", 50_000),
+        )
+        self.acked = 0
+        self.reported: dict[str, Any] = {}  # the last message sent
+
+    def open_store(self) -> None:
+        """Start the store if it is not; while it cannot start, writes fail as an
+        outage (the store is "not started") and go to the spool."""
+        store = self.store
+        if store is None or store.started or time.monotonic() < self.next_start:
+            return
+        try:
+            store.start(migrate=False, timeout=5.0)
+        except Exception as exc:
+            self.next_start = time.monotonic() + _START_RETRY
+            log.warning("usage writer: database unavailable (%s); spooling", exc)
+
+    def send(self, final: bool = False) -> None:
+        msg = dict(self.sink.counters(), ack=self.acked)
+        if msg == self.reported and not final:
+            return
+        self.reported = dict(msg)
+        if final:
+            msg["final"] = True
+        self.sock.sendall(orjson.dumps(msg) + b"\n")
+
+    def handle(self, frames: list[tuple[int, bytes]]) -> None:
+        batch: list[Any] = []
+        last = 0
+        limit = self.sink.batch_size
+        for seq, payload in frames:
+            if seq == 0:
+                ctl = orjson.loads(payload)
+                if "access_log" in ctl:
+                    self.sink.access_log = ctl["access_log"]
+                continue
+            try:
+                batch.extend(_records(payload))
+            except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+                log.error("usage writer: batch %d unreadable, dropped: %s", seq, exc)
+                self.sink.dropped += 1
+            last = seq
+            if len(batch) >= limit:
+                self.sink.write_batch(batch)
+                batch = []
+                self.acked = last
+                self.send()
+        if batch:
+            self.sink.write_batch(batch)
+        if last:
+            self.acked = last
+        self.send()
+
+    def run(self) -> None:
+        self.sink.open()
+        self.open_store()
+        tick = float(self.cfg.get("flush_interval", 0.1))
+        buf = bytearray()
+        sock = self.sock
+        hsize = HEADER.size
+        while True:
+            ready, _, _ = select.select([sock], [], [], tick)
+            if not ready:
+                self.open_store()
+                self.sink.flush()  # spool replay when due, access log reopen
+                self.send()
+                continue
+            data = sock.recv(1 << 20)
+            if not data:
+                break
+            buf += data
+            frames = []
+            while len(buf) >= hsize:
+                n, seq = HEADER.unpack_from(buf)
+                if len(buf) < hsize + n:
+                    break
+                frames.append((seq, bytes(buf[hsize : hsize + n])))
+                del buf[: hsize + n]
+            if frames:
+                self.open_store()
+                self.handle(frames)
+        if buf:
+            log.error("usage writer: %d bytes of a partial frame at EOF (not acked)", len(buf))
+        self.open_store()
+        self.sink.close()
+        try:
+            self.send(final=True)
+        except OSError:
+            pass
+        if self.store is not None and self.store.started:
+            self.store.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m fastgate.store.writer <fd> <config json>`."""
+    args = sys.argv[1:] if argv is None else argv
+    fd, cfg = int(args[0]), orjson.loads(args[1])
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    logging.basicConfig(
+        level=cfg.get("log_level", logging.INFO),
+        format=f"%(asctime)s %(levelname)s %(name)s[writer {os.getpid()}]: %(message)s",
+        stream=sys.stderr,
+    )
+    sock = socket.socket(fileno=fd)
+    sock.setblocking(True)
+    try:
+        _Writer(sock, cfg).run()
+    except BrokenPipeError:
+        return 1  # the worker is gone: what was not acked, it re-sends to the next writer
+    finally:
+        sock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
