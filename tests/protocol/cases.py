@@ -503,3 +503,12 @@ CASES = [
     ),
     Case("http10-stream", lambda rid: stream(rid, http=b"1.0"), pipeline=False),
 ]
+
+
+def split_at_event(response: bytes, n: int) -> tuple[bytes, bytes]:
+    """A chunked upstream answer cut after its head and first `n` chunks."""
+    pos = response.index(b"\r\n\r\n") + 4
+    for _ in range(n):
+        eol = response.index(b"\r\n", pos)
+        pos = eol + 2 + int(response[pos:eol], 16) + 2
+    return response[:pos], response[pos:]
