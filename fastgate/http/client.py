@@ -73,6 +73,9 @@ class ClientProtocol(asyncio.Protocol):
         self.keepalive_timeout: float = srv.keepalive_timeout
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
+        # Bytes after a request that closes the connection are ignored, not an
+        # error: that request is still served (RFC 9112 section 9.6).
+        self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
         self.queue: deque[RequestHead] = deque()
         self.exchange: Any = None
         self.head: RequestHead | None = None

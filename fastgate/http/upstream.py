@@ -348,8 +348,18 @@ class Pool:
             origin.waiters.append(retry)
             return cancel
         origin.busy += 1
-        task = self.loop.create_task(self._open(key, origin, on_ready, on_error))
-        return task.cancel
+        started = [False]
+        task = self.loop.create_task(self._open(key, origin, on_ready, on_error, started))
+
+        def cancel() -> None:
+            task.cancel()
+            if not started[0]:
+                # Cancelled before its first step: `_open` will never run its own
+                # release, so the slot is given back here.
+                started[0] = True
+                self._release_slot(origin)
+
+        return cancel
 
     async def _open(
         self,
@@ -357,7 +367,11 @@ class Pool:
         origin: _Origin,
         on_ready: Callable[[UpstreamProtocol], None],
         on_error: Callable[[str, BaseException | None], None],
+        started: list[bool],
     ) -> None:
+        if started[0]:
+            return  # cancelled (and its slot released) before this first step
+        started[0] = True
         scheme, host, port = key
         try:
             async with asyncio.timeout(self.connect_timeout):

@@ -174,13 +174,6 @@ def test_pipelined_upstream_bytewise(tmp_path: Path, case: Case) -> None:
     check_records(rig, exchanges, rids)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: bytes after a `Connection: close` request in the same read make llhttp "
-    "raise 'Data after Connection: close', and http/client.py answers the valid first "
-    "request 400 instead of serving it (RFC 9112 9.6: serve it, ignore the rest); "
-    "httptools' set_dangerous_leniencies(lenient_data_after_close=True) is one fix",
-)
 @pytest.mark.parametrize("closing", ["connection-close", "http10-nonstream"])
 def test_pipelined_after_connection_close_is_not_answered(tmp_path: Path, closing: str) -> None:
     """The request that closes the connection (`Connection: close`, or HTTP/1.0) is

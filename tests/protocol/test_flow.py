@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from tests.protocol.cases import CASES, CONFIG, split_at_event
 from tests.protocol.kit import connect_client, make_app
 
@@ -123,14 +121,6 @@ ONE_CONNECTION = CONFIG.replace(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: http/upstream.py Pool.acquire counts the origin slot before its _open "
-    "task runs; a client that leaves in the same loop iteration as its request (uvloop "
-    "can deliver data and EOF in one read callback) cancels the task before its first step, "
-    "so _open's `except CancelledError: _release_slot` never runs and the slot leaks: "
-    "after upstream_max_connections such clients the origin serves nobody",
-)
 def test_client_gone_while_connecting_frees_the_connection_slot(tmp_path: Path) -> None:
     ex = BY_ID["nonstream"].make("req-1")
     rig = make_app(ONE_CONNECTION, tmp_path)

@@ -28,7 +28,6 @@ SMALL_LIMIT = 1024
 SMALL = CONFIG.replace("[routing]", f"[server]\nmax_header_bytes = {SMALL_LIMIT}\n\n[routing]", 1)
 assert SMALL != CONFIG
 
-ISSUE_6 = "issue 7 item 6: fixed by the lead in http/client.py"
 
 _TOO_LARGE_BODY = (
     b'{"error":{"message":"request headers too large",'
@@ -69,14 +68,12 @@ def served(tmp_path: Path, config: str, body: bytes, segments: list[bytes]) -> N
 BODY_64K = 66_000  # about 64 KB: over the 64 KiB max_header_bytes default, far under 32 MiB
 
 
-@pytest.mark.xfail(strict=True, reason=ISSUE_6)
 def test_64k_body_in_the_same_read_as_its_head_is_served(tmp_path: Path) -> None:
     body = big_body(BODY_64K)
     request = client_request("req-1", body)
     served(tmp_path, CONFIG, body, [request])
 
 
-@pytest.mark.xfail(strict=True, reason=ISSUE_6)
 def test_64k_body_in_one_read_after_its_head_is_served(tmp_path: Path) -> None:
     body = big_body(BODY_64K)
     request = client_request("req-1", body)
@@ -84,7 +81,6 @@ def test_64k_body_in_one_read_after_its_head_is_served(tmp_path: Path) -> None:
     served(tmp_path, CONFIG, body, [request[:head_len], request[head_len:]])
 
 
-@pytest.mark.xfail(strict=True, reason=ISSUE_6)
 def test_body_over_header_limit_split_everywhere_is_served(tmp_path: Path) -> None:
     """The same with a 1 KiB header limit, so that every split position is cheap."""
     body = big_body(3 * SMALL_LIMIT)
@@ -159,7 +155,7 @@ def test_head_over_limit_gets_431_one_byte_per_read(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "reads",
     [
-        pytest.param("one", marks=pytest.mark.xfail(strict=True, reason=ISSUE_6)),
+        "one",
         "head-then-body",
     ],
 )
