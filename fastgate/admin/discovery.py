@@ -2,7 +2,9 @@
 
 Shared by `fastgate channel models NAME` and `GET /admin/channels/{id}/models`
 (SPEC 4). A control-plane tool: one aiohttp ClientSession per call, the channel's
-own credentials and extra headers (`fastgate.admin.probe.channel_headers`).
+own credentials and extra headers (`fastgate.admin.probe.channel_headers`). Where
+each type lists its models and how a page is read is its registry entry's
+(`models_listing`, `models_page`, `fastgate.providers`); this module does the I/O:
 
 - openai, openrouter: `GET {base}/v1/models` (`data[].id`), Bearer key
 - azure: `azure_target(..., "/v1/models")`: `/openai/v1/models` for the v1 API,
@@ -28,8 +30,10 @@ from typing import Any
 
 import orjson
 
-from fastgate.admin.probe import channel_headers, error_text, origin
+from fastgate.admin.probe import channel_headers, error_text
 from fastgate.config import ChannelConfig
+from fastgate.convert.errors import UpstreamProtocolError
+from fastgate.providers import registry
 
 __all__ = [
     "MAX_PAGES",
@@ -70,25 +74,6 @@ class UpstreamError(DiscoveryError):
         self.message = message
 
 
-def _openai_ids(doc: Any) -> list[str]:
-    data = doc.get("data") if isinstance(doc, dict) else None
-    if not isinstance(data, list):
-        raise UpstreamError(0, 'the answer has no "data" list of models')
-    return [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
-
-
-def _gemini_ids(doc: Any) -> list[str]:
-    models = doc.get("models", []) if isinstance(doc, dict) else None
-    if not isinstance(models, list):
-        raise UpstreamError(0, 'the answer has no "models" list')
-    out = []
-    for m in models:
-        name = m.get("name") if isinstance(m, dict) else None
-        if isinstance(name, str) and name:
-            out.append(name.removeprefix("models/"))
-    return out
-
-
 class _Client:
     """GETs JSON from one upstream, turning transport trouble into DiscoveryErrors."""
 
@@ -120,45 +105,20 @@ class _Client:
 
 
 async def _list(channel: ChannelConfig, client: _Client) -> list[str]:
-    ctype = channel.type
-    base = channel.base_url
-    if ctype == "azure":
-        from fastgate.providers.azure import azure_target
-
-        target = azure_target(base, channel.api_version, channel.deployments, "", "/v1/models")
-        return _openai_ids(await client.get(origin(base) + target))
-    if ctype == "anthropic":
-        ids: list[str] = []
-        params = {"limit": "1000"}
-        for _ in range(MAX_PAGES):
-            doc = await client.get(base + "/v1/models", params)
-            ids += _openai_ids(doc)
-            last = doc.get("last_id")
-            if not doc.get("has_more") or not isinstance(last, str) or not last:
-                break
-            params = {"limit": "1000", "after_id": last}
-        return ids
-    if ctype == "gemini":
-        ids = []
-        params = {"pageSize": "1000"}
-        for _ in range(MAX_PAGES):
-            doc = await client.get(base + "/v1beta/models", params)
-            ids += _gemini_ids(doc)
-            token = doc.get("nextPageToken") if isinstance(doc, dict) else None
-            if not isinstance(token, str) or not token:
-                break
-            params = {"pageSize": "1000", "pageToken": token}
-        return ids
-    if ctype == "ollama":
-        from fastgate.convert.errors import UpstreamProtocolError
-        from fastgate.providers.ollama import ollama_tags_to_models
-
-        doc = await client.get(base + "/api/tags")
+    """Every page of the listing, as the channel type finds and reads them."""
+    kind = registry.get(channel.type)
+    url, params = kind.models_listing(channel)
+    ids: list[str] = []
+    for _ in range(MAX_PAGES):
+        doc = await client.get(url, params)
         try:
-            return ollama_tags_to_models(doc)
+            page, params = kind.models_page(doc, params)
         except UpstreamProtocolError as exc:
             raise UpstreamError(0, str(exc)) from None
-    return _openai_ids(await client.get(base + "/v1/models"))
+        ids += page
+        if params is None:
+            break
+    return ids
 
 
 async def discover_models(channel: ChannelConfig, timeout: float = 15) -> list[str]:
@@ -167,15 +127,11 @@ async def discover_models(channel: ChannelConfig, timeout: float = 15) -> list[s
     Raises NotDiscoverable (bedrock), UpstreamUnreachable / UpstreamTimeout, or
     UpstreamError (non-2xx, with the upstream's own message, or no model list).
     """
-    if channel.type == "mock":
+    kind = registry.get(channel.type)
+    if kind.in_process:
         return list(dict.fromkeys(channel.models))
-    if channel.type == "bedrock":
-        raise NotDiscoverable(
-            "bedrock channels cannot be discovered: the Bedrock Runtime API that fastgate "
-            "calls (Converse) has no model listing (ListFoundationModels belongs to the "
-            "separate bedrock control-plane API); put the model ids in the channel's "
-            "models yourself"
-        )
+    if not kind.discoverable:
+        raise NotDiscoverable(kind.not_discoverable_reason)
     import aiohttp
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
@@ -185,9 +141,7 @@ async def discover_models(channel: ChannelConfig, timeout: float = 15) -> list[s
 
 def _same_model(channel: ChannelConfig, name: str) -> str:
     """The name as the upstream lists it (Ollama: a bare name means `:latest`)."""
-    if channel.type == "ollama" and ":" not in name.rsplit("/", 1)[-1]:
-        return name + ":latest"
-    return name
+    return registry.get(channel.type).canonical_model(name)
 
 
 def models_report(channel: ChannelConfig, ids: list[str]) -> dict[str, Any]:

@@ -3,6 +3,11 @@
 A request from ingress A to channel B goes A -> hub -> B; a stream goes B -> hub -> A.
 When neither side is OpenAI, `ChainStream` hands the first converter's hub chunks
 (dicts) straight to the second, so each event is parsed once and serialized once.
+
+Which converter serves which wire protocol is written once, in the tables below:
+ingress protocols (`PROTOCOLS`) convert both ways; the channel-only protocols
+(Ollama, Bedrock Converse) only to the hub. A channel type names its wire protocol
+(`fastgate.providers`), and everything about converting its answers follows from it.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from fastgate.convert.anthropic import (
     openai_request_to_anthropic,
     openai_response_to_anthropic,
 )
+from fastgate.convert.bedrock import converse_response_to_openai, openai_request_to_converse
+from fastgate.convert.bedrock_stream import ConverseStreamToOpenAI
 from fastgate.convert.common import DEFAULT_MAX_EVENT_BYTES
 from fastgate.convert.errors import ConversionError
 from fastgate.convert.gemini import (
@@ -27,9 +34,15 @@ from fastgate.convert.gemini import (
     openai_request_to_gemini,
     openai_response_to_gemini,
 )
+from fastgate.convert.ollama import (
+    OllamaToOpenAIStream,
+    ollama_response_to_openai,
+    openai_request_to_ollama,
+)
 from fastgate.vocab.usage import Usage
 
 __all__ = [
+    "CHANNEL_PROTOCOLS",
     "PROTOCOLS",
     "ChainStream",
     "StreamConverter",
@@ -38,7 +51,40 @@ __all__ = [
     "stream_converter",
 ]
 
-PROTOCOLS = ("openai", "anthropic", "gemini")
+PROTOCOLS = ("openai", "anthropic", "gemini")  # a client may speak these
+CHANNEL_PROTOCOLS = (*PROTOCOLS, "ollama", "bedrock")  # an upstream may speak these
+
+# hub -> channel request body: f(hub, default_max_tokens); Gemini takes no default.
+_REQUEST_FROM_HUB: dict[str, Any] = {
+    "anthropic": openai_request_to_anthropic,
+    "gemini": lambda hub, _max: openai_request_to_gemini(hub),
+    "ollama": lambda hub, _max: openai_request_to_ollama(hub),
+    "bedrock": openai_request_to_converse,
+}
+# channel response -> hub: f(resp, model)
+_RESPONSE_TO_HUB: dict[str, Any] = {
+    "anthropic": anthropic_response_to_openai,
+    "gemini": gemini_response_to_openai,
+    "ollama": ollama_response_to_openai,
+    "bedrock": converse_response_to_openai,
+}
+# hub -> ingress response: f(hub, model)
+_RESPONSE_FROM_HUB: dict[str, Any] = {
+    "anthropic": openai_response_to_anthropic,
+    "gemini": openai_response_to_gemini,
+}
+# channel stream -> hub chunks: cls(model, include_usage, max_event_bytes)
+_STREAM_TO_HUB: dict[str, Any] = {
+    "anthropic": AnthropicToOpenAIStream,
+    "gemini": GeminiToOpenAIStream,
+    "ollama": OllamaToOpenAIStream,
+    "bedrock": ConverseStreamToOpenAI,
+}
+# hub chunks -> ingress stream: cls(model, max_event_bytes)
+_STREAM_FROM_HUB: dict[str, Any] = {
+    "anthropic": OpenAIToAnthropicStream,
+    "gemini": OpenAIToGeminiStream,
+}
 
 
 class StreamConverter(Protocol):
@@ -65,7 +111,7 @@ class ChainStream:
 
     def __init__(
         self,
-        first: AnthropicToOpenAIStream | GeminiToOpenAIStream,
+        first: Any,
         second: OpenAIToAnthropicStream | OpenAIToGeminiStream,
     ) -> None:
         self.first = first
@@ -92,8 +138,8 @@ class ChainStream:
         return self.second.error_event(message, type_)
 
 
-def _check(protocol: str) -> None:
-    if protocol not in PROTOCOLS:
+def _check(protocol: str, known: tuple[str, ...] = PROTOCOLS) -> None:
+    if protocol not in known:
         raise ValueError(f"unknown protocol {protocol!r}")
 
 
@@ -113,7 +159,7 @@ def convert_request(
     Same protocol on both sides returns `req` itself (passthrough is the caller's job).
     """
     _check(ingress)
-    _check(channel)
+    _check(channel, CHANNEL_PROTOCOLS)
     if ingress == channel:
         return req
     if ingress == "anthropic":
@@ -124,11 +170,8 @@ def convert_request(
         hub = gemini_request_to_openai(req, model, stream)
     else:
         hub = req
-    if channel == "anthropic":
-        return openai_request_to_anthropic(hub, default_max_tokens)
-    if channel == "gemini":
-        return openai_request_to_gemini(hub)
-    return hub
+    from_hub = _REQUEST_FROM_HUB.get(channel)
+    return hub if from_hub is None else from_hub(hub, default_max_tokens)
 
 
 def convert_response(
@@ -136,20 +179,13 @@ def convert_response(
 ) -> dict[str, Any]:
     """The ingress protocol's non-stream response for the channel's response body."""
     _check(ingress)
-    _check(channel)
+    _check(channel, CHANNEL_PROTOCOLS)
     if ingress == channel:
         return resp
-    if channel == "anthropic":
-        hub = anthropic_response_to_openai(resp, model)
-    elif channel == "gemini":
-        hub = gemini_response_to_openai(resp, model)
-    else:
-        hub = resp
-    if ingress == "anthropic":
-        return openai_response_to_anthropic(hub, model)
-    if ingress == "gemini":
-        return openai_response_to_gemini(hub, model)
-    return hub
+    to_hub = _RESPONSE_TO_HUB.get(channel)
+    hub = resp if to_hub is None else to_hub(resp, model)
+    from_hub = _RESPONSE_FROM_HUB.get(ingress)
+    return hub if from_hub is None else from_hub(hub, model)
 
 
 def stream_converter(
@@ -165,23 +201,13 @@ def stream_converter(
     `[DONE]` (the client asked for `stream_options.include_usage`).
     """
     _check(ingress)
-    _check(channel)
+    _check(channel, CHANNEL_PROTOCOLS)
     if ingress == channel:
         return None
-    if channel == "openai":
-        if ingress == "anthropic":
-            return OpenAIToAnthropicStream(model, max_event_bytes)
-        return OpenAIToGeminiStream(model, max_event_bytes)
-    if channel == "anthropic":
-        if ingress == "openai":
-            return AnthropicToOpenAIStream(model, include_usage, max_event_bytes)
-        return ChainStream(
-            AnthropicToOpenAIStream(model, True, max_event_bytes),
-            OpenAIToGeminiStream(model, max_event_bytes),
-        )
-    if ingress == "openai":
-        return GeminiToOpenAIStream(model, include_usage, max_event_bytes)
-    return ChainStream(
-        GeminiToOpenAIStream(model, True, max_event_bytes),
-        OpenAIToAnthropicStream(model, max_event_bytes),
-    )
+    from_hub = _STREAM_FROM_HUB.get(ingress)
+    to_hub = _STREAM_TO_HUB.get(channel)
+    if to_hub is None:  # an OpenAI channel: its stream is hub chunks already
+        return from_hub(model, max_event_bytes)
+    if from_hub is None:  # OpenAI ingress
+        return to_hub(model, include_usage, max_event_bytes)
+    return ChainStream(to_hub(model, True, max_event_bytes), from_hub(model, max_event_bytes))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastgate.gateway.usage import Usage
+from fastgate.vocab.usage import Usage
 
 
 @dataclass(slots=True, frozen=True)

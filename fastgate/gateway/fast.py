@@ -32,10 +32,11 @@ import orjson
 from fastgate.gateway.accounting import account
 from fastgate.gateway.handler import Exchange
 from fastgate.gateway.routing import attempt_plan
-from fastgate.gateway.usage import OpenAIStreamUsage, Usage, usage_from_openai
 from fastgate.http.flow import PEER_SLOW
 from fastgate.http.responses import CHUNK_END, STATUS_LINE, status_line
 from fastgate.providers import openai as openai_proto
+from fastgate.scan.openai import OpenAIStreamUsage
+from fastgate.vocab.usage import Usage, usage_from_openai
 
 _sha256 = hashlib.sha256
 # The C JSON scanner: parses one JSON value at an offset and says where it ends,

@@ -5,11 +5,12 @@ client's (passthrough scanning or conversion through the OpenAI hub).
 The OpenAI -> OpenAI passthrough stays inline in the handler (it is the hot
 path); everything here runs only when the ingress is Anthropic or Gemini, the
 channel speaks another protocol, or the channel needs a different URL (Azure).
+Nothing here names a channel type: what differs per type is asked of its registry
+entry (`fastgate.providers.registry`), what differs per protocol of `convert.chain`.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
@@ -17,25 +18,19 @@ import orjson
 
 from fastgate import errors
 from fastgate.convert import (
-    ChainStream,
     ConversionError,
-    OpenAIToAnthropicStream,
-    OpenAIToGeminiStream,
     convert_request,
     convert_response,
     stream_converter,
 )
-from fastgate.providers import azure, bedrock, ollama
-from fastgate.vocab.protocols import ANTHROPIC, GEMINI, HUB_PROTOCOLS, OPENAI
+from fastgate.providers import registry
+from fastgate.vocab.protocols import ANTHROPIC, GEMINI, OPENAI
 from fastgate.vocab.usage import Usage, estimate_tokens, usage_from_openai
 
 # Ingress kinds (the protocol names are the vocabulary's; re-exported here)
 MESSAGES, COUNT = "messages", "count"
 GENERATE, STREAM_GENERATE = "generateContent", "streamGenerateContent"
 COUNT_TOKENS = "countTokens"
-
-# Channel protocols the hub converters know directly.
-_HUB = HUB_PROTOCOLS
 
 
 class Ingress:
@@ -95,79 +90,27 @@ def hub_request(ex: Any) -> dict[str, Any]:
 
 def converted_request(ex: Any, ch: Any) -> tuple[bytes, bytes, list[bytes]]:
     """(target path+query, body, extra header lines) for a channel whose protocol
-    differs from the ingress (or whose URL differs, Azure)."""
-    model = ex.upstream_model
-    stream = ex.stream
-    proto = ch.protocol
-    cfg = ch.config
-    extra: list[bytes] = []
+    differs from the ingress (or whose URL differs, Azure): the channel type's."""
     try:
         hub = hub_request(ex)
-        if proto == "openai":
-            req = dict(hub, model=model)
-            if stream:
-                so = req.get("stream_options")
-                req["stream_options"] = {
-                    **(so if isinstance(so, dict) else {}),
-                    "include_usage": True,
-                }
-            body = orjson.dumps(req)
-            if ch.type == "azure":
-                target = azure_path(ex, ch, "/v1/chat/completions")
-            else:
-                target = b"/v1/chat/completions"
-            return target, body, extra
-        if proto == "anthropic":
-            req = convert_request(
-                hub, OPENAI, "anthropic", default_max_tokens=ch.default_max_tokens
-            )
-            req = dict(req, model=model)
-            if stream:
-                req["stream"] = True
-            return b"/v1/messages", orjson.dumps(req), extra
-        if proto == "gemini":
-            req = convert_request(hub, OPENAI, "gemini")
-            method = b":streamGenerateContent?alt=sse" if stream else b":generateContent"
-            return (
-                b"/v1beta/models/" + quote(model, safe="").encode() + method,
-                orjson.dumps(req),
-                extra,
-            )
-        if proto == "ollama":
-            req = dict(ollama.openai_request_to_ollama(hub), model=model)
-            req["stream"] = stream
-            return b"/api/chat", orjson.dumps(req), extra
-        if proto == "bedrock":
-            req = bedrock.openai_request_to_converse(hub, ch.default_max_tokens)
-            body = orjson.dumps(req)
-            host, path = bedrock.request_target(cfg.base_url, model, stream, cfg.region)
-            url = f"https://{host}{path}"
-            signed = bedrock.sign(
-                "POST",
-                url,
-                {"content-type": "application/json"},
-                body,
-                cfg.region,
-                access_key=cfg.resolve_access_key_id(),
-                secret_key=cfg.resolve_secret_access_key(),
-                session_token=cfg.resolve_session_token() or None,
-                now=dt.datetime.now(dt.UTC),
-            )
-            extra = [f"{k}: {v}\r\n".encode("latin-1") for k, v in signed.items()]
-            return path.encode("latin-1"), body, extra
+        return registry.get(ch.type).converted_request(
+            ch, hub, ex.model, ex.upstream_model, ex.stream
+        )
     except ConversionError as exc:
         raise errors.InvalidRequest(str(exc)) from exc
-    raise errors.InvalidRequest(f"channel type {ch.type!r} cannot serve this request")
 
 
-def azure_path(ex: Any, ch: Any, path: str | None = None) -> bytes:
-    """An OpenAI path (the request's by default) on an Azure channel: deployment
-    path and api-version. Deployments are keyed by the public model name."""
-    cfg = ch.config
-    model = ex.model if ex.model in cfg.deployments else ex.upstream_model
-    if path is None:
-        path = ex.head.path.decode("latin-1")
-    return azure.azure_target("", cfg.api_version, cfg.deployments, model, path).encode("latin-1")
+def openai_target(ex: Any, ch: Any) -> tuple[bytes, bytes]:
+    """(path, query) of an OpenAI-ingress passthrough on the channel (Azure rewrites it)."""
+    head = ex.head
+    return registry.get(ch.type).openai_target(
+        ch, ex.model, ex.upstream_model, head.path, head.query
+    )
+
+
+def azure_path(ex: Any, ch: Any) -> bytes:
+    """An OpenAI path on an Azure channel (kept for the handler: use `openai_target`)."""
+    return openai_target(ex, ch)[0]
 
 
 def passthrough_request(ex: Any, ch: Any) -> tuple[bytes, bytes]:
@@ -195,25 +138,10 @@ def passthrough_request(ex: Any, ch: Any) -> tuple[bytes, bytes]:
 def stream_processor(ex: Any, ch: Any) -> Any:
     """The stream converter from the channel's wire format to the ingress's."""
     ing = ex.ingress.protocol
-    model = ex.model
-    include = ex.client_include_usage
-    proto = ch.protocol
-    if proto in _HUB:
-        conv = stream_converter(proto, ing, model, include)
-    else:
-        first: Any
-        if proto == "ollama":
-            first = ollama.OllamaToOpenAIStream(model, include or ing != OPENAI)
-        elif proto == "bedrock":
-            first = bedrock.ConverseStreamToOpenAI(model, include or ing != OPENAI)
-        else:
-            raise errors.UpstreamError(f"no stream converter for channel type {ch.type}")
-        if ing == OPENAI:
-            conv = first
-        elif ing == ANTHROPIC:
-            conv = ChainStream(first, OpenAIToAnthropicStream(model))
-        else:
-            conv = ChainStream(first, OpenAIToGeminiStream(model))
+    try:
+        conv = stream_converter(ch.protocol, ing, ex.model, ex.client_include_usage)
+    except ValueError:
+        raise errors.UpstreamError(f"no stream converter for channel type {ch.type}") from None
     if ing == GEMINI and not ex.ingress.alt_sse:
         conv = SSEToJSONArray(conv)
     return conv
@@ -227,13 +155,8 @@ def convert_body(ex: Any, ch: Any, body: bytes) -> tuple[bytes, Usage]:
         raise errors.UpstreamError(f"upstream sent invalid JSON: {exc}") from exc
     model = ex.model
     ing = ex.ingress.protocol
-    proto = ch.protocol
-    if proto == "ollama":
-        resp, proto = ollama.ollama_response_to_openai(resp, model), "openai"
-    elif proto == "bedrock":
-        resp, proto = bedrock.converse_response_to_openai(resp, model), "openai"
     try:
-        hub = convert_response(resp, proto, OPENAI, model)
+        hub = convert_response(resp, ch.protocol, OPENAI, model)
         out = hub if ing == OPENAI else convert_response(hub, OPENAI, ing, model)
     except ConversionError as exc:
         raise errors.UpstreamError(f"upstream response could not be converted: {exc}") from exc

@@ -1,4 +1,5 @@
-"""Azure OpenAI: where an OpenAI path goes on an Azure resource (sans-IO).
+"""Azure OpenAI: where an OpenAI path goes on an Azure resource, and the `azure`
+channel type (OpenAI wire format, `api-key` auth, its own URL scheme).
 
 Azure speaks the OpenAI wire format with `api-key` authentication (the snapshot puts
 the header in the channel's static headers) but at other paths. Two API styles exist:
@@ -21,11 +22,16 @@ model without an entry is its own deployment name.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final
+from typing import Any, Final
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+
+import orjson
+
+from fastgate.providers.base import ChannelType, origin, probe_message
 
 __all__ = [
     "DEPLOYMENT_PATHS",
+    "TYPE",
     "V1_VERSIONS",
     "azure_deployment",
     "azure_target",
@@ -97,3 +103,52 @@ def azure_target(
     if params:
         target += "?" + urlencode(params, quote_via=quote, safe="")
     return target
+
+
+class AzureType(ChannelType):
+    """OpenAI's wire format at Azure's paths, with an `api-key` header."""
+
+    __slots__ = ()
+
+    def auth_headers(self, cfg: Any) -> list[tuple[str, str]]:
+        key = cfg.resolve_api_key()
+        return [("api-key", key)] if key else []
+
+    def openai_target(
+        self, ch: Any, model: str, upstream_model: str, path: bytes, query: bytes
+    ) -> tuple[bytes, bytes]:
+        """Deployments are keyed by the public model name (or the model_map'ed one);
+        the client's query is not forwarded (the api-version is the channel's)."""
+        cfg = ch.config
+        name = model if model in cfg.deployments else upstream_model
+        target = azure_target("", cfg.api_version, cfg.deployments, name, path.decode("latin-1"))
+        return target.encode("latin-1"), b""
+
+    def converted_target(self, ch: Any, model: str, upstream_model: str, stream: bool) -> bytes:
+        return self.openai_target(ch, model, upstream_model, b"/v1/chat/completions", b"")[0]
+
+    def probe_request(
+        self, cfg: Any, model: str, upstream: str, headers: dict[str, str]
+    ) -> tuple[str, dict[str, str], bytes, bool]:
+        # `deployments` is keyed by public name (config validation) or by the
+        # model_map'ed name: either finds the deployment.
+        deployment = cfg.deployments.get(model) or azure_deployment(cfg.deployments, upstream)
+        doc = {
+            "model": deployment,
+            "messages": [probe_message()],
+            "max_tokens": 1,
+            "stream": False,
+        }
+        base = cfg.base_url
+        target = azure_target(
+            base, cfg.api_version, {upstream: deployment}, upstream, "/v1/chat/completions"
+        )
+        return origin(base) + target, headers, orjson.dumps(doc), False
+
+    def models_listing(self, cfg: Any) -> tuple[str, dict[str, str] | None]:
+        base = cfg.base_url
+        target = azure_target(base, cfg.api_version, cfg.deployments, "", "/v1/models")
+        return origin(base) + target, None
+
+
+TYPE = AzureType("azure")

@@ -1,100 +1,27 @@
-"""Amazon Bedrock: SigV4 signing, Converse <-> hub conversion, ConverseStream decoding.
+"""The `bedrock` channel type: Amazon Bedrock Runtime's Converse API, SigV4-signed.
 
-Nothing here does I/O. The data plane asks `request_target` where to send, converts
-the hub request with `openai_request_to_converse`, signs the exact bytes with `sign`,
-and reads the answer with `converse_response_to_openai` or `ConverseStreamToOpenAI`
-(the stream is AWS's binary event-stream framing, see `eventstream.py`).
-
-Signing follows botocore's `SigV4Auth` (the tests compare against it): the canonical
-URI is the request path percent-encoded once more, so a model id such as
-`anthropic.claude-3-5-sonnet-20240620-v1:0`, sent as `...v1%3A0`, is signed as
-`...v1%253A0`; the payload hash is the SHA-256 of the body (no `x-amz-content-sha256`
-header is needed for bedrock-runtime); `x-amz-date` and, with temporary credentials,
-`x-amz-security-token` are signed along with `host` and the headers the caller passes.
-
-Conversion decisions (each preserves meaning or raises `ConversionError`):
-
-- system/developer messages -> `system` text blocks; tool messages -> `toolResult`
-  blocks in a user turn (results first, consecutive same-role turns merged, as Bedrock
-  wants strictly alternating roles); images must be `data:` URLs (or `s3://` URIs);
-  PDF and office files -> `document` blocks.
-- Blank text blocks are dropped (Converse rejects them in messages); an empty tool
-  result becomes one empty text block (accepted, unlike an empty list for some models).
-- Converse has no "none" tool choice: the tools are withheld. When the history holds
-  tool calls but no tool may be called, a placeholder tool is declared, because
-  Converse refuses toolUse/toolResult blocks without a `toolConfig`.
-- Tool call ids outside Converse's `[a-zA-Z0-9_.:-]{1,64}` (Gemini ids carrying a
-  thought signature) are replaced by a stable hash, the same in calls and results.
-- `reasoning_effort` -> Anthropic's `thinking` in `additionalModelRequestFields`
-  (Claude models); `response_format: json_schema` -> `outputConfig.textFormat`.
-- Unsupported and refused: `top_k`, `seed`, `n > 1`, `logprobs`, penalties,
-  `parallel_tool_calls: false`, `response_format: json_object`, audio input.
-
-Usage: Bedrock's `inputTokens` excludes cache reads and writes (as Anthropic's
-`input_tokens` does; LiteLLM and others add them up the same way), so SPEC 5's
-`prompt_tokens` = inputTokens + cacheReadInputTokens + cacheWriteInputTokens.
+Conversion is `fastgate.convert.bedrock` (requests, answers) and
+`fastgate.convert.bedrock_stream` (ConverseStream); signing is `fastgate.wire.sigv4`
+and the stream framing `fastgate.wire.eventstream`. What is left here is the glue:
+where a Converse call goes (`request_target`), signing each request with the channel's
+AWS credentials (there is no static key header), the probe, and the fact that the
+runtime API lists no models.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import hashlib
-import hmac
-import re
-from collections.abc import Mapping
-from functools import lru_cache
-from typing import Any, Final
-from urllib.parse import quote, unquote, urlsplit
+import datetime as dt
+from typing import Any
+from urllib.parse import quote, urlsplit
 
 import orjson
 
-from fastgate.convert.common import (
-    DEFAULT_MAX_EVENT_BYTES,
-    DONE,
-    EFFORT_BUDGET,
-    ToOpenAIStream,
-    allowed_tool_names,
-    dumps_str,
-    guess_mime,
-    hub_tool,
-    json_args,
-    json_schema_of,
-    load_event_json,
-    new_id,
-    now,
-    openai_error_chunk,
-    openai_usage_dict,
-    parse_data_url,
-    require_dict,
-    require_list,
-    stop_list,
-    text_of_parts,
-)
-from fastgate.convert.common import MALFORMED as _MALFORMED
-from fastgate.convert.errors import (
-    ConversionError,
-    UpstreamProtocolError,
-)
-from fastgate.providers.eventstream import EventStreamDecoder, Message
-from fastgate.vocab.usage import Usage
-from fastgate.vocab.usage import usage_from_bedrock as usage_from_converse
+from fastgate.convert.bedrock import openai_request_to_converse
+from fastgate.convert.errors import ConversionError
+from fastgate.providers.base import ChannelType, ProbeSetupError, probe_message
+from fastgate.wire.sigv4 import host_of, sign
 
-__all__ = [
-    "FINISH_FROM_CONVERSE",
-    "PLACEHOLDER_TOOL",
-    "ConverseStreamToOpenAI",
-    "converse_response_to_openai",
-    "default_base_url",
-    "finish_from_converse",
-    "openai_request_to_converse",
-    "request_target",
-    "sign",
-    "usage_from_converse",
-]
-
-# ==================================================================================
-# endpoint
-# ==================================================================================
+__all__ = ["TYPE", "BedrockType", "default_base_url", "request_target", "signed_headers"]
 
 
 def default_base_url(region: str) -> str:
@@ -115,864 +42,98 @@ def request_target(base_url: str, model_id: str, stream: bool, region: str = "")
         base_url = default_base_url(region)
     u = urlsplit(base_url)
     op = "converse-stream" if stream else "converse"
-    return _host_of(u), f"{u.path.rstrip('/')}/model/{quote(model_id, safe='')}/{op}"
+    return host_of(u), f"{u.path.rstrip('/')}/model/{quote(model_id, safe='')}/{op}"
 
 
-# ==================================================================================
-# SigV4
-# ==================================================================================
+def signed_headers(cfg: Any, url: str, body: bytes) -> dict[str, str]:
+    """SigV4 headers for a JSON POST of `body` to `url` with the channel's credentials.
 
-_AMZ_DATE_FMT: Final = "%Y%m%dT%H%M%SZ"
-# Headers never signed (botocore's list): hop-by-hop, tracing, and user-agent.
-_UNSIGNED: Final = frozenset(
-    {
-        "authorization",
-        "baggage",
-        "connection",
-        "expect",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "traceparent",
-        "tracestate",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "user-agent",
-        "x-amzn-trace-id",
-    }
-)
-_WS = re.compile(r"\s+")
-
-
-def _hmac(key: bytes, msg: str) -> bytes:
-    return hmac.new(key, msg.encode("utf-8"), hashlib.sha256).digest()
-
-
-@lru_cache(maxsize=64)
-def _signing_key(secret_key: str, day: str, region: str, service: str) -> bytes:
-    """The derived key changes once a day per region: cache it off the hot path."""
-    k = _hmac(("AWS4" + secret_key).encode("utf-8"), day)
-    k = _hmac(k, region)
-    k = _hmac(k, service)
-    return _hmac(k, "aws4_request")
-
-
-def _canonical_path(path: str) -> str:
-    """Dot segments and empty segments removed, then percent-encoded (again)."""
-    if not path:
-        return "/"
-    parts: list[str] = []
-    for seg in path.split("/"):
-        if not seg or seg == ".":
-            continue
-        if seg == "..":
-            if parts:
-                parts.pop()
-            continue
-        parts.append(seg)
-    norm = "/" + "/".join(parts)
-    if path.endswith("/") and parts:
-        norm += "/"
-    return quote(norm, safe="/~")
-
-
-def _canonical_query(query: str) -> str:
-    if not query:
-        return ""
-    pairs = []
-    for item in query.split("&"):
-        k, _, v = item.partition("=")
-        pairs.append((quote(unquote(k), safe="-_.~"), quote(unquote(v), safe="-_.~")))
-    pairs.sort()
-    return "&".join(f"{k}={v}" for k, v in pairs)
-
-
-def _host_of(u: Any) -> str:
-    host = u.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    default_port = 443 if u.scheme == "https" else 80
-    if u.port and u.port != default_port:
-        host = f"{host}:{u.port}"
-    return host
-
-
-def sign(
-    method: str,
-    url: str,
-    headers: Mapping[str, str],
-    body: bytes,
-    region: str,
-    service: str = "bedrock",
-    *,
-    access_key: str,
-    secret_key: str,
-    session_token: str | None = None,
-    now: _dt.datetime | None = None,
-) -> dict[str, str]:
-    """Headers to add to sign the request with AWS Signature Version 4.
-
-    `headers` are the headers that will be sent unchanged (at least `content-type`;
-    `host` is taken from `url` when absent, and must be sent as computed). All of them
-    are signed except hop-by-hop and tracing headers, so pass only headers no proxy
-    rewrites. Returns lower-case names: `x-amz-date`, `authorization`, and
-    `x-amz-security-token` when a session token is given. `now` defaults to the
-    current UTC time (a naive datetime is taken as UTC).
+    Only what no proxy rewrites is signed (content-type, host); the channel's extra
+    headers travel unsigned.
     """
-    when = now or _dt.datetime.now(_dt.UTC)
-    if when.tzinfo is not None:
-        when = when.astimezone(_dt.UTC)
-    amz_date = when.strftime(_AMZ_DATE_FMT)
-    day = amz_date[:8]
-    u = urlsplit(url)
-
-    signed: dict[str, list[str]] = {}
-    for name, value in headers.items():
-        lname = name.lower().strip()
-        if lname in _UNSIGNED or lname in ("x-amz-date", "x-amz-security-token", "date"):
-            continue
-        signed.setdefault(lname, []).append(value)
-    if "host" not in signed:
-        signed["host"] = [_host_of(u)]
-    added = {"x-amz-date": amz_date}
-    if session_token:
-        added["x-amz-security-token"] = session_token
-    for k, v in added.items():
-        signed[k] = [v]
-
-    names = sorted(signed)
-    canonical_headers = "".join(
-        f"{n}:{','.join(_WS.sub(' ', v).strip() for v in signed[n])}\n" for n in names
+    return sign(
+        "POST",
+        url,
+        {"content-type": "application/json"},
+        body,
+        cfg.region,
+        access_key=cfg.resolve_access_key_id(),
+        secret_key=cfg.resolve_secret_access_key(),
+        session_token=cfg.resolve_session_token() or None,
+        now=dt.datetime.now(dt.UTC),
     )
-    signed_headers = ";".join(names)
-    payload_hash = None
-    for name, value in headers.items():
-        if name.lower() == "x-amz-content-sha256":
-            payload_hash = value
-    if payload_hash is None:
-        payload_hash = hashlib.sha256(body).hexdigest()
-    canonical_request = "\n".join(
-        (
-            method.upper(),
-            _canonical_path(u.path),
-            _canonical_query(u.query),
-            canonical_headers,
-            signed_headers,
-            payload_hash,
-        )
-    )
-    scope = f"{day}/{region}/{service}/aws4_request"
-    string_to_sign = "\n".join(
-        (
-            "AWS4-HMAC-SHA256",
-            amz_date,
-            scope,
-            hashlib.sha256(canonical_request.encode("utf-8")).hexdigest(),
-        )
-    )
-    key = _signing_key(secret_key, day, region, service)
-    signature = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
-    added["authorization"] = (
-        f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, "
-        f"SignedHeaders={signed_headers}, Signature={signature}"
-    )
-    return added
 
 
-# ==================================================================================
-# vocabulary
-# ==================================================================================
+class BedrockType(ChannelType):
+    """Converse over HTTPS, every request signed (no static auth header)."""
 
-FINISH_FROM_CONVERSE: Final = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "max_tokens": "length",
-    "model_context_window_exceeded": "length",
-    "tool_use": "tool_calls",
-    "content_filtered": "content_filter",
-    "guardrail_intervened": "content_filter",
-    # the model broke its own output format: no OpenAI equivalent, the turn just ended
-    "malformed_model_output": "stop",
-    "malformed_tool_use": "stop",
-}
+    __slots__ = ()
 
-# ConverseStream exception members -> OpenAI error types.
-_EXCEPTION_TYPES: Final = {
-    "throttlingException": "rate_limit_error",
-    "validationException": "invalid_request_error",
-    "accessDeniedException": "permission_error",
-    "resourceNotFoundException": "not_found_error",
-    "internalServerException": "server_error",
-    "serviceUnavailableException": "server_error",
-    "modelStreamErrorException": "server_error",
-    "modelTimeoutException": "server_error",
-    "modelNotReadyException": "server_error",
-}
+    def default_base_url(self, region: str) -> str:
+        return default_base_url(region)
 
-_IMAGE_FORMATS: Final = {
-    "image/png": "png",
-    "image/jpeg": "jpeg",
-    "image/jpg": "jpeg",
-    "image/gif": "gif",
-    "image/webp": "webp",
-}
-_DOC_FORMATS: Final = {
-    "application/pdf": "pdf",
-    "text/csv": "csv",
-    "application/msword": "doc",
-    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
-    "application/vnd.ms-excel": "xls",
-    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xlsx",
-    "text/html": "html",
-    "text/plain": "txt",
-    "text/markdown": "md",
-}
-_TOOL_ID_OK = re.compile(r"[a-zA-Z0-9_.:-]{1,64}")
-_DOC_NAME_BAD = re.compile(r"[^A-Za-z0-9\s\-()\[\]]+")
+    def auth_headers(self, cfg: Any) -> list[tuple[str, str]]:
+        return []  # signed per request: converted_request
 
-PLACEHOLDER_TOOL: Final = {
-    "toolSpec": {
-        "name": "no_tool_available",
-        "description": "Placeholder: no tool may be called in this conversation. Never call it.",
-        "inputSchema": {"json": {"type": "object", "properties": {}}},
-    }
-}
+    def converted_request(
+        self, ch: Any, hub: dict[str, Any], model: str, upstream_model: str, stream: bool
+    ) -> tuple[bytes, bytes, list[bytes]]:
+        cfg = ch.config
+        body = orjson.dumps(openai_request_to_converse(hub, ch.default_max_tokens))
+        host, path = request_target(cfg.base_url, upstream_model, stream, cfg.region)
+        signed = signed_headers(cfg, f"https://{host}{path}", body)
+        extra = [f"{k}: {v}\r\n".encode("latin-1") for k, v in signed.items()]
+        return path.encode("latin-1"), body, extra
 
-
-def finish_from_converse(stop_reason: Any) -> str:
-    """OpenAI `finish_reason` for a Converse `stopReason`."""
-    return FINISH_FROM_CONVERSE.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
-
-
-def _tool_id(call_id: str) -> str:
-    """A toolUseId Converse accepts, the same for a call and its result."""
-    if _TOOL_ID_OK.fullmatch(call_id):
-        return call_id
-    return "call_" + hashlib.sha256(call_id.encode("utf-8")).hexdigest()[:40]
-
-
-# ==================================================================================
-# requests: hub -> Converse
-# ==================================================================================
-
-_O_REQ_IGNORED: Final = frozenset(
-    {
-        "model",
-        "messages",
-        "stream",
-        "stream_options",
-        "store",
-        "metadata",
-        "service_tier",
-        "prompt_cache_key",
-        "prompt_cache_retention",
-        "safety_identifier",
-        "user",
-    }
-)
-
-
-def _unsupported(key: str) -> ConversionError:
-    return ConversionError(f"parameter {key!r} is not supported by Bedrock channels")
-
-
-def openai_request_to_converse(
-    req: dict[str, Any], default_max_tokens: int | None = None
-) -> dict[str, Any]:
-    """Converse / ConverseStream body for a hub (OpenAI chat) request.
-
-    The model id and the stream flag are not part of the body: they go into the path
-    (`request_target`). `default_max_tokens` fills `inferenceConfig.maxTokens` when the
-    client gave none (Converse would otherwise use the model's own default).
-    """
-    req = require_dict(req, "request body")
-    system, messages = _messages_to_converse(require_list(req.get("messages"), "messages"))
-    out: dict[str, Any] = {"messages": messages}
-    if system:
-        out["system"] = system
-    ic: dict[str, Any] = {}
-    max_tokens = req.get("max_completion_tokens")
-    if max_tokens is None:
-        max_tokens = req.get("max_tokens")
-    if max_tokens is None:
-        max_tokens = default_max_tokens
-    if max_tokens is not None:
-        ic["maxTokens"] = max_tokens
-    tools: list[dict[str, Any]] = []
-    extra: dict[str, Any] = {}
-    for key, value in req.items():
-        if key in _O_REQ_IGNORED or key in ("max_tokens", "max_completion_tokens"):
-            continue
-        if value is None:
-            continue
-        if key == "temperature":
-            ic["temperature"] = value
-        elif key == "top_p":
-            ic["topP"] = value
-        elif key == "stop":
-            stops = [s for s in stop_list(value) if s]  # Converse refuses empty ones
-            if stops:
-                ic["stopSequences"] = stops
-        elif key == "n":
-            if value != 1:
-                raise ConversionError("n > 1 is not supported by Bedrock channels")
-        elif key == "tools":
-            tools = [_tool_to_converse(t, i) for i, t in enumerate(require_list(value, "tools"))]
-        elif key == "tool_choice":
-            continue  # below, once tools are known
-        elif key == "parallel_tool_calls":
-            if value is False:
-                raise ConversionError(
-                    "parallel_tool_calls=false is not supported by Bedrock channels"
-                )
-        elif key == "response_format":
-            _response_format_to_converse(require_dict(value, "response_format"), out)
-        elif key == "reasoning_effort":
-            _effort_to_converse(value, ic, extra)
-        elif (
-            (key == "logprobs" and value is False)
-            or (key in ("presence_penalty", "frequency_penalty") and value == 0)
-            or (key == "logit_bias" and not value)
-            or (key == "modalities" and value == ["text"])
-        ):
-            continue
-        elif key in ("functions", "function_call"):
-            raise ConversionError(
-                f"legacy {key!r} is not supported by Bedrock channels; use 'tools'"
-            )
-        else:
-            raise _unsupported(key)
-    if ic:
-        out["inferenceConfig"] = ic
-    if extra:
-        out["additionalModelRequestFields"] = extra
-    tc = req.get("tool_choice")
-    choice: dict[str, Any] | None = None
-    if tc is not None and tools:
-        tools, choice = _tool_choice_to_converse(tc, tools)
-    elif tc is not None and tc not in ("auto", "none", "required") and not isinstance(tc, dict):
-        raise ConversionError(f"tool_choice {tc!r} is not supported by Bedrock channels")
-    if tools:
-        tool_config: dict[str, Any] = {"tools": tools}
-        if choice is not None:
-            tool_config["toolChoice"] = choice
-        out["toolConfig"] = tool_config
-    elif _has_tool_blocks(messages):
-        out["toolConfig"] = {"tools": [PLACEHOLDER_TOOL]}
-    return out
-
-
-def _has_tool_blocks(messages: list[dict[str, Any]]) -> bool:
-    return any("toolUse" in b or "toolResult" in b for m in messages for b in m["content"])
-
-
-def _messages_to_converse(
-    msgs: list[Any],
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    system: list[dict[str, Any]] = []
-    out: list[dict[str, Any]] = []
-    doc_names: set[str] = set()
-    for i, m in enumerate(msgs):
-        where = f"messages[{i}]"
-        m = require_dict(m, where)
-        role = m.get("role")
-        if role in ("system", "developer"):
-            content = m.get("content")
-            if isinstance(content, list):
-                texts = [text_of_parts([p], f"{where}.content[{j}]") for j, p in enumerate(content)]
-            else:
-                texts = [text_of_parts(content, where)]
-            system.extend({"text": t} for t in texts if t.strip())
-            continue
-        if role == "user":
-            blocks = _user_blocks(m.get("content"), where, doc_names)
-            if not blocks:
-                raise ConversionError(
-                    f"{where}: the message is empty; Bedrock rejects blank messages"
-                )
-            c_role = "user"
-        elif role == "assistant":
-            blocks = _assistant_blocks(m, where)
-            if not blocks:
-                continue
-            c_role = "assistant"
-        elif role == "tool":
-            call_id = m.get("tool_call_id")
-            if not isinstance(call_id, str) or not call_id:
-                raise ConversionError(f"{where}.tool_call_id must be a string")
-            blocks = [
-                {
-                    "toolResult": {
-                        "toolUseId": _tool_id(call_id),
-                        "content": _tool_result_content(m.get("content"), where),
-                    }
-                }
+    def probe_request(
+        self, cfg: Any, model: str, upstream: str, headers: dict[str, str]
+    ) -> tuple[str, dict[str, str], bytes, bool]:
+        """A Converse request signed with SigV4 exactly as the data plane signs it."""
+        access_key = cfg.resolve_access_key_id()
+        secret_key = cfg.resolve_secret_access_key()
+        if not access_key or not secret_key:
+            missing = [
+                f
+                for f, v in (("access_key_id", access_key), ("secret_access_key", secret_key))
+                if not v
             ]
-            c_role = "user"
-        elif role == "function":
-            raise ConversionError(f"{where}: legacy 'function' messages are not supported")
-        else:
-            raise ConversionError(f"{where}.role {role!r} is not supported")
-        if out and out[-1]["role"] == c_role:
-            prev = out[-1]["content"]
-            if "toolResult" in blocks[0]:
-                # tool results lead the user turn that answers the calls
-                k = 0
-                while k < len(prev) and "toolResult" in prev[k]:
-                    k += 1
-                prev[k:k] = blocks
-            else:
-                prev.extend(blocks)
-        else:
-            out.append({"role": c_role, "content": blocks})
-    return system, out
-
-
-def _image_block(url: str, where: str) -> dict[str, Any]:
-    parsed = parse_data_url(url)
-    if parsed is None:
-        if url.startswith("s3://"):
-            mime = guess_mime(url) or ""
-            fmt = _IMAGE_FORMATS.get(mime)
-            if fmt is None:
-                raise ConversionError(
-                    f"{where}: cannot tell the image format of {url!r} (png, jpeg, gif, webp)"
-                )
-            return {"image": {"format": fmt, "source": {"s3Location": {"uri": url}}}}
-        raise ConversionError(
-            f"{where}: Bedrock channels take images as data: URLs (or s3:// URIs), not links"
-        )
-    mime, b64 = parsed
-    fmt = _IMAGE_FORMATS.get(mime.lower())
-    if fmt is None:
-        raise ConversionError(
-            f"{where}: image type {mime!r} is not supported by Bedrock (png, jpeg, gif, webp)"
-        )
-    return {"image": {"format": fmt, "source": {"bytes": b64}}}
-
-
-def _doc_name(filename: Any, used: set[str]) -> str:
-    stem = filename.rsplit(".", 1)[0] if isinstance(filename, str) and filename else ""
-    name = _DOC_NAME_BAD.sub("-", stem)
-    name = _WS.sub(" ", name).strip(" -")[:180] or "document"
-    base, k = name, 2
-    while name in used:
-        name = f"{base} ({k})"
-        k += 1
-    used.add(name)
-    return name
-
-
-def _file_block(part: dict[str, Any], where: str, used: set[str]) -> dict[str, Any]:
-    f = require_dict(part.get("file"), f"{where}.file")
-    data = f.get("file_data")
-    if not isinstance(data, str):
-        raise ConversionError(f"{where}: file_id references are not supported by Bedrock")
-    filename = f.get("filename")
-    parsed = parse_data_url(data)
-    if parsed is None:
-        mime = guess_mime(filename, "application/pdf") if isinstance(filename, str) else None
-        parsed = (mime or "application/pdf", data)
-    mime, b64 = parsed
-    mime = mime.lower()
-    if mime in _IMAGE_FORMATS:
-        return {"image": {"format": _IMAGE_FORMATS[mime], "source": {"bytes": b64}}}
-    fmt = _DOC_FORMATS.get(mime)
-    if fmt is None:
-        raise ConversionError(f"{where}: file type {mime!r} is not supported by Bedrock")
-    return {
-        "document": {"format": fmt, "name": _doc_name(filename, used), "source": {"bytes": b64}}
-    }
-
-
-def _user_blocks(content: Any, where: str, used: set[str]) -> list[dict[str, Any]]:
-    if isinstance(content, str):
-        return [{"text": content}] if content.strip() else []
-    blocks: list[dict[str, Any]] = []
-    for j, p in enumerate(require_list(content, f"{where}.content")):
-        pw = f"{where}.content[{j}]"
-        p = require_dict(p, pw)
-        kind = p.get("type")
-        if kind == "text":
-            if not isinstance(p.get("text"), str):
-                raise ConversionError(f"{pw}.text must be a string")
-            if p["text"].strip():
-                blocks.append({"text": p["text"]})
-        elif kind == "image_url":
-            iu = p.get("image_url")
-            url = iu.get("url") if isinstance(iu, dict) else iu
-            if not isinstance(url, str):
-                raise ConversionError(f"{pw}.image_url.url must be a string")
-            blocks.append(_image_block(url, pw))
-        elif kind == "file":
-            blocks.append(_file_block(p, pw, used))
-        elif kind == "input_audio":
-            raise ConversionError(f"{pw}: audio input is not supported by Bedrock channels")
-        else:
-            raise ConversionError(f"{pw}: content part type {kind!r} is not supported")
-    return blocks
-
-
-def _assistant_blocks(m: dict[str, Any], where: str) -> list[dict[str, Any]]:
-    blocks: list[dict[str, Any]] = []
-    text = text_of_parts(m.get("content"), where, ("text", "refusal"))
-    if not text.strip() and isinstance(m.get("refusal"), str):
-        text = m["refusal"]
-    if text.strip():
-        blocks.append({"text": text})
-    if m.get("function_call") is not None:
-        raise ConversionError(f"{where}: legacy function_call is not supported; use tool_calls")
-    calls = m.get("tool_calls")
-    for k, tc in enumerate(require_list(calls, f"{where}.tool_calls") if calls else ()):
-        tw = f"{where}.tool_calls[{k}]"
-        tc = require_dict(tc, tw)
-        if tc.get("type", "function") != "function":
-            raise ConversionError(f"{tw}: only function tool calls are supported")
-        fn = require_dict(tc.get("function"), f"{tw}.function")
-        if not isinstance(tc.get("id"), str) or not tc["id"] or not isinstance(fn.get("name"), str):
-            raise ConversionError(f"{tw} needs id and function.name")
-        blocks.append(
-            {
-                "toolUse": {
-                    "toolUseId": _tool_id(tc["id"]),
-                    "name": fn["name"],
-                    "input": json_args(fn.get("arguments"), tw),
-                }
-            }
-        )
-    return blocks
-
-
-def _tool_result_content(content: Any, where: str) -> list[dict[str, Any]]:
-    if content is None or isinstance(content, str):
-        return [{"text": content or ""}]
-    blocks: list[dict[str, Any]] = []
-    for j, p in enumerate(require_list(content, f"{where}.content")):
-        pw = f"{where}.content[{j}]"
-        p = require_dict(p, pw)
-        if p.get("type") == "text":
-            if not isinstance(p.get("text"), str):
-                raise ConversionError(f"{pw}.text must be a string")
-            blocks.append({"text": p["text"]})
-        elif p.get("type") == "image_url":
-            iu = p.get("image_url")
-            url = iu.get("url") if isinstance(iu, dict) else iu
-            if not isinstance(url, str):
-                raise ConversionError(f"{pw}.image_url.url must be a string")
-            blocks.append(_image_block(url, pw))
-        else:
-            raise ConversionError(f"{pw}: part type {p.get('type')!r} is not supported here")
-    return blocks or [{"text": ""}]
-
-
-def _tool_to_converse(tool: Any, i: int) -> dict[str, Any]:
-    name, desc, params = hub_tool(tool, i, nonempty=True)
-    spec: dict[str, Any] = {"name": name}
-    if desc is not None:
-        spec["description"] = desc
-    spec["inputSchema"] = {
-        "json": params if params is not None else {"type": "object", "properties": {}}
-    }
-    if tool["function"].get("strict") is True:  # hub_tool checked both are objects
-        spec["strict"] = True
-    return {"toolSpec": spec}
-
-
-def _tool_choice_to_converse(
-    tc: Any, tools: list[dict[str, Any]]
-) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """(tools to declare, toolChoice or None)."""
-    if tc == "auto":
-        return tools, {"auto": {}}
-    if tc == "required":
-        return tools, {"any": {}}
-    if tc == "none":
-        return [], None  # Converse has no "none": the tools are withheld
-    if isinstance(tc, dict):
-        if tc.get("type") == "function":
-            fn = require_dict(tc.get("function"), "tool_choice.function")
-            if not isinstance(fn.get("name"), str):
-                raise ConversionError("tool_choice.function.name must be a string")
-            return tools, {"tool": {"name": fn["name"]}}
-        if tc.get("type") == "allowed_tools":
-            names, required = allowed_tool_names(tc)
-            allowed = set(names)
-            kept = [t for t in tools if t["toolSpec"]["name"] in allowed]
-            return kept, ({"any": {}} if required else {"auto": {}})
-    raise ConversionError(f"tool_choice {tc!r} is not supported by Bedrock channels")
-
-
-def _response_format_to_converse(rf: dict[str, Any], out: dict[str, Any]) -> None:
-    kind = rf.get("type")
-    if kind == "text":
-        return
-    if kind == "json_schema":
-        js, schema = json_schema_of(rf)
-        definition: dict[str, Any] = {"schema": dumps_str(schema)}
-        if isinstance(js.get("name"), str) and js["name"]:
-            definition["name"] = js["name"]
-        if isinstance(js.get("description"), str) and js["description"]:
-            definition["description"] = js["description"]
-        out["outputConfig"] = {
-            "textFormat": {"type": "json_schema", "structure": {"jsonSchema": definition}}
-        }
-        return
-    raise ConversionError(
-        f"response_format {kind!r} is not supported by Bedrock channels (use json_schema)"
-    )
-
-
-def _effort_to_converse(effort: Any, ic: dict[str, Any], extra: dict[str, Any]) -> None:
-    if effort == "none":
-        return
-    budget = EFFORT_BUDGET.get(effort) if isinstance(effort, str) else None
-    if effort in ("xhigh", "max"):
-        budget = 32768
-    if budget is None:
-        raise ConversionError(f"reasoning_effort {effort!r} is not supported")
-    max_tokens = ic.get("maxTokens")
-    if not isinstance(max_tokens, int) or max_tokens <= 1024:
-        raise ConversionError(
-            "reasoning_effort needs max_tokens above 1024 on Bedrock channels "
-            "(the thinking budget must be at least 1024 and below max_tokens)"
-        )
-    extra["thinking"] = {"type": "enabled", "budget_tokens": min(budget, max_tokens - 1)}
-
-
-# ==================================================================================
-# non-stream responses
-# ==================================================================================
-
-
-def converse_response_to_openai(resp: dict[str, Any], model: str) -> dict[str, Any]:
-    """Chat completion for a Converse response (Bedrock gives no id: a fresh one)."""
-    if not isinstance(resp, dict):
-        raise UpstreamProtocolError("Bedrock response is not a JSON object")
-    try:
-        msg = resp["output"]["message"]
-        blocks = msg["content"]
-        if not isinstance(blocks, list):
-            raise TypeError("content")
-        texts: list[str] = []
-        reasoning: list[str] = []
-        calls: list[dict[str, Any]] = []
-        for b in blocks:
-            if "text" in b:
-                if not isinstance(b["text"], str):
-                    raise TypeError("text")
-                texts.append(b["text"])
-            elif "toolUse" in b:
-                tu = b["toolUse"]
-                if not isinstance(tu["toolUseId"], str) or not isinstance(tu["name"], str):
-                    raise TypeError("toolUse")
-                calls.append(
-                    {
-                        "id": tu["toolUseId"],
-                        "type": "function",
-                        "function": {
-                            "name": tu["name"],
-                            "arguments": dumps_str(tu.get("input") or {}),
-                        },
-                    }
-                )
-            elif "reasoningContent" in b:
-                rt = b["reasoningContent"].get("reasoningText")
-                if isinstance(rt, dict) and isinstance(rt.get("text"), str):
-                    reasoning.append(rt["text"])
-            # images, citations and future block types have no chat equivalent
-    except _MALFORMED as exc:
-        raise UpstreamProtocolError("malformed Bedrock Converse response") from exc
-    message: dict[str, Any] = {
-        "role": "assistant",
-        "content": "".join(texts) if texts else None,
-        "refusal": None,
-    }
-    if reasoning:
-        message["reasoning_content"] = "".join(reasoning)
-    if calls:
-        message["tool_calls"] = calls
-    return {
-        "id": new_id("chatcmpl-"),
-        "object": "chat.completion",
-        "created": now(),
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "finish_reason": finish_from_converse(resp.get("stopReason")),
-                "logprobs": None,
-            }
-        ],
-        "usage": openai_usage_dict(usage_from_converse(resp.get("usage"))),
-    }
-
-
-# ==================================================================================
-# streams
-# ==================================================================================
-
-
-class ConverseStreamToOpenAI(ToOpenAIStream):
-    """ConverseStream (binary event stream) in, OpenAI chat-completion chunk SSE out.
-
-    Converse ends a message with `messageStop` (the stop reason) followed by `metadata`
-    (the usage), so the finish chunk leaves at `messageStop` and the usage chunk (if
-    asked for) and `[DONE]` at `metadata`. A stream that ends after `messageStop`
-    without `metadata` is closed at EOF without usage; one that ends before
-    `messageStop` was cut short. `feed_chunks` / `close_chunks` return hub chunks
-    for composition with the `OpenAITo*Stream` converters (`ChainStream`).
-    """
-
-    def __init__(
-        self,
-        model: str,
-        include_usage: bool = False,
-        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
-    ) -> None:
-        self.model = model
-        self.include_usage = include_usage
-        self.usage = Usage()
-        self._dec = EventStreamDecoder(max_event_bytes)
-        self._id = new_id("chatcmpl-")
-        self._created = now()
-        self._started = False
-        self._stopped = False  # messageStop seen (finish chunk sent)
-        self._metadata = False
-        self._ended = False  # [DONE] or an error sent: nothing more goes out
-        self._tools: dict[Any, int] = {}  # contentBlockIndex -> OpenAI tool index
-
-    # -- public (feed / close / error_event: ToOpenAIStream) ----------------------
-
-    def feed_chunks(self, data: bytes) -> list[Any]:
-        """Hub chunks for what `data` completes."""
-        out: list[Any] = []
-        for msg in self._dec.feed(data):
-            if self._ended:
-                break
-            self._message(msg, out)
-        return out
-
-    def close_chunks(self) -> list[Any]:
-        """Hub chunks at EOF: `[DONE]` if `metadata` never came after `messageStop`."""
-        if self._ended:
-            return []
-        self._dec.close()
-        if not self._stopped:
-            raise UpstreamProtocolError("upstream stream ended before messageStop")
-        self._ended = True
-        return [DONE]
-
-    # -- internals ---------------------------------------------------------------
-
-    def _message(self, msg: Message, out: list[Any]) -> None:
-        h = msg.headers
-        mtype = h.get(":message-type")
-        if mtype == "event":
-            kind = h.get(":event-type")
-            obj = load_event_json(msg.payload) if msg.payload else {}
-            if not isinstance(obj, dict):
-                raise UpstreamProtocolError("Bedrock stream event is not a JSON object")
-            try:
-                self._event(kind, obj, out)
-            except _MALFORMED as exc:
-                raise UpstreamProtocolError(f"malformed Bedrock stream event {kind!r}") from exc
-        elif mtype in ("exception", "error"):
-            if mtype == "exception":
-                code = h.get(":exception-type")
-                try:
-                    body = orjson.loads(msg.payload) if msg.payload else {}
-                except orjson.JSONDecodeError:
-                    body = {"message": msg.payload.decode("utf-8", "replace")}
-                text = None
-                if isinstance(body, dict):
-                    text = body.get("message") or body.get("Message")
-            else:
-                code = h.get(":error-code")
-                text = h.get(":error-message")
-            code = code if isinstance(code, str) else None
-            self._ended = True
-            out.append(
-                openai_error_chunk(
-                    str(text or code or "upstream error"),
-                    _EXCEPTION_TYPES.get(code or "", "server_error"),
-                    code,
-                )
+            raise ProbeSetupError(
+                "the bedrock channel has no AWS credentials: set "
+                + " and ".join(missing)
+                + " (or their *_env variables)"
             )
-        elif mtype is None:
-            raise UpstreamProtocolError("Bedrock stream message without :message-type")
-        # other message types carry nothing for the client
+        try:
+            doc = openai_request_to_converse(
+                {"model": upstream, "messages": [probe_message()], "max_tokens": 1}
+            )
+            host, path = request_target(cfg.base_url, upstream, False, cfg.region)
+        except (ConversionError, ValueError) as exc:
+            raise ProbeSetupError(str(exc)) from None
+        body = orjson.dumps(doc)
+        scheme = urlsplit(cfg.base_url).scheme or "https"
+        url = f"{scheme}://{host}{path}"
+        signed = signed_headers(cfg, url, body)
+        for k in [k for k in headers if k.lower() == "content-type"]:
+            del headers[k]
+        headers["content-type"] = "application/json"
+        for k, v in signed.items():
+            for old in [h for h in headers if h.lower() == k]:
+                del headers[old]
+            headers[k] = v
+        return url, headers, body, True
 
-    def _event(self, kind: Any, obj: dict[str, Any], out: list[Any]) -> None:
-        if kind == "contentBlockDelta":
-            self._need_start(kind)
-            delta = obj["delta"]
-            if "text" in delta:
-                text = delta["text"]
-                if not isinstance(text, str):
-                    raise TypeError("text")
-                if text:
-                    out.append(self._chunk({"content": text}))
-            elif "toolUse" in delta:
-                part = delta["toolUse"]["input"]
-                if not isinstance(part, str):
-                    raise TypeError("toolUse.input")
-                idx = self._tools.get(obj["contentBlockIndex"])
-                if idx is None:
-                    raise UpstreamProtocolError("toolUse delta for a block that is no toolUse")
-                if part:
-                    call = {"index": idx, "function": {"arguments": part}}
-                    out.append(self._chunk({"tool_calls": [call]}))
-            elif "reasoningContent" in delta:
-                text = delta["reasoningContent"].get("text")
-                if isinstance(text, str) and text:
-                    out.append(self._chunk({"reasoning_content": text}))
-            # signature, redacted reasoning, citations: nothing a chat chunk can carry
-        elif kind == "contentBlockStart":
-            self._need_start(kind)
-            start = obj["start"]
-            tu = start.get("toolUse")
-            if tu is not None:
-                if not isinstance(tu["toolUseId"], str) or not isinstance(tu["name"], str):
-                    raise TypeError("toolUse")
-                idx = len(self._tools)
-                self._tools[obj["contentBlockIndex"]] = idx
-                call = {
-                    "index": idx,
-                    "id": tu["toolUseId"],
-                    "type": "function",
-                    "function": {"name": tu["name"], "arguments": ""},
-                }
-                out.append(self._chunk({"tool_calls": [call]}))
-        elif kind == "messageStart":
-            if self._started:
-                raise UpstreamProtocolError("Bedrock stream sent messageStart twice")
-            self._started = True
-            out.append(self._chunk({"role": "assistant", "content": ""}))
-        elif kind == "messageStop":
-            self._need_start(kind)
-            self._stopped = True
-            out.append(self._chunk({}, finish_from_converse(obj["stopReason"])))
-            if self._metadata:
-                self._finish(out)
-        elif kind == "metadata":
-            usage = obj.get("usage")
-            if usage is not None and not isinstance(usage, dict):
-                raise TypeError("usage")
-            self.usage = usage_from_converse(usage) if usage is not None else self.usage
-            self._metadata = True
-            if self._stopped:
-                self._finish(out)
-        # contentBlockStop and unknown event types carry nothing to convert
 
-    def _finish(self, out: list[Any]) -> None:
-        if self.include_usage and self.usage.found:
-            out.append(self._usage_chunk())
-        out.append(DONE)
-        self._ended = True
-
-    def _need_start(self, kind: Any) -> None:
-        if not self._started:
-            raise UpstreamProtocolError(f"Bedrock stream event {kind!r} before messageStart")
+TYPE = BedrockType(
+    "bedrock",
+    protocol="bedrock",
+    base_url_suffixes=(),
+    needs_base_url=False,  # from the region
+    needs_region=True,
+    discoverable=False,
+    not_discoverable_reason=(
+        "bedrock channels cannot be discovered: the Bedrock Runtime API that fastgate "
+        "calls (Converse) has no model listing (ListFoundationModels belongs to the "
+        "separate bedrock control-plane API); put the model ids in the channel's "
+        "models yourself"
+    ),
+)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from fastgate.providers.base import ChannelType
 from fastgate.vocab.usage import Usage, estimate_tokens, openai_usage_dict, responses_usage_dict
 
 if TYPE_CHECKING:
@@ -397,3 +398,15 @@ def _sse(obj: dict[str, Any]) -> bytes:
 
 def _sse_event(name: str, obj: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(obj) + b"\n\n"
+
+
+class MockType(ChannelType):
+    """Served in-process by `MockProvider`: no origin, no key, no network."""
+
+    __slots__ = ()
+
+    def auth_headers(self, cfg: Any) -> list[tuple[str, str]]:
+        return []
+
+
+TYPE = MockType("mock", in_process=True, needs_base_url=False, default_models=("mock-1",))

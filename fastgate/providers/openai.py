@@ -1,4 +1,5 @@
-"""The OpenAI wire protocol: building the upstream request for a passthrough.
+"""The OpenAI wire protocol: building the upstream request for a passthrough, and
+the `openai` and `openrouter` channel types (the registry's defaults, unchanged).
 
 The body goes upstream as the client sent it, except the two edits SPEC
 section 3 allows: the model name when the channel renames it, and
@@ -11,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+
+from fastgate.providers.base import ChannelType
 
 # Paths whose streams carry usage only when include_usage is asked for.
 INCLUDE_USAGE_PATHS = frozenset({b"/v1/chat/completions", b"/v1/completions"})
@@ -106,3 +109,8 @@ def request_bytes(
             body,
         )
     )
+
+
+# The channel types that speak this protocol as it is: the base entry's defaults.
+TYPE = ChannelType("openai")
+OPENROUTER = ChannelType("openrouter")

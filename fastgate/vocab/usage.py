@@ -95,18 +95,22 @@ def usage_from_openai(obj: Any, into: Usage | None = None) -> Usage:
     details = get("prompt_tokens_details")
     if type(details) is not dict:
         details = get("input_tokens_details")
+    # `count` inlined for the common case (an int, or absent): this runs per request.
     cached = cache_write = 0
     if type(details) is dict:
-        cached = count(details.get("cached_tokens"))
-        cache_write = count(details.get("cache_write_tokens"))
+        v = details.get("cached_tokens")
+        cached = v if type(v) is int and v >= 0 else (0 if v is None else count(v))
+        v = details.get("cache_write_tokens")
+        cache_write = v if type(v) is int and v >= 0 else (0 if v is None else count(v))
     if not cached:
-        cached = count(get("prompt_cache_hit_tokens"))
-    c = count(completion)
+        v = get("prompt_cache_hit_tokens")
+        cached = v if type(v) is int and v >= 0 else (0 if v is None else count(v))
+    c = completion if type(completion) is int and completion >= 0 else count(completion)
     if prompt is None:
         p = count(get("total_tokens")) - c
         p = p if p > 0 else 0
     else:
-        p = count(prompt)
+        p = prompt if type(prompt) is int and prompt >= 0 else count(prompt)
     if completion is None:
         c = count(get("total_tokens")) - p
         c = c if c > 0 else 0

@@ -33,25 +33,24 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastgate.convert import ChainStream, OpenAIToAnthropicStream
-from fastgate.convert.errors import ConversionError, UpstreamProtocolError
-from fastgate.providers.bedrock import (
+from fastgate.convert.bedrock import (
     PLACEHOLDER_TOOL,
-    ConverseStreamToOpenAI,
     converse_response_to_openai,
-    default_base_url,
     finish_from_converse,
     openai_request_to_converse,
-    request_target,
-    sign,
     usage_from_converse,
 )
-from fastgate.providers.eventstream import (
+from fastgate.convert.bedrock_stream import ConverseStreamToOpenAI
+from fastgate.convert.errors import ConversionError, UpstreamProtocolError
+from fastgate.providers.bedrock import default_base_url, request_target
+from fastgate.wire.eventstream import (
     MAX_MESSAGE_BYTES,
     EventStreamDecoder,
     Message,
     TypedHeader,
     encode_message,
 )
+from fastgate.wire.sigv4 import sign
 
 SPLITS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -23,14 +23,14 @@ from ollama._types import ChatRequest, Image, Message, Tool
 
 from fastgate.convert import ChainStream, OpenAIToAnthropicStream
 from fastgate.convert.errors import ConversionError, UpstreamProtocolError
-from fastgate.providers.ollama import (
+from fastgate.convert.ollama import (
     OllamaToOpenAIStream,
     finish_from_ollama,
     ollama_response_to_openai,
-    ollama_tags_to_models,
     openai_request_to_ollama,
     usage_from_ollama,
 )
+from fastgate.providers.ollama import ollama_tags_to_models
 
 SPLITS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
