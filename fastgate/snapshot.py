@@ -18,18 +18,7 @@ import orjson
 from fastgate.gateway.billing import IntPrice, ratio_ppm, to_int_price
 from fastgate.gateway.plan import RoutePlan, build_plans
 from fastgate.gateway.routing import Route
-
-# Which wire protocol each channel type speaks upstream.
-PROTOCOL_OF_TYPE = {
-    "openai": "openai",
-    "openrouter": "openai",
-    "azure": "openai",
-    "mock": "openai",
-    "anthropic": "anthropic",
-    "gemini": "gemini",
-    "ollama": "ollama",
-    "bedrock": "bedrock",
-}
+from fastgate.providers import registry
 
 
 @dataclass(slots=True, eq=False)
@@ -55,10 +44,11 @@ class Channel:
     default_max_tokens: int = 4096
     config: Any = None
     origin: tuple[str, str, int] = ("http", "", 0)  # the pool's key (scheme, host, port)
+    kind: Any = None  # the channel type's registry entry (providers/registry.py)
 
     @property
     def is_mock(self) -> bool:
-        return self.type == "mock"
+        return self.kind.in_process
 
 
 @dataclass(slots=True, eq=False)
@@ -120,7 +110,8 @@ class Snapshot:
 
 
 def _channel_from_config(cc: Any) -> Channel:
-    protocol = PROTOCOL_OF_TYPE[cc.type]
+    kind = registry.get(cc.type)
+    protocol = kind.protocol
     ch = Channel(
         name=cc.name,
         type=cc.type,
@@ -135,8 +126,9 @@ def _channel_from_config(cc: Any) -> Channel:
         delay_ms=float(cc.delay_ms),
         default_max_tokens=cc.default_max_tokens,
         config=cc,
+        kind=kind,
     )
-    if cc.type == "mock":
+    if kind.in_process:
         return ch
     u = urlsplit(cc.base_url)
     ch.scheme = u.scheme
@@ -149,18 +141,8 @@ def _channel_from_config(cc: Any) -> Channel:
     if ":" in ch.host and not host_hdr.startswith("["):  # IPv6 literal
         host_hdr = f"[{ch.host}]" + ("" if ch.port == default_port else f":{ch.port}")
     lines = [f"host: {host_hdr}"]
-    key = cc.resolve_api_key()
-    if key:
-        if cc.type == "azure":
-            lines.append(f"api-key: {key}")
-        elif cc.type == "anthropic":
-            lines.append(f"x-api-key: {key}")
-        elif cc.type == "gemini":
-            lines.append(f"x-goog-api-key: {key}")
-        else:
-            lines.append(f"authorization: Bearer {key}")
-    if cc.type == "anthropic":
-        lines.append(f"anthropic-version: {cc.anthropic_version}")
+    for name, value in kind.auth_headers(cc):
+        lines.append(f"{name}: {value}")
     for name, value in cc.headers.items():
         lines.append(f"{name}: {value}")
     lines.append("accept-encoding: identity")

@@ -18,9 +18,6 @@ from typing import Any
 
 from fastgate.gateway.routing import Route
 
-# Channel types whose upstream takes the client's OpenAI request at the same path.
-FAST_TYPES = frozenset({"openai", "openrouter"})
-
 
 class RoutePlan:
     __slots__ = ("breaker", "fast", "model", "price", "ratio", "route", "single")
@@ -33,7 +30,7 @@ class RoutePlan:
         self.ratio = ratio  # the group's price ratio, parts per million
         self.breaker: Any = None  # the single candidate's breaker, bound by the App
         channels = [c for level in route.levels for c in level.channels]
-        self.fast = all(c.type in FAST_TYPES and not c.rpm for c in channels)
+        self.fast = all(c.kind.fast_path and not c.rpm for c in channels)
 
 
 def bind_breakers(plans: dict[tuple[str, str], RoutePlan], breakers: Any) -> None:

@@ -108,6 +108,9 @@ class ChannelType:
     not_discoverable_reason: str = ""
     # Client headers never forwarded on a same-protocol passthrough (the channel sets them).
     dropped_client_headers: frozenset[bytes] = frozenset()
+    # An OpenAI request goes to this type at the client's own path, body as it is
+    # (with the allowed edits): the fast path may serve it (gateway/plan.py).
+    fast_path: bool = False
 
     # -- config ------------------------------------------------------------------------
 

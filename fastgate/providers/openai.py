@@ -112,5 +112,5 @@ def request_bytes(
 
 
 # The channel types that speak this protocol as it is: the base entry's defaults.
-TYPE = ChannelType("openai")
-OPENROUTER = ChannelType("openrouter")
+TYPE = ChannelType("openai", fast_path=True)
+OPENROUTER = ChannelType("openrouter", fast_path=True)
