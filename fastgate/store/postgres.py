@@ -25,15 +25,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from fastgate.store.base import (
-    NOTIFY_CHANNEL,
-    USAGE_COLUMNS,
-    SQLStore,
-    StoreError,
-    Tx,
-    usage_row,
-)
+from fastgate.store.base import NOTIFY_CHANNEL
+from fastgate.store.errors import StoreError
 from fastgate.store.migrations import BOOTSTRAP, latest_version, load_migrations
+from fastgate.store.sql import SQLStore, Tx
+from fastgate.store.usage import USAGE_COLUMNS, usage_row
 
 __all__ = ["PostgresStore", "redact_url"]
 

@@ -24,8 +24,10 @@ from typing import Any
 
 import orjson
 
-from fastgate.store.base import USAGE_COLUMNS, SQLStore, StoreError, Tx, usage_row
+from fastgate.store.errors import StoreError
 from fastgate.store.migrations import BOOTSTRAP, latest_version, load_migrations
+from fastgate.store.sql import SQLStore, Tx
+from fastgate.store.usage import USAGE_COLUMNS, usage_row
 
 __all__ = ["SQLiteStore"]
 

@@ -44,6 +44,7 @@ from fastgate.store.base import (
 from fastgate.store.logsink import LogSink
 from fastgate.store.migrations import latest_version
 from fastgate.store.postgres import PostgresStore
+from fastgate.vocab.record import RECORD_FIELDS
 from tests.conftest import require_service
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
@@ -672,6 +673,32 @@ def test_usage_rows_keep_every_field(db_url: str, make_store: Callable) -> None:
         if isinstance(want, bool):
             value = bool(value)
         assert value == want, name
+
+
+def test_write_usage_accepts_record_tuples(db_url: str, make_store: Callable) -> None:
+    """The data plane appends tuples in RECORD_FIELDS order: they land in the same
+    columns as the dict form, mixed in one batch, still idempotent by uid, and a
+    tuple that went through JSON (a list) or lacks fields is coerced, not lost."""
+    store = make_store(db_url)
+    as_tuple = lambda d: tuple(d[f] for f in RECORD_FIELDS)  # noqa: E731
+    recs = [usage(i, tag="t-1", cache_hit=bool(i % 2), client_ip="::1") for i in range(6)]
+    batch = [as_tuple(recs[0]), recs[1], as_tuple(recs[2]), list(as_tuple(recs[3]))]
+    assert store.sync.write_usage(batch) == 4
+    assert store.sync.write_usage([as_tuple(r) for r in recs]) == 2  # uids 0-3 exist
+    assert store.sync.write_usage([as_tuple(r) for r in recs], coerce=True) == 0
+    short = as_tuple(usage(99))[:-1]  # no uid: gets a fresh one
+    assert store.sync.write_usage([short]) == 1
+    assert usage_count(db_url) == (7, 7)
+
+    cols = ", ".join("group_name" if f == "group" else f for f in RECORD_FIELDS)
+    rows = {r[-1]: r for r in raw_rows(db_url, f"SELECT {cols} FROM usage_records")}
+    for rec in recs:
+        row = rows[rec["uid"]]
+        for i, name in enumerate(RECORD_FIELDS):
+            value = bool(row[i]) if isinstance(rec[name], bool) else row[i]
+            assert value == rec[name], (rec["uid"], name)
+    (extra,) = [r for uid, r in rows.items() if not uid.startswith("uid-")]
+    assert extra[RECORD_FIELDS.index("request_id")] == "req-99"
 
 
 def test_load_merge_snapshot(db_url: str, make_store: Callable) -> None:

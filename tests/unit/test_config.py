@@ -8,6 +8,8 @@ import dataclasses
 import datetime as dt
 import hashlib
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from fastgate.config import (
     hash_key,
     load_config,
     parse_config,
+    parse_entry,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -784,3 +787,33 @@ def test_config_constructible_directly() -> None:
     cfg = Config(tokens=(TokenConfig(name="t", key="fg-k", quota_usd=2.5),))
     assert cfg.tokens[0].quota_micros == 2_500_000
     assert cfg.database == DatabaseConfig()
+
+
+def test_parse_entry_validates_one_entry_like_the_file() -> None:
+    """The store validates admin input with the file's own entry rules."""
+    ch, kw, problems = parse_entry(
+        "channel", {"name": "o", "type": "openai", "base_url": "https://x/v1/", "models": ["m"]}
+    )
+    assert problems == [] and ch.base_url == "https://x" and kw["base_url"] == "https://x"
+    assert "weight" not in kw  # unset keys keep following the defaults
+    _, _, problems = parse_entry("channel", {"name": "o", "type": "openai", "weight": -1})
+    assert "channel.weight: must be >= 0" in problems
+    assert 'channel.base_url: required for type "openai"' in problems
+    _, _, problems = parse_entry("group", {"name": "g", "colour": 1})
+    assert problems == ["group.colour: unknown key"]
+    tok, _, problems = parse_entry("token", {"name": "t", "key": "fg-abc"})
+    assert problems == [] and tok.sha256 == hash_key("fg-abc")
+    _, _, problems = parse_entry("price", {})
+    assert problems == ["price.model: required key is missing"]
+
+
+def test_config_imports_nothing_above_it() -> None:
+    """config sits below store, server, admin and the CLI (layering)."""
+    code = (
+        "import sys, fastgate.config\n"
+        "print(' '.join(m for m in sys.modules if m.startswith('fastgate')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT
+    ).stdout.split()
+    assert out and all(m == "fastgate" or m.startswith("fastgate.config") for m in out), out

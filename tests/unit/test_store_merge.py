@@ -6,6 +6,9 @@ import dataclasses
 import logging
 import re
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +26,7 @@ from fastgate.gateway.usage import UsageRecord
 from fastgate.snapshot import build_snapshot
 from fastgate.store.base import USAGE_COLUMNS, StoreState, merge, usage_row
 from fastgate.store.migrations import latest_version, load_migrations
+from fastgate.vocab.record import RECORD_FIELDS
 
 FILE_KEY = generate_key()
 
@@ -155,6 +159,24 @@ def test_usage_row_from_record_and_dict_agree() -> None:
     assert by_col["cost_micros"] == 555 and by_col["tag"] == "run-7"
 
 
+def test_usage_row_from_a_record_tuple_agrees() -> None:
+    """The data plane's tuple (RECORD_FIELDS order) gives the same row as the other forms."""
+    rec = record()
+    as_tuple = tuple(getattr(rec, f) for f in RECORD_FIELDS)
+    row = usage_row(rec)
+    assert usage_row(as_tuple) == row == usage_row(as_tuple, coerce=True)
+    assert usage_row(list(as_tuple)) == row  # a tuple read back from JSON
+    # coerce=True (the retry of a rejected batch) and a short tuple convert each
+    # value to its column's type, as for a partial dict.
+    bad = list(as_tuple)
+    bad[RECORD_FIELDS.index("status")] = "200"
+    coerced = dict(zip(USAGE_COLUMNS, usage_row(tuple(bad), coerce=True), strict=True))
+    assert coerced["status"] == 200
+    short = dict(zip(USAGE_COLUMNS, usage_row(as_tuple[:12]), strict=True))
+    assert short["status"] == 200 and short["prompt_tokens"] == 0 and short["tag"] == ""
+    assert re.fullmatch(r"[0-9a-f]{24}", short["uid"])
+
+
 def test_usage_row_coerces_partial_and_bad_dicts() -> None:
     row = dict(
         zip(
@@ -227,3 +249,20 @@ def test_sqlite_migrations_run_on_a_blank_database() -> None:
 def test_unknown_dialect() -> None:
     with pytest.raises(ValueError):
         load_migrations("mysql")
+
+
+def test_store_modules_import_alone_without_cycles() -> None:
+    """base.py loads no backend (store_for imports the one it needs); every store
+    module imports on its own, first, in a fresh interpreter (no import cycle)."""
+    code = (
+        "import sys, fastgate.store.base\n"
+        "print(' '.join(m for m in ('fastgate.store.sqlite', 'fastgate.store.postgres',"
+        " 'fastgate.store.sql', 'asyncpg') if m in sys.modules))"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+    )
+    assert out.stdout.split() == []
+    for mod in ("sql", "sqlite", "postgres", "kinds", "quota", "usage", "bridge", "merge"):
+        subprocess.run([sys.executable, "-c", f"import fastgate.store.{mod}"], check=True, cwd=root)
