@@ -61,7 +61,7 @@ from typing import IO, Any
 
 from fastgate.store.base import new_uid
 from fastgate.store.writer_spool import _DiskSpool, _json_line, _MemoryBacklog
-from fastgate.vocab.record import record_dict
+from fastgate.vocab.record import UID
 
 __all__ = ["LogSink"]
 
@@ -158,7 +158,7 @@ class LogSink:
         if len(q) >= self.max_queue or self._closed:
             self.dropped += 1
             return
-        q.append(record_dict(record))
+        q.append(record)
         if len(q) >= self.batch_size and not self._wake.is_set():
             self._wake.set()
 
@@ -280,8 +280,14 @@ class LogSink:
         if self.store is None:
             self.written += len(batch)
             return
-        for r in batch:
-            if isinstance(r, dict):
+        for i, r in enumerate(batch):
+            if type(r) is list:  # a record tuple, as JSON brings it back
+                if not r[UID]:
+                    r[UID] = new_uid()
+            elif type(r) is tuple:
+                if not r[UID]:
+                    batch[i] = (*r[:UID], new_uid(), *r[UID + 1 :])
+            elif isinstance(r, dict):
                 if not r.get("uid"):
                     r["uid"] = new_uid()
             elif not r.uid:

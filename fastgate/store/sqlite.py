@@ -103,10 +103,13 @@ _INSERT_USAGE = (
     f"INSERT INTO usage_records ({', '.join(USAGE_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in USAGE_COLUMNS)}) ON CONFLICT (uid) DO NOTHING"
 )
-# A whole batch as ONE statement over a JSON array of rows. Why: sqlite3 drops
-# the GIL around every step, and under load the data-plane thread holds it for up
-# to the switch interval each time, so executemany could write only a few hundred
-# rows a second while the gateway was busy; one step per batch needs one hand-off.
+# A whole batch as ONE statement over a JSON array of rows, for a store that shares
+# its process with the data plane. Why: sqlite3 drops the GIL around every step,
+# and under load the data-plane thread holds it for up to the switch interval each
+# time, so executemany could write only a few hundred rows a second while the
+# gateway was busy; one step per batch needs one hand-off. In the usage writer
+# process (nothing competes for its GIL) executemany is cheaper: ~6 us a row
+# against ~13 us (SQLite parses the JSON array once per column).
 _INSERT_USAGE_JSON = (
     f"INSERT INTO usage_records ({', '.join(USAGE_COLUMNS)}) SELECT "
     + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(USAGE_COLUMNS)))
@@ -139,6 +142,9 @@ class SQLiteStore(SQLStore):
         super().__init__(environ=environ)
         self.path = path
         self.busy_timeout = busy_timeout
+        # Usage batches as one JSON statement (see _INSERT_USAGE_JSON); the writer
+        # process, alone with its GIL, turns this off.
+        self.one_statement_batches = True
         self._con: sqlite3.Connection | None = None
 
     def __repr__(self) -> str:
@@ -247,7 +253,7 @@ class SQLiteStore(SQLStore):
         before = con.total_changes
         con.execute("BEGIN IMMEDIATE")
         try:
-            if coerce or not _scalars(rows):
+            if coerce or not self.one_statement_batches or not _scalars(rows):
                 con.executemany(_INSERT_USAGE, rows)  # row by row: bad values raise here
             else:
                 con.execute(_INSERT_USAGE_JSON, (orjson.dumps(rows).decode(),))

@@ -54,9 +54,9 @@ _START_RETRY = 2.0  # seconds between attempts to open a store that failed to st
 
 
 def _records(payload: bytes) -> list[Any]:
-    from fastgate.vocab.record import record_dict
-
-    return [r if isinstance(r, dict) else record_dict(r) for r in orjson.loads(payload)]
+    """A batch as the worker sent it: records as lists in RECORD_FIELDS order (the
+    store and the spool take them as they are) or dicts."""
+    return orjson.loads(payload)
 
 
 class _Writer:
@@ -71,6 +71,8 @@ class _Writer:
             from fastgate.store.base import store_for
 
             self.store = store_for(cfg["database"], **cfg.get("store_options", {}))
+            if hasattr(self.store, "one_statement_batches"):
+                self.store.one_statement_batches = False  # this process's GIL is its own
         self.sink = LogSink(
             cfg.get("access_log", ""),
             store=self.store,

@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from fastgate.vocab.record import record_dict
+
 __all__ = ["_DiskSpool", "_MemoryBacklog", "_json_line"]
 
 log = logging.getLogger("fastgate.sink")
@@ -25,8 +27,9 @@ _SPOOL_NAME = re.compile(r"spool-(\d+)\.jsonl")
 
 
 def _json_line(record: Any) -> bytes:
-    # orjson encodes (slotted) dataclasses natively, and fast.
-    return orjson.dumps(record) + b"\n"
+    # One JSON object per record (a record tuple gets its field names); orjson
+    # encodes (slotted) dataclasses natively, and fast.
+    return orjson.dumps(record_dict(record)) + b"\n"
 
 
 def _write_all(fd: int, data: bytes) -> None:
