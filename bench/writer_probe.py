@@ -39,6 +39,13 @@ def thread_ticks(pid: int) -> dict[int, int]:
     return out
 
 
+def user_sys(pid: int) -> tuple[int, int]:
+    """(utime, stime) ticks of a process's main thread."""
+    stat = br._read(f"/proc/{pid}/task/{pid}/stat")
+    f = stat.rsplit(")", 1)[1].split() if stat else ["0"] * 13
+    return int(f[11]), int(f[12])
+
+
 def proc_ticks(pid: int) -> int:
     stat = br._read(f"/proc/{pid}/stat")
     if not stat:
@@ -98,10 +105,12 @@ def main() -> int:
         wrk(port, key, args.connections, 1.0, tmp / "warm.log", stack)
         time.sleep(0.3)
         t0 = thread_ticks(pid)
+        us0 = user_sys(pid)
         kids0 = {c: proc_ticks(c) for c in br.proc_tree(pid) if c != pid}
         n = wrk(port, key, args.connections, args.duration, tmp / "timed.log", stack)
         time.sleep(0.3)  # let the writer finish the last batch
         t1 = thread_ticks(pid)
+        us1 = user_sys(pid)
         kids1 = {c: proc_ticks(c) for c in br.proc_tree(pid) if c != pid}
         us = 1e6 / br.CLK_TCK / n
         main_t = (t1.get(pid, 0) - t0.get(pid, 0)) * us
@@ -110,6 +119,10 @@ def main() -> int:
         print(f"requests {n}  ({n / args.duration:.0f}/s)")
         print(f"cpu us/req: data-plane thread {main_t:.1f}  other threads {other_t:.1f}")
         print(f"            child processes {kids:.1f}  total {main_t + other_t + kids:.1f}")
+        print(
+            f"data-plane thread: user {(us1[0] - us0[0]) * us:.1f}"
+            f"  system {(us1[1] - us0[1]) * us:.1f}"
+        )
         # futex calls per thread under strace (slows everything: counts only)
         out = tmp / "strace.txt"
         st = subprocess.Popen(

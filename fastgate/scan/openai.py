@@ -114,9 +114,12 @@ class OpenAIStreamUsage:
             not self._tail
             and not self._big
             and (data.endswith(b"\n\n") or data.endswith(b"\r\n\r\n"))
-            and _USAGE_HINT.search(data) is None
         ):
-            return data  # whole events, none with a usage object: the common chunk
+            m = _USAGE_HINT.search(data)
+            if m is None:
+                return data  # whole events, none with a usage object: the common chunk
+            if not self._cr:
+                return self._whole_events(data, m)
         if self._big:
             out = self._skip_big(data)
             return data if not self._strip else out
@@ -136,6 +139,33 @@ class OpenAIStreamUsage:
         return bytes(out) if self._strip else b""
 
     # -- internals ------------------------------------------------------------------
+
+    def _whole_events(self, data: bytes, m: re.Match[bytes]) -> bytes:
+        """`data` is whole LF-delimited events and nothing is carried: look only at
+        the events the usage hint points into (no tail kept, no per-event loop)."""
+        n = len(data)
+        cuts: list[int] = []
+        while m is not None:
+            i = m.start()
+            if not is_key_object(data, i + 7, n, 7):
+                m = _USAGE_HINT.search(data, i + 7)
+                continue
+            start = data.rfind(b"\n\n", 0, i)
+            start = skip_blank_lines(data, 0 if start < 0 else start + 2)
+            end = data.find(b"\n\n", i) + 2  # data ends with a blank line
+            if end - start <= self._max and self._event_usage(data[start:end]):
+                cuts.append(start)
+                cuts.append(end)
+            m = _USAGE_HINT.search(data, end)
+        if not self._strip or not cuts:
+            return data
+        pieces = []
+        sent = 0
+        for k in range(0, len(cuts), 2):
+            pieces.append(data[sent : cuts[k]])
+            sent = cuts[k + 1]
+        pieces.append(data[sent:])
+        return b"".join(pieces)
 
     def _skip_big(self, data: bytes) -> bytes:
         """Pass the rest of an oversized event (forwarded, not parsed), then go on."""
