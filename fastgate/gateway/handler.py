@@ -26,14 +26,15 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from fastgate import errors
-from fastgate.convert import UpstreamProtocolError, convert_error_body
+from fastgate.convert import UpstreamProtocolError
 from fastgate.gateway import protocols
+from fastgate.gateway.admission import admit, ops_response
 from fastgate.gateway.attempts import Attempts
-from fastgate.gateway.auth import authenticate, check_model, presented_key
 from fastgate.gateway.context import OPENAI_INGRESS, RequestContext
+from fastgate.gateway.converting import collect_complete, conv_failed, convert_head
+from fastgate.gateway.outbound import other_request
+from fastgate.gateway.parts import ExchangeParts
 from fastgate.gateway.routing import attempt_plan
 from fastgate.gateway.states import (
     CONNECTING,
@@ -43,8 +44,6 @@ from fastgate.gateway.states import (
     ROUTING,
     SENT,
     STREAMING,
-    Machine,
-    State,
 )
 from fastgate.gateway.transform import COLLECT, SCAN, Transform
 from fastgate.gateway.writer import ResponseWriter
@@ -63,10 +62,10 @@ log = logging.getLogger("fastgate.gateway")
 __all__ = ["OPENAI_INGRESS", "Exchange"]
 
 
-class Exchange(Machine):
+class Exchange(ExchangeParts):
     """Implements `http.interfaces.UpstreamConsumer` and `ClientExchange`."""
 
-    __slots__ = ("app", "attempts", "client", "ctx", "transform", "writer")
+    __slots__ = ()
 
     def __init__(
         self, app: App, client: ClientSink, head: RequestHead, request_id: bytes = b""
@@ -74,7 +73,10 @@ class Exchange(Machine):
         self.state = ROUTING  # Machine.__init__, inline
         self.app = app
         self.client = client
-        rid = request_id or head.request_id or app.new_request_id()
+        rid = request_id or head.request_id
+        if not rid:  # App.new_request_id, inline
+            app.rid += 1
+            rid = b"%b%x" % (app.rid_prefix, app.rid)
         self.ctx = RequestContext(head, rid)
         self.attempts = Attempts()
         self.writer = ResponseWriter(app, client, head, rid)
@@ -121,102 +123,22 @@ class Exchange(Machine):
         self.client.exchange = self
         app = self.app
         app.inflight += 1
-        ctx = self.ctx
-        head = ctx.head
         try:
-            path = head.path
-            if head.method == b"GET":
-                self._get(path)
+            ctx = self.ctx
+            if ctx.head.method == b"GET":
+                self.respond(*ops_response(app, ctx.head))
                 return
-            if head.method != b"POST":
-                raise errors.NotFound(
-                    f"no route for {head.method.decode()} {path.decode('latin-1')}"
-                )
-            if path.startswith((b"/v1/messages", b"/v1beta/", b"/v1/models/")):
-                ing = protocols.classify(path, head.query)
-                if ing is not None:
-                    ctx.ingress = ing
-            elif not path.startswith(b"/v1/"):
-                raise errors.NotFound(f"no route for POST {path.decode('latin-1')}")
-            ing = ctx.ingress
-            snap = app.snapshot
-            key = presented_key(head, ing.protocol) or ing.query_key
-            ctx.token = token = authenticate(snap, key)
-            try:
-                obj = orjson.loads(head.body)
-            except orjson.JSONDecodeError as exc:
-                raise errors.InvalidRequest(f"request body is not valid JSON: {exc}") from exc
-            if not isinstance(obj, dict):
-                raise errors.InvalidRequest("request body must be a JSON object")
-            if ing is OPENAI_INGRESS or ing.protocol == protocols.ANTHROPIC:
-                requested = obj.get("model")
-                ctx.stream = obj.get("stream") is True
-            else:
-                requested = ing.model
-                ctx.stream = ing.kind == protocols.STREAM_GENERATE
-            if not isinstance(requested, str) or not requested:
-                raise errors.InvalidRequest("missing 'model' in request body")
-            ctx.obj = obj
-            ctx.requested = requested
-            ctx.model = model = snap.resolve_model(requested)
-            check_model(token, model, requested)
-            route = snap.routes.get((token.group, model))
-            if route is None:
-                raise errors.ModelNotFound(
-                    f"The model '{requested}' does not exist or is not available to this key"
-                )
-            if token.quota_micros >= 0:
-                # Served while the quota left covers what this key's last request on
-                # this model cost (the first needs only some quota left).
-                left = app.quota_left(token)
-                if left <= 0 or left < app.last_cost.get((token.name, model), 0):
-                    raise errors.InsufficientQuota("quota exhausted for this API key")
-            if token.limited:
-                app.limits.admit(token)
-                ctx.limited = True
             att = self.attempts
-            order = att.order or route.order()
-            if ing is OPENAI_INGRESS:
-                asked = ctx.include_usage = openai_proto.client_asked_usage(obj)
-                ctx.inject = openai_proto.needs_include_usage(path, obj, asked)
-            elif ing.kind in (protocols.COUNT, protocols.COUNT_TOKENS):
-                order = [c for c in order if c.protocol == ing.protocol]
-                if not order:  # no channel of its kind can count: estimate here
-                    self.respond(200, protocols.count_tokens_locally(self))
-                    return
+            order = admit(app, ctx, att.order)
+            if order is None:  # a token count no channel of its kind can do: estimate here
+                self.respond(200, protocols.count_tokens_locally(self))
+                return
             att.plan = attempt_plan(order, app.cfg.routing.max_attempts)
             self.attempt()
         except errors.FastgateError as err:
             self.local_error(err)
         except Exception:
             self._crash()
-
-    def _get(self, path: bytes) -> None:
-        app = self.app
-        if path == b"/health":
-            self.respond(200, b'{"status":"ok"}')
-        elif path == b"/ready":
-            if app.ready:
-                self.respond(
-                    200,
-                    orjson.dumps(
-                        {
-                            "status": "ready",
-                            "snapshot": app.snapshot.version,
-                            "pid": app.pid,
-                            "store": "ok" if not app.store_error else "error: " + app.store_error,
-                        }
-                    ),
-                )
-            else:
-                self.respond(503, b'{"status":"not ready"}')
-        elif path == b"/metrics":
-            self.respond(200, app.metrics.render(app), b"text/plain; version=0.0.4")
-        elif path == b"/v1/models":
-            token = authenticate(app.snapshot, presented_key(self.ctx.head, "openai"))
-            self.respond(200, app.snapshot.models_body(token))
-        else:
-            raise errors.NotFound(f"no route for GET {path.decode('latin-1')}")
 
     # -- attempts ---------------------------------------------------------------
 
@@ -265,7 +187,7 @@ class Exchange(Machine):
                 )
             else:
                 try:
-                    data = self.other_request(ch)
+                    data = other_request(self, ch)
                 except errors.FastgateError as err:
                     att.drop_conn(self.app, conn)
                     self.local_error(err)
@@ -275,37 +197,6 @@ class Exchange(Machine):
             conn.send(self, data, ch.first_byte_timeout or srv.first_byte_timeout, srv.idle_timeout)
         except Exception:
             self._crash()
-
-    def other_request(self, ch: Any) -> bytes:
-        """Upstream request bytes for every case but OpenAI -> OpenAI passthrough."""
-        head = self.ctx.head
-        if not self.attempts.convert:
-            target, body = protocols.passthrough_request(self, ch)
-            forward = head.forward
-            if ch.protocol == protocols.ANTHROPIC:  # the channel sets its own version
-                forward = [
-                    b"".join(forward[i : i + 4])
-                    for i in range(0, len(forward), 4)
-                    if forward[i].lower() != b"anthropic-version"
-                ]
-            extra: list[bytes] = []
-        else:
-            target, body, extra = protocols.converted_request(self, ch)
-            forward = []
-        return b"".join(
-            (
-                b"POST ",
-                ch.path_prefix,
-                target,
-                b" HTTP/1.1\r\n",
-                ch.static_headers,
-                b"content-type: application/json\r\n",
-                *forward,
-                *extra,
-                b"content-length: %d\r\n\r\n" % len(body),
-                body,
-            )
-        )
 
     def on_conn_error(self, kind: str, exc: BaseException | None) -> None:
         self.attempts.cancel_acquire = None
@@ -345,7 +236,7 @@ class Exchange(Machine):
             attempts[key] = attempts.get(key, 0) + 1
             w.upstream_request_id = rid = conn.request_id
             if att.convert:
-                self._convert_headers(conn, status)
+                convert_head(self, conn, status)
                 return
             ctx = self.ctx
             sse = conn.sse
@@ -365,40 +256,12 @@ class Exchange(Machine):
         except Exception:
             self._crash()
 
-    def _convert_headers(self, conn: Any, status: int) -> None:
-        """Response head when converting: a stream converter, or collect the body."""
-        ctx = self.ctx
-        if 200 <= status < 300 and ctx.stream:
-            try:
-                conv = protocols.stream_processor(self, self.attempts.channel)
-            except errors.FastgateError as err:
-                self.attempts.drop_conn(self.app, conn)
-                self.local_error(err)
-                return
-            self.transform = Transform.converting(conv)
-            ctype = (
-                b"application/json"
-                if ctx.ingress.protocol == protocols.GEMINI and not ctx.ingress.alt_sse
-                else b"text/event-stream; charset=utf-8"
-            )
-            parts = [
-                status_line(status),
-                b"content-type: %b\r\n" % ctype,
-                b"cache-control: no-cache\r\nx-request-id: %b\r\n" % ctx.request_id,
-            ]
-            rid = self.writer.upstream_request_id
-            if rid:
-                parts.append(b"x-upstream-request-id: %b\r\n" % rid)
-            self.writer.begin(parts, conn, b"")
-        else:
-            self.transform = Transform.collecting()  # whole body: JSON to convert, or an error
-
     def up_body(self, data: bytes) -> None:
         try:
             try:
                 data = self.transform.feed(data)
             except UpstreamProtocolError as exc:
-                self._conv_failed(exc)
+                conv_failed(self, exc)
                 return
             if data:
                 self.writer.frame(data)
@@ -420,14 +283,14 @@ class Exchange(Machine):
             self.attempts.conn = None
             tr = self.transform
             if tr.kind == COLLECT:
-                self._collect_complete(conn)
+                collect_complete(self, conn)
                 return
             w = self.writer
             if tr.kind >= SCAN:  # a stream scanner or converter may hold a last event
                 try:
                     rest = tr.end()
                 except UpstreamProtocolError as exc:
-                    self._conv_failed(exc, conn)
+                    conv_failed(self, exc, conn)
                     return
                 if rest:
                     w.frame(rest)
@@ -437,47 +300,6 @@ class Exchange(Machine):
             w.end(self, status, code, release=conn, terminate=True)
         except Exception:
             self._crash()
-
-    def _collect_complete(self, conn: Any) -> None:
-        """The whole body is here: convert it (or its error) and answer in one write."""
-        if conn.key is not None:
-            self.app.pool.release(conn)
-        w = self.writer
-        status = w.status
-        tr = self.transform
-        body = tr.collected()
-        if body is None:
-            self.local_error(errors.UpstreamError("upstream response too large to convert"))
-            return
-        if 200 <= status < 300:
-            try:
-                body, tr.conv_usage = protocols.convert_body(self, self.attempts.channel, body)
-            except errors.FastgateError as err:
-                self.local_error(err)
-                return
-            code = ""
-        else:
-            body = convert_error_body(body, status, self.ctx.ingress.protocol)
-            code = f"upstream_{status}"
-        rid = w.upstream_request_id
-        w.whole(status, body, extra=((b"x-upstream-request-id", rid),) if rid else ())
-        self.finish(status, code)
-
-    def _conv_failed(self, exc: Exception, release: Any = None) -> None:
-        """The upstream's stream could not be converted: end it with an error event."""
-        att = self.attempts
-        if att.conn is not None:
-            att.drop_conn(self.app, att.conn)
-        msg = f"upstream sent a malformed stream: {exc}"
-        log.warning("request %s: %s", self.ctx.request_id.decode("latin-1"), msg)
-        w = self.writer
-        conv = self.transform.conv
-        if conv is not None:
-            w.frame(conv.error_event(msg, "server_error"))
-        if not w.chunked:
-            w.force_close = True
-        self._to(DONE)
-        w.end(self, 502, "upstream_error", release=release, terminate=True)
 
     def up_error(self, conn: Any, kind: str, exc: BaseException | None) -> None:
         try:
@@ -513,8 +335,7 @@ class Exchange(Machine):
             event = tr.error_event(ctx.ingress.protocol, ctx.stream, msg) if w.chunked else None
             if event is not None:
                 w.frame(event)
-                self._to(DONE)
-                w.end(self, 502, "upstream_error", terminate=True)
+                self.complete(502, "upstream_error")
             else:
                 w.force_close = True
                 self.finish(502, "upstream_error")
@@ -584,6 +405,11 @@ class Exchange(Machine):
             app.metrics.count_status(err.status)
             self.client.finish(keep)
 
+    def complete(self, status: int, error_code: str, release: Any = None) -> None:
+        """End the request after the body's last bytes (framing terminated)."""
+        self._to(DONE)
+        self.writer.end(self, status, error_code, release=release, terminate=True)
+
     def finish(self, status: int, error_code: str = "") -> None:
         """End the request without the body's pending bytes (its answer was written
         whole, or it is cut): account, hand the client connection back."""
@@ -608,90 +434,3 @@ class Exchange(Machine):
             self.finish(500, "internal_error")
         else:
             self.local_error(errors.FastgateError("internal error"))
-
-    # -- compatibility: what protocols.py and the mock provider read --------------------
-
-    @property
-    def head(self) -> RequestHead:
-        return self.ctx.head
-
-    @property
-    def request_id(self) -> bytes:
-        return self.ctx.request_id
-
-    @property
-    def token(self) -> Any:
-        return self.ctx.token
-
-    @property
-    def ingress(self) -> protocols.Ingress:
-        return self.ctx.ingress
-
-    @property
-    def obj(self) -> dict[str, Any] | None:
-        return self.ctx.obj
-
-    @property
-    def requested(self) -> str:
-        return self.ctx.requested
-
-    @property
-    def model(self) -> str:
-        return self.ctx.model
-
-    @property
-    def stream(self) -> bool:
-        return self.ctx.stream
-
-    @property
-    def inject(self) -> bool:
-        return self.ctx.inject
-
-    @property
-    def client_include_usage(self) -> bool:
-        return self.ctx.include_usage
-
-    @property
-    def hub(self) -> dict[str, Any] | None:
-        return self.ctx.hub
-
-    @hub.setter
-    def hub(self, value: dict[str, Any] | None) -> None:
-        self.ctx.hub = value
-
-    @property
-    def upstream_model(self) -> str:
-        return self.attempts.upstream_model
-
-    @property
-    def conn(self) -> Any:
-        return self.attempts.conn
-
-    @conn.setter
-    def conn(self, value: Any) -> None:
-        self.attempts.conn = value
-
-    @property
-    def force_close(self) -> bool:
-        return self.writer.force_close
-
-    @force_close.setter
-    def force_close(self, value: bool) -> None:
-        self.writer.force_close = value
-
-    @property
-    def order(self) -> list[Any] | None:
-        return self.attempts.order
-
-    @order.setter
-    def order(self, value: list[Any] | None) -> None:
-        # fast.dispatch: the route's turn was taken, the general path uses it
-        self.attempts.order = value
-
-    @property
-    def done(self) -> bool:
-        return self.state is DONE
-
-
-# Kept importable from here: the state names.
-__all__ += ["State"]

@@ -24,6 +24,7 @@ from fastgate.http.responses import CONTINUE_100, simple_response
 
 if TYPE_CHECKING:
     from fastgate.app import App
+    from fastgate.http.interfaces import ClientExchange
 
 MAX_PIPELINE = 16
 
@@ -63,7 +64,7 @@ class ClientProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.queue: deque[RequestHead] = deque()
-        self.exchange: Any = None
+        self.exchange: ClientExchange | None = None
         self.head: RequestHead | None = None
         self.url = b""
         self.head_size = 0
