@@ -30,8 +30,11 @@ from typing import Any
 import orjson
 
 from fastgate.gateway.accounting import account
+from fastgate.gateway.attempts import Attempts
+from fastgate.gateway.context import RequestContext
 from fastgate.gateway.handler import Exchange
 from fastgate.gateway.routing import attempt_plan
+from fastgate.gateway.writer import ResponseWriter
 from fastgate.http.flow import PEER_SLOW
 from fastgate.http.responses import CHUNK_END, STATUS_LINE, status_line
 from fastgate.providers import openai as openai_proto
@@ -404,35 +407,38 @@ class FastExchange:
     def _general(self) -> Exchange:
         """The general exchange, carrying this request's whole state from here on."""
         app = self.app
-        ex = Exchange(app, self.client, self.head, self.request_id)
-        ex.token = self.token
-        ex.obj = self.obj
-        ex.requested = self.obj["model"]
-        ex.model = self.plan.model
-        ex.upstream_model = self.upstream_model
-        ex.stream = self.stream
-        ex.inject = self.inject
-        ex.client_include_usage = self.asked
+        obj = self.obj
+        ctx = RequestContext(
+            self.head,
+            self.request_id,
+            self.token,
+            obj,
+            obj["model"],
+            self.plan.model,
+            self.stream,
+            self.inject,
+            self.asked,
+        )
         order = self.order if self.order is not None else [self.channel]
-        ex.plan = attempt_plan(order, app.cfg.routing.max_attempts)
-        next(ex.plan)  # the candidate this request is on
-        ex.attempts = 1
-        ex.channel = ex.last_channel = self.channel
-        ex.breaker = self.breaker
-        ex.conn = self.conn
-        ex.cancel_acquire = self.cancel_acquire
-        ex.scanner = self.scanner
-        ex.head_out = self.head_out
-        ex.out = self.out
-        ex.chunked = self.chunked
-        ex.force_close = self.force_close
-        ex.sent = self.sent
-        ex.status = self.status
-        ex.t_first = self.t_first
-        ex.upstream_request_id = self.upstream_request_id
-        ex.client_paused_flag = self.client_paused_flag
-        self.client.exchange = ex
-        conn = self.conn
-        if conn is not None and conn.consumer is self:
-            conn.consumer = ex
-        return ex
+        plan = attempt_plan(order, app.cfg.routing.max_attempts)
+        next(plan)  # the candidate this request is on
+        attempts = Attempts(
+            order,
+            plan,
+            self.channel,
+            self.breaker,
+            self.upstream_model,
+            self.conn,
+            self.cancel_acquire,
+        )
+        writer = ResponseWriter(app, self.client, self.head, self.request_id, self.out)
+        writer.status = self.status
+        writer.t_first = self.t_first
+        writer.upstream_request_id = self.upstream_request_id
+        writer.head_out = self.head_out
+        writer.chunked = self.chunked
+        writer.force_close = self.force_close
+        writer.paused = self.client_paused_flag
+        return Exchange.adopt(
+            app, self.client, ctx, attempts, writer, self.scanner, self.sent, self
+        )

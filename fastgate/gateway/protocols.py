@@ -103,14 +103,7 @@ def converted_request(ex: Any, ch: Any) -> tuple[bytes, bytes, list[bytes]]:
 def openai_target(ex: Any, ch: Any) -> tuple[bytes, bytes]:
     """(path, query) of an OpenAI-ingress passthrough on the channel (Azure rewrites it)."""
     head = ex.head
-    return registry.get(ch.type).openai_target(
-        ch, ex.model, ex.upstream_model, head.path, head.query
-    )
-
-
-def azure_path(ex: Any, ch: Any) -> bytes:
-    """An OpenAI path on an Azure channel (kept for the handler: use `openai_target`)."""
-    return openai_target(ex, ch)[0]
+    return ch.kind.openai_target(ch, ex.model, ex.upstream_model, head.path, head.query)
 
 
 def passthrough_request(ex: Any, ch: Any) -> tuple[bytes, bytes]:

@@ -24,6 +24,7 @@ from fastgate.http.responses import CONTINUE_100, simple_response
 
 if TYPE_CHECKING:
     from fastgate.app import App
+    from fastgate.http.interfaces import ClientExchange
 
 MAX_PIPELINE = 16
 
@@ -77,7 +78,7 @@ class ClientProtocol(asyncio.Protocol):
         # error: that request is still served (RFC 9112 section 9.6).
         self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
         self.queue: deque[RequestHead] = deque()
-        self.exchange: Any = None
+        self.exchange: ClientExchange | None = None
         self.head: RequestHead | None = None
         self.url = b""
         self.head_size = 0

@@ -14,12 +14,15 @@ import logging
 import ssl
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httptools
 
 from fastgate.http.flow import PEER_SLOW, WRITE_HIGH, WRITE_LOW, ReadGate
 from fastgate.vocab.headers import RESPONSE_KINDS
+
+if TYPE_CHECKING:
+    from fastgate.http.interfaces import UpstreamConsumer
 
 # Failure kinds an exchange is told about.
 CONNECT_FAILED = "connect_failed"
@@ -75,7 +78,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.key = key
         self.transport: asyncio.Transport | None = None
         self.parser: httptools.HttpResponseParser | None = None
-        self.consumer: Any = None
+        self.consumer: UpstreamConsumer | None = None
         self.forward: list[bytes] = []  # name, ": ", value, CRLF pieces for the client
         self.content_length = b""
         self.request_id = b""
@@ -132,7 +135,11 @@ class UpstreamProtocol(asyncio.Protocol):
     # -- one request/response -----------------------------------------------------
 
     def send(
-        self, consumer: Any, data: bytes, first_byte_timeout: float, idle_timeout: float
+        self,
+        consumer: UpstreamConsumer,
+        data: bytes,
+        first_byte_timeout: float,
+        idle_timeout: float,
     ) -> None:
         """Write a whole request (head and body coalesced) and await its response.
 

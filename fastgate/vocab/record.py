@@ -7,6 +7,7 @@ and the access log turn it into rows or JSON with `record_dict`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 RECORD_FIELDS: tuple[str, ...] = (
@@ -46,3 +47,34 @@ def record_dict(record: Any) -> Any:
     if isinstance(record, tuple | list):
         return dict(zip(RECORD_FIELDS, record, strict=True))
     return record
+
+
+# The same record as a typed object (field names, order and types), for code
+# that builds records by name: the store accepts it beside tuples and dicts.
+@dataclass(slots=True)
+class UsageRecord:
+    ts: float  # unix time when the request arrived
+    request_id: str
+    key_name: str
+    group: str
+    ingress: str  # "openai" | "anthropic" | "gemini"
+    channel: str
+    provider: str
+    model: str  # as requested (after alias resolution: the public name)
+    upstream_model: str
+    stream: bool
+    status: int
+    error_code: str
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    cache_write_tokens: int
+    estimated: bool
+    cost_micros: int  # integer micro-dollars
+    latency_ms: float
+    ttfb_ms: float
+    attempts: int
+    client_ip: str
+    tag: str  # the client's x-fastgate-tag header
+    cache_hit: bool = False
+    uid: str = ""  # unique per record (the gateway's own id): replays never duplicate a row

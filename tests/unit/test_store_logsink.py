@@ -14,9 +14,9 @@ from typing import Any
 import orjson
 import pytest
 
-from fastgate.gateway.usage import UsageRecord
 from fastgate.store.logsink import LogSink
 from fastgate.store.sqlite import SQLiteStore
+from fastgate.vocab.record import UsageRecord
 
 
 def rec(i: int, **kw: Any) -> dict[str, Any]:

@@ -22,11 +22,10 @@ from fastgate.config import (
     hash_key,
     parse_config,
 )
-from fastgate.gateway.usage import UsageRecord
 from fastgate.snapshot import build_snapshot
 from fastgate.store.base import USAGE_COLUMNS, StoreState, merge, usage_row
 from fastgate.store.migrations import latest_version, load_migrations
-from fastgate.vocab.record import RECORD_FIELDS
+from fastgate.vocab.record import RECORD_FIELDS, UsageRecord
 
 FILE_KEY = generate_key()
 

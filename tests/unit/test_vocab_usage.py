@@ -381,3 +381,14 @@ def test_estimate_tokens() -> None:
     assert estimate_tokens("") == 1
     assert estimate_tokens([{"role": "user", "content": "abcdefgh"}]) == 2 + 3
     assert estimate_tokens(42) == 0
+
+
+def test_usage_record_dataclass_matches_the_tuple_order() -> None:
+    import dataclasses
+
+    from fastgate.vocab.record import RECORD_FIELDS, UsageRecord, record_dict
+
+    assert tuple(f.name for f in dataclasses.fields(UsageRecord)) == RECORD_FIELDS
+    rec = tuple(range(len(RECORD_FIELDS)))
+    assert list(record_dict(rec).values()) == list(rec)
+    assert record_dict(list(rec)) == record_dict(rec)

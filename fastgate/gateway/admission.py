@@ -1,0 +1,114 @@
+"""What a request gets before any upstream is involved.
+
+`ops_response`: the ops endpoints and /v1/models, answered locally.
+`admit`: a data-plane request is classified (ingress protocol), authenticated,
+parsed, its model resolved and checked against the key, its route found and
+the key's quota and rate limits applied; the request context is filled in and
+the candidates in the order to try them are returned. No I/O: dict lookups on
+the snapshot. Errors are raised as `errors.FastgateError` for the exchange to
+answer in the ingress protocol's shape.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from fastgate import errors
+from fastgate.gateway import protocols
+from fastgate.gateway.auth import authenticate, check_model, presented_key
+from fastgate.gateway.context import OPENAI_INGRESS, RequestContext
+from fastgate.http.head import RequestHead
+from fastgate.providers import openai as openai_proto
+
+if TYPE_CHECKING:
+    from fastgate.app import App
+
+JSON = b"application/json"
+
+
+def ops_response(app: App, head: RequestHead) -> tuple[int, bytes, bytes]:
+    """(status, body, content type) for a GET."""
+    path = head.path
+    if path == b"/health":
+        return 200, b'{"status":"ok"}', JSON
+    if path == b"/ready":
+        if not app.ready:
+            return 503, b'{"status":"not ready"}', JSON
+        body = orjson.dumps(
+            {
+                "status": "ready",
+                "snapshot": app.snapshot.version,
+                "pid": app.pid,
+                "store": "ok" if not app.store_error else "error: " + app.store_error,
+            }
+        )
+        return 200, body, JSON
+    if path == b"/metrics":
+        return 200, app.metrics.render(app), b"text/plain; version=0.0.4"
+    if path == b"/v1/models":
+        token = authenticate(app.snapshot, presented_key(head, "openai"))
+        return 200, app.snapshot.models_body(token), JSON
+    raise errors.NotFound(f"no route for GET {path.decode('latin-1')}")
+
+
+def admit(app: App, ctx: RequestContext, order: list[Any] | None) -> list[Any] | None:
+    """Fill `ctx` for a POST and return its candidates in order (`order`: the
+    route's turn already taken by the fast path). None for a token count no
+    channel of its kind can do: the caller estimates it locally."""
+    head = ctx.head
+    path = head.path
+    if head.method != b"POST":
+        raise errors.NotFound(f"no route for {head.method.decode()} {path.decode('latin-1')}")
+    if path.startswith((b"/v1/messages", b"/v1beta/", b"/v1/models/")):
+        ing = protocols.classify(path, head.query)
+        if ing is not None:
+            ctx.ingress = ing
+    elif not path.startswith(b"/v1/"):
+        raise errors.NotFound(f"no route for POST {path.decode('latin-1')}")
+    ing = ctx.ingress
+    snap = app.snapshot
+    key = presented_key(head, ing.protocol) or ing.query_key
+    ctx.token = token = authenticate(snap, key)
+    try:
+        obj = orjson.loads(head.body)
+    except orjson.JSONDecodeError as exc:
+        raise errors.InvalidRequest(f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise errors.InvalidRequest("request body must be a JSON object")
+    if ing is OPENAI_INGRESS or ing.protocol == protocols.ANTHROPIC:
+        requested = obj.get("model")
+        ctx.stream = obj.get("stream") is True
+    else:
+        requested = ing.model
+        ctx.stream = ing.kind == protocols.STREAM_GENERATE
+    if not isinstance(requested, str) or not requested:
+        raise errors.InvalidRequest("missing 'model' in request body")
+    ctx.obj = obj
+    ctx.requested = requested
+    ctx.model = model = snap.resolve_model(requested)
+    check_model(token, model, requested)
+    route = snap.routes.get((token.group, model))
+    if route is None:
+        raise errors.ModelNotFound(
+            f"The model '{requested}' does not exist or is not available to this key"
+        )
+    if token.quota_micros >= 0:
+        # Served while the quota left covers what this key's last request on
+        # this model cost (the first needs only some quota left).
+        left = app.quota_left(token)
+        if left <= 0 or left < app.last_cost.get((token.name, model), 0):
+            raise errors.InsufficientQuota("quota exhausted for this API key")
+    if token.limited:
+        app.limits.admit(token)
+        ctx.limited = True
+    order = order or route.order()
+    if ing is OPENAI_INGRESS:
+        asked = ctx.include_usage = openai_proto.client_asked_usage(obj)
+        ctx.inject = openai_proto.needs_include_usage(path, obj, asked)
+    elif ing.kind in (protocols.COUNT, protocols.COUNT_TOKENS):
+        order = [c for c in order if c.protocol == ing.protocol]
+        if not order:
+            return None
+    return order

@@ -1,0 +1,119 @@
+"""The attempts of one request: which candidate is tried, on which connection.
+
+`Attempts` walks the route's attempt plan (skipping channels cooling down,
+over their rpm, or with an open breaker), counts attempts and remembers each
+failure for the final error, and holds what belongs to the current attempt:
+the channel, its breaker, the upstream model name, the pool's pending acquire
+or the connection. A stale kept-alive connection is retried once, on the same
+channel, without counting as a failure (`stale_retry`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from fastgate import errors
+from fastgate.http import upstream as up
+
+
+class Attempts:
+    __slots__ = (
+        "breaker",
+        "cancel_acquire",
+        "channel",
+        "conn",
+        "convert",
+        "count",
+        "failures",
+        "last_channel",
+        "order",
+        "plan",
+        "skipped_open",
+        "stale_retry",
+        "upstream_model",
+    )
+
+    def __init__(
+        self,
+        order: list[Any] | None = None,
+        plan: Iterator[Any] | None = None,
+        channel: Any = None,
+        breaker: Any = None,
+        upstream_model: str = "",
+        conn: Any = None,
+        cancel_acquire: Any = None,
+    ) -> None:
+        self.order = order  # candidates already drawn from the route (by the fast path)
+        self.plan = plan
+        self.count = 1 if channel is not None else 0
+        self.channel = channel
+        self.last_channel = channel
+        self.breaker = breaker
+        self.upstream_model = upstream_model
+        self.conn = conn
+        self.cancel_acquire = cancel_acquire
+        self.failures: list[tuple[str, str]] = []
+        self.skipped_open = 0
+        self.stale_retry = False
+        self.convert = False  # the current channel speaks another protocol
+
+    def pick(self, app: Any, model: str) -> Any:
+        """The next candidate that may be tried now (made current), or None."""
+        breakers = app.breakers
+        now = time.monotonic()
+        for ch in self.plan:
+            if ch is self.last_channel:
+                continue
+            until = app.channel_cooldown.get(ch.name)
+            if until is not None and now < until:
+                self.skipped_open += 1
+                continue
+            if ch.rpm and not app.limits.channel_allows(ch):
+                self.skipped_open += 1
+                continue
+            br = breakers.get(ch.name, model)
+            if not br.allow(now):
+                self.skipped_open += 1
+                continue
+            self.count += 1
+            self.channel = self.last_channel = ch
+            self.breaker = br
+            self.upstream_model = ch.model_map.get(model, model)
+            return ch
+        return None
+
+    def failed(self, app: Any, kind: str) -> None:
+        """The current attempt failed before any byte reached the client."""
+        name = self.channel.name
+        self.failures.append((name, kind))
+        self.breaker.failure()
+        app.metrics.attempt(name, kind)
+
+    def give_up_error(self, model: str) -> errors.FastgateError:
+        """The error for a request whose every candidate failed or was skipped."""
+        failures = self.failures
+        if self.count == 0 and self.skipped_open:
+            return errors.ServiceUnavailable(
+                f"every channel for '{model}' is temporarily unavailable (circuit open)"
+            )
+        listed = "; ".join(f"{c}: {k}" for c, k in failures)
+        if failures and all(k in up.TIMEOUT_KINDS for _, k in failures):
+            return errors.UpstreamTimeout("upstream timed out: " + listed)
+        return errors.UpstreamError(f"all {self.count} attempt(s) failed: " + listed)
+
+    def drop_conn(self, app: Any, conn: Any) -> None:
+        """Done with a connection that must not be reused: close it, free its slot."""
+        self.conn = None
+        conn.abort()
+        if conn.key is not None:
+            app.pool.discard(conn)
+
+    def cancel(self, app: Any) -> None:
+        """Stop whatever the current attempt is waiting on (the client left)."""
+        if self.conn is not None:
+            self.drop_conn(app, self.conn)
+        if self.cancel_acquire is not None:
+            self.cancel_acquire()
+            self.cancel_acquire = None

@@ -1,0 +1,204 @@
+"""The response as the client receives it, and the one way a request ends.
+
+`ResponseWriter` frames the client's response: the head waits in `head_out`
+to leave with the first body bytes; body bytes are framed (content-length
+passthrough, chunked, or close-delimited for HTTP/1.0) into `out`, which is
+written in one `client.write` per upstream read (`flush`). `end` is the end of
+every proxied request, in this order and once: the last bytes are flushed, the
+upstream connection goes back to the pool, the request is accounted
+(`accounting.account`, the same call as the fast path's), and the client
+connection is handed back (`client.finish`), or not when the client is gone.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fastgate.gateway.accounting import account
+from fastgate.http.flow import PEER_SLOW
+from fastgate.http.responses import CHUNK_END, simple_response
+from fastgate.vocab.usage import Usage
+
+if TYPE_CHECKING:
+    from fastgate.gateway.handler import Exchange
+    from fastgate.http.head import RequestHead
+    from fastgate.http.interfaces import ClientSink
+
+
+class ResponseWriter:
+    __slots__ = (
+        "app",
+        "chunked",
+        "client",
+        "force_close",
+        "head",
+        "head_out",
+        "out",
+        "paused",
+        "request_id",
+        "status",
+        "t_first",
+        "upstream_request_id",
+    )
+
+    def __init__(
+        self,
+        app: Any,
+        client: ClientSink,
+        head: RequestHead,
+        request_id: bytes,
+        out: list[bytes] | None = None,
+    ) -> None:
+        self.app = app
+        self.client = client
+        self.head = head
+        self.request_id = request_id
+        self.status = 0  # the accepted upstream status (0: no head accepted)
+        self.t_first = 0.0  # when that head arrived (time to first byte)
+        self.upstream_request_id = b""
+        self.head_out: bytes | None = None  # the head, until the first body bytes
+        self.out: list[bytes] = [] if out is None else out  # framed bytes not yet written
+        self.chunked = False
+        self.force_close = False  # close the client connection after this response
+        self.paused = False  # the client's write buffer is full: upstream reads stop
+
+    def keep_alive(self) -> bool:
+        return self.head.keep_alive and not self.force_close and not self.app.stopping
+
+    def begin(self, parts: list[bytes], conn: Any, length: bytes) -> None:
+        """Framing (content-length, chunked, or close-delimited) and the head's end;
+        the head waits in `head_out` to leave with the first body bytes."""
+        head = self.head
+        keep = head.keep_alive and not self.force_close and not self.app.stopping
+        if length:
+            parts.append(b"content-length: %b\r\n" % length)
+        elif head.http11:
+            parts.append(b"transfer-encoding: chunked\r\n")
+            self.chunked = True
+        else:  # HTTP/1.0 and no length: the close ends the body
+            keep = False
+            self.force_close = True
+        parts.append(b"\r\n" if keep else b"connection: close\r\n\r\n")
+        self.head_out = b"".join(parts)
+        if self.paused:
+            conn.pause_reading()
+
+    def frame(self, data: bytes) -> None:
+        """Frame bytes already in the client's format."""
+        out = self.out
+        if self.head_out is not None:
+            out.append(self.head_out)
+            self.head_out = None
+        if self.chunked:
+            out.append(b"%x\r\n" % len(data))
+            out.append(data)
+            out.append(b"\r\n")
+        else:
+            out.append(data)
+
+    def flush(self) -> None:
+        out = self.out
+        if out:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            self.client.write(data)
+
+    def whole(
+        self,
+        status: int,
+        body: bytes,
+        content_type: bytes = b"application/json",
+        extra: Any = (),
+    ) -> bool:
+        """Write a whole response (nothing of another must have been sent);
+        return whether the connection is kept alive."""
+        keep = self.keep_alive()
+        self.client.write(
+            simple_response(
+                status,
+                body,
+                content_type=content_type,
+                request_id=self.request_id,
+                keep_alive=keep,
+                extra=extra,
+            )
+        )
+        return keep
+
+    def reset(self) -> None:
+        """Forget what a failed attempt's response head set up (nothing was sent)."""
+        self.head_out = None
+        self.out.clear()
+        self.chunked = False
+        self.status = 0
+        self.t_first = 0.0
+        self.upstream_request_id = b""
+
+    def end(
+        self,
+        ex: Exchange,
+        status: int,
+        error_code: str = "",
+        release: Any = None,
+        terminate: bool = False,
+    ) -> None:
+        """The end of a proxied request: flush -> release the connection ->
+        account -> hand the client connection back. `terminate`: end the body's
+        framing first (the head if no body byte came, the last chunk)."""
+        out = self.out
+        if terminate:
+            if self.head_out is not None:
+                out.append(self.head_out)
+                self.head_out = None
+            if self.chunked:
+                out.append(CHUNK_END)
+        if out:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            self.client.write(data)
+        app = self.app
+        if release is not None and release.key is not None:
+            app.pool.release(release)
+        app.inflight -= 1
+        counts = app.metrics.status
+        counts[status] = counts.get(status, 0) + 1
+        tr = ex.transform  # Transform.usage, inline
+        if tr is None:
+            usage = Usage()
+        elif tr.scanner is not None:
+            usage = tr.scanner.usage
+        elif tr.conv is not None:
+            usage = tr.conv.usage
+        else:
+            usage = tr.conv_usage or Usage()
+        ctx = ex.ctx
+        token = ctx.token
+        att = ex.attempts
+        snap = app.snapshot
+        account(
+            app,
+            self.head,
+            self.request_id,
+            token,
+            ctx.ingress.protocol,
+            att.channel,
+            ctx.model,
+            att.upstream_model,
+            ctx.stream,
+            status,
+            error_code,
+            usage,
+            snap.prices.get(ctx.model),
+            snap.group_ratio.get(token.group, 1_000_000) if token is not None else 1_000_000,
+            self.t_first,
+            att.count,
+            self.client.client_ip,
+        )
+        if ctx.limited:
+            app.limits.done(token, usage.prompt_tokens + usage.completion_tokens)
+        client = self.client
+        if client.gate.reasons:
+            client.gate.resume(PEER_SLOW)
+        if status == 499:
+            return
+        client.finish(self.head.keep_alive and not self.force_close and not app.stopping)
