@@ -1,4 +1,4 @@
-"""Sans-IO protocol converters: OpenAI Chat Completions <-> Anthropic Messages <-> Gemini.
+"""Sans-IO protocol converters: OpenAI Chat Completions (the hub) <-> the other protocols.
 
 Everything goes through the OpenAI chat shape (the hub): N ingress formats and M
 channel formats need N + M converters, not N x M. Requests and non-stream responses are
@@ -6,11 +6,17 @@ dict -> dict functions; streams are classes fed upstream bytes that return clien
 (`feed` / `close` / `error_event`, with `usage` filled as events pass). Nothing here
 touches sockets or asyncio.
 
-- errors.py    ConversionError (-> 400), UpstreamProtocolError (-> 502), error bodies
-- common.py    hub vocabulary: DONE sentinel, data URLs, usage codecs, call-id codec
-- anthropic.py Anthropic <-> hub
-- gemini.py    Gemini <-> hub
-- chain.py     composition (Anthropic <-> Gemini) and one-call dispatchers
+- errors.py          ConversionError (-> 400), UpstreamProtocolError (-> 502), error bodies
+- common.py          hub vocabulary: DONE sentinel, data URLs, call-id codec, stream bases
+- anthropic/         Anthropic Messages <-> hub (requests each way, responses, streams)
+- gemini/            Gemini generateContent <-> hub (requests each way, responses, streams)
+- bedrock.py         hub -> Bedrock Converse requests, Converse responses -> hub (channel only)
+- bedrock_stream.py  ConverseStream (AWS event-stream frames) -> hub chunks
+- ollama.py          hub -> Ollama /api/chat requests, its responses and streams -> hub
+                     (channel only)
+- chain.py           composition (e.g. Anthropic <-> Gemini) and one-call dispatchers
+
+The usage codecs are the vocabulary's (`fastgate.vocab.usage`), not this package's.
 """
 
 from fastgate.convert.anthropic import (

@@ -1,0 +1,388 @@
+"""Anthropic Messages SSE <-> hub chat-completion chunk SSE, both directions.
+
+`AnthropicToOpenAIStream` reads Anthropic events (message_start, content_block_*,
+message_delta, message_stop) and yields hub chunks; `OpenAIToAnthropicStream` reads hub
+chunks and writes Anthropic events, opening and closing one content block at a time.
+Both fill `usage` as events pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from fastgate.convert.anthropic.response import finish_from_anthropic, stop_reason_from_openai
+from fastgate.convert.common import (
+    DEFAULT_MAX_EVENT_BYTES,
+    DONE,
+    FromOpenAIStream,
+    ToOpenAIStream,
+    dumps_str,
+    foreign_id,
+    hub_id,
+    load_event_json,
+    new_id,
+    now,
+    openai_error_chunk,
+    sse_close,
+    sse_feed,
+)
+from fastgate.convert.common import (
+    MALFORMED as _MALFORMED,
+)
+from fastgate.convert.errors import (
+    UpstreamProtocolError,
+    anthropic_error_event,
+    anthropic_error_type,
+    openai_error_type,
+)
+from fastgate.sse.decoder import SSEDecoder
+from fastgate.vocab.usage import (
+    Usage,
+    anthropic_usage_dict,
+    merge_anthropic_usage,
+    usage_from_openai,
+)
+from fastgate.vocab.usage import openai_reasoning_tokens as reasoning_tokens_of
+
+# streams
+# ==================================================================================
+
+
+class AnthropicToOpenAIStream(ToOpenAIStream):
+    """Anthropic Messages SSE in, OpenAI chat-completion chunk SSE out.
+
+    `feed_chunks` / `close_chunks` return the hub chunks (dicts, then `DONE`) so a
+    second converter can take them without JSON in between; `feed` / `close` return
+    the OpenAI bytes. `usage` follows the upstream's numbers as they arrive.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        include_usage: bool = False,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    ) -> None:
+        self.model = model
+        self.include_usage = include_usage
+        self.usage = Usage()
+        self._dec = SSEDecoder(max_event_bytes)
+        self._id = ""
+        self._created = now()
+        self._started = False
+        self._ended = False  # message_stop or an error event seen
+        self._tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool index
+        self._merged: dict[str, Any] = {}  # message_start + message_delta usage
+
+    # -- public (feed / close / error_event: ToOpenAIStream) ----------------------
+
+    def feed_chunks(self, data: bytes) -> list[Any]:
+        """Hub chunks for what `data` completes."""
+        out: list[Any] = []
+        for ev in sse_feed(self._dec, data):
+            if not self._ended and ev.data:
+                self._event(ev.data, out)
+        return out
+
+    def close_chunks(self) -> list[Any]:
+        """Hub chunks at EOF (normally none: message_stop already ended the stream)."""
+        events = sse_close(self._dec)
+        out: list[Any] = []
+        for ev in events:
+            if not self._ended and ev.data:
+                self._event(ev.data, out)
+        if not self._ended:
+            raise UpstreamProtocolError("upstream stream ended before message_stop")
+        return out
+
+    # -- internals ---------------------------------------------------------------
+
+    def _set_usage(self, u: dict[str, Any], start: bool) -> None:
+        if start:
+            self._merged = {}
+        self.usage = merge_anthropic_usage(self._merged, u)
+
+    def _event(self, data: bytes, out: list[Any]) -> None:
+        obj = load_event_json(data)
+        if not isinstance(obj, dict):
+            raise UpstreamProtocolError("Anthropic stream event is not a JSON object")
+        try:
+            self._dispatch(obj, out)
+        except _MALFORMED as exc:
+            raise UpstreamProtocolError(
+                f"malformed Anthropic stream event {obj.get('type')!r}"
+            ) from exc
+
+    def _dispatch(self, obj: dict[str, Any], out: list[Any]) -> None:
+        kind = obj.get("type")
+        if kind == "content_block_delta":
+            self._need_start(kind)
+            delta = obj["delta"]
+            dk = delta["type"]
+            if dk == "text_delta":
+                text = _str(delta["text"])
+                if text:
+                    out.append(self._chunk({"content": text}))
+            elif dk == "input_json_delta":
+                part = _str(delta["partial_json"])
+                idx = self._tools.get(obj["index"])
+                if idx is None:
+                    raise UpstreamProtocolError("input_json_delta for a block that is no tool_use")
+                if part:
+                    out.append(
+                        self._chunk(
+                            {"tool_calls": [{"index": idx, "function": {"arguments": part}}]}
+                        )
+                    )
+            elif dk == "thinking_delta" and _str(delta["thinking"]):
+                out.append(self._chunk({"reasoning_content": delta["thinking"]}))
+            # signature_delta, citations_delta and future delta types carry nothing the
+            # chat format can hold
+        elif kind == "content_block_start":
+            self._need_start(kind)
+            block = obj["content_block"]
+            bk = block["type"]
+            if bk == "text":
+                if block.get("text"):
+                    out.append(self._chunk({"content": block["text"]}))
+            elif bk == "tool_use":
+                idx = len(self._tools)
+                self._tools[obj["index"]] = idx
+                call = {
+                    "index": idx,
+                    "id": _str(block["id"]),
+                    "type": "function",
+                    "function": {"name": _str(block["name"]), "arguments": ""},
+                }
+                out.append(self._chunk({"tool_calls": [call]}))
+                if block.get("input"):
+                    args = dumps_str(block["input"])
+                    out.append(
+                        self._chunk(
+                            {"tool_calls": [{"index": idx, "function": {"arguments": args}}]}
+                        )
+                    )
+            elif bk == "thinking" and block.get("thinking"):
+                out.append(self._chunk({"reasoning_content": block["thinking"]}))
+        elif kind == "message_start":
+            msg = obj["message"]
+            self._id = hub_id(msg.get("id"))
+            self._started = True
+            self._set_usage(msg.get("usage") or {}, True)
+            out.append(self._chunk({"role": "assistant", "content": ""}))
+        elif kind == "message_delta":
+            self._need_start(kind)
+            usage = obj.get("usage")
+            if isinstance(usage, dict):
+                self._set_usage(usage, False)
+            reason = (obj.get("delta") or {}).get("stop_reason")
+            if reason is not None:
+                out.append(self._chunk({}, finish_from_anthropic(reason)))
+        elif kind == "message_stop":
+            self._need_start(kind)
+            self._ended = True
+            if self.include_usage:
+                out.append(self._usage_chunk())
+            out.append(DONE)
+        elif kind == "error":
+            err = obj.get("error") or {}
+            self._ended = True
+            message = str(err.get("message") or "upstream error")
+            out.append(openai_error_chunk(message, openai_error_type(err.get("type"))))
+        # content_block_stop, ping and unknown event types carry nothing to convert
+
+    def _need_start(self, kind: Any) -> None:
+        if not self._started:
+            raise UpstreamProtocolError(f"Anthropic stream event {kind!r} before message_start")
+
+
+_EV_MESSAGE_START = b"message_start"
+_EV_BLOCK_START = b"content_block_start"
+_EV_BLOCK_DELTA = b"content_block_delta"
+_EV_BLOCK_STOP = b"content_block_stop"
+_EV_MESSAGE_DELTA = b"message_delta"
+_EV_MESSAGE_STOP = b"message_stop"
+
+
+def _str(v: Any) -> str:
+    """`v` if it is a string; anything else is a malformed upstream event."""
+    if isinstance(v, str):
+        return v
+    raise UpstreamProtocolError(f"expected a string in the upstream event, got {type(v).__name__}")
+
+
+_TEXT_DELTA = (
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
+    b'"delta":{"type":"text_delta","text":%b}}\n\n'
+)
+
+
+def _ev(name: bytes, obj: dict[str, Any]) -> bytes:
+    return b"event: " + name + b"\ndata: " + orjson.dumps(obj) + b"\n\n"
+
+
+class OpenAIToAnthropicStream(FromOpenAIStream):
+    """OpenAI chat-completion chunk SSE (or hub chunks via `push`) in, Anthropic SSE out.
+
+    OpenAI reports usage in a final chunk after `finish_reason`, so the closing
+    `message_delta` (stop reason + usage) waits for that chunk or for `[DONE]`; text
+    and tool-call deltas leave as they come.
+    """
+
+    def __init__(self, model: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self.model = model
+        self.usage = Usage()
+        self._reasoning_tokens = 0
+        self._dec = SSEDecoder(max_event_bytes)
+        self._started = False
+        self._ended = False
+        self._next = 0  # next Anthropic block index
+        self._open: tuple[str, Any] | None = None  # ("text"|"thinking"|"tool", key)
+        self._open_index = -1
+        self._tools: dict[int, int] = {}  # OpenAI tool index -> Anthropic block index
+        self._stop: str | None = None
+
+    # -- public (feed / close / finish / push: FromOpenAIStream) ------------------
+
+    def error_event(self, message: str, type_: str = "api_error") -> bytes:
+        """An Anthropic `event: error` (after a failure once bytes were sent)."""
+        return anthropic_error_event(message, type_)
+
+    # -- internals ---------------------------------------------------------------
+
+    def _saw_finish(self) -> bool:
+        return self._stop is not None
+
+    def _start(self, chunk: dict[str, Any], out: list[bytes]) -> None:
+        self._started = True
+        mid = foreign_id(chunk.get("id"), "msg_")
+        message = {
+            "id": mid,
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": anthropic_usage_dict(self.usage),
+        }
+        out.append(_ev(_EV_MESSAGE_START, {"type": "message_start", "message": message}))
+
+    def _close_block(self, out: list[bytes]) -> None:
+        if self._open is not None:
+            out.append(
+                _ev(_EV_BLOCK_STOP, {"type": "content_block_stop", "index": self._open_index})
+            )
+            self._open = None
+
+    def _open_block(self, kind: str, key: Any, block: dict[str, Any], out: list[bytes]) -> int:
+        self._close_block(out)
+        idx = self._next
+        self._next += 1
+        self._open = (kind, key)
+        self._open_index = idx
+        out.append(
+            _ev(
+                _EV_BLOCK_START,
+                {"type": "content_block_start", "index": idx, "content_block": block},
+            )
+        )
+        return idx
+
+    def _delta(self, idx: int, delta: dict[str, Any], out: list[bytes]) -> None:
+        out.append(
+            _ev(_EV_BLOCK_DELTA, {"type": "content_block_delta", "index": idx, "delta": delta})
+        )
+
+    def _text(self, kind: str, text: str, out: list[bytes]) -> None:
+        if self._open is None or self._open[0] != kind:
+            block = {"type": "text", "text": ""}
+            if kind == "thinking":
+                block = {"type": "thinking", "thinking": "", "signature": ""}
+            self._open_block(kind, None, block, out)
+        if kind == "thinking":
+            self._delta(self._open_index, {"type": "thinking_delta", "thinking": text}, out)
+        else:  # the hot event of a stream: the same bytes as _delta, without the dicts
+            out.append(_TEXT_DELTA % (self._open_index, orjson.dumps(text)))
+
+    def _chunk(self, c: dict[str, Any], out: list[bytes]) -> None:
+        if "error" in c and not c.get("choices"):
+            err = c["error"] if isinstance(c["error"], dict) else {"message": str(c["error"])}
+            self._ended = True
+            out.append(
+                anthropic_error_event(
+                    str(err.get("message") or "upstream error"),
+                    anthropic_error_type(
+                        err.get("type") if isinstance(err.get("type"), str) else None
+                    ),
+                )
+            )
+            return
+        usage = c.get("usage")
+        if isinstance(usage, dict):
+            self.usage = usage_from_openai(usage)
+            self._reasoning_tokens = reasoning_tokens_of(usage)
+        if not self._started:
+            self._start(c, out)
+        choices = c.get("choices") or []
+        for ch in choices:
+            if ch.get("index", 0) != 0:
+                continue
+            delta = ch.get("delta") or {}
+            reasoning = delta.get("reasoning_content")
+            if reasoning is None:
+                reasoning = delta.get("reasoning")
+            if isinstance(reasoning, str) and reasoning:
+                self._text("thinking", reasoning, out)
+            content = delta.get("content")
+            if isinstance(content, str) and content:
+                self._text("text", content, out)
+            refusal = delta.get("refusal")
+            if isinstance(refusal, str) and refusal:
+                self._text("text", refusal, out)
+            for tc in delta.get("tool_calls") or ():
+                self._tool_delta(tc, out)
+            finish = ch.get("finish_reason")
+            if finish is not None:
+                self._close_block(out)
+                self._stop = stop_reason_from_openai(finish)
+        if not choices and isinstance(usage, dict) and self._stop is not None:
+            self._finalize(out)  # the usage chunk after the finish: nothing else follows
+
+    def _tool_delta(self, tc: dict[str, Any], out: list[bytes]) -> None:
+        oi = tc.get("index", 0)
+        fn = tc.get("function") or {}
+        idx = self._tools.get(oi)
+        if idx is None:
+            block = {
+                "type": "tool_use",
+                "id": tc.get("id") or new_id("call_"),
+                "name": fn.get("name") or "",
+                "input": {},
+            }
+            idx = self._open_block("tool", oi, block, out)
+            self._tools[oi] = idx
+        args = fn.get("arguments")
+        if isinstance(args, str) and args:
+            self._delta(idx, {"type": "input_json_delta", "partial_json": args}, out)
+
+    def _finalize(self, out: list[bytes]) -> None:
+        if self._ended:
+            return
+        if not self._started:
+            self._start({}, out)
+        self._close_block(out)
+        self._ended = True
+        usage = anthropic_usage_dict(self.usage)
+        out.append(
+            _ev(
+                _EV_MESSAGE_DELTA,
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": self._stop or "end_turn", "stop_sequence": None},
+                    "usage": usage,
+                },
+            )
+        )
+        out.append(_ev(_EV_MESSAGE_STOP, {"type": "message_stop"}))
