@@ -43,7 +43,6 @@ __all__ = [
 ]
 
 # Types whose base_url loses one trailing "/v1" (the ingress path /v1/... is appended).
-_STRIP_V1_TYPES = frozenset({"openai", "openrouter", "mock", "azure", "anthropic"})
 # Headers whose framing/connection semantics belong to the gateway, never to a channel.
 _MANAGED_HEADERS = frozenset(
     {
@@ -64,16 +63,22 @@ _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-
 _REGION = re.compile(r"[a-z0-9]+(-[a-z0-9]+)+")
 
 
+def _kind(ctype: str | None) -> Any:
+    """The channel type's registry entry (None for an unknown type: already an error).
+
+    Imported here, not at module level: loading a config file must not load every
+    provider module and converter (the usage writer process reads configs too)."""
+    from fastgate.providers import registry
+
+    return registry.TYPES.get(ctype) if ctype else None
+
+
 def _normalize_base_url(ctype: str | None, url: str) -> str:
     """Strip trailing slashes and the API-version suffix that the ingress path re-adds."""
     parts = urlsplit(url)
     path = parts.path.rstrip("/")
-    if ctype in _STRIP_V1_TYPES:
-        suffixes: tuple[str, ...] = ("/v1",)
-    elif ctype == "gemini":
-        suffixes = ("/v1beta", "/v1")
-    else:
-        suffixes = ()
+    kind = _kind(ctype)
+    suffixes: tuple[str, ...] = kind.base_url_suffixes if kind is not None else ()
     for suffix in suffixes:
         if path.endswith(suffix):
             path = path[: -len(suffix)].rstrip("/")
@@ -127,6 +132,7 @@ def parse_channel(t: Table) -> tuple[ChannelConfig | None, tuple[str, ...]]:
     """One [[channels]] entry, plus the models it serves (even if other keys are bad)."""
     name = t.string("name", required=True, nonempty=True)
     ctype = t.string("type", required=True, choices=CHANNEL_TYPES)
+    kind = _kind(ctype)
 
     region = t.string("region", store=False)
     if region and not _REGION.fullmatch(region):
@@ -142,18 +148,23 @@ def parse_channel(t: Table) -> tuple[ChannelConfig | None, tuple[str, ...]]:
         else:
             t.kw["base_url"] = _normalize_base_url(ctype, base_url)
     elif base_url is not None or not t.has("base_url"):
-        if ctype == "bedrock" and region:
-            t.kw["base_url"] = f"https://bedrock-runtime.{region}.amazonaws.com"
-        elif ctype is not None and ctype not in ("mock", "bedrock"):  # bedrock: from region
+        if kind is not None and kind.needs_region and region:
+            t.kw["base_url"] = kind.default_base_url(region)  # bedrock: from the region
+        elif kind is not None and kind.needs_base_url:
             t.error("base_url", f'required for type "{ctype}"')
-    if ctype == "bedrock" and not region and (region is not None or not t.has("region")):
-        t.error("region", 'required for type "bedrock"')
+    if (
+        kind is not None
+        and kind.needs_region
+        and not region
+        and (region is not None or not t.has("region"))
+    ):
+        t.error("region", f'required for type "{ctype}"')
 
     t.secret("api_key")
     t.string("api_key_env", env_name=True)
 
-    if ctype == "mock" and not t.has("models"):
-        models: tuple[str, ...] | None = ("mock-1",)
+    if kind is not None and kind.default_models and not t.has("models"):
+        models: tuple[str, ...] | None = kind.default_models
         t.kw["models"] = models
         t.take("models", False)
     else:

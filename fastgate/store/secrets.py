@@ -28,9 +28,6 @@ import os
 import re
 from collections.abc import Mapping
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 __all__ = [
     "ENV_VAR",
     "SecretBox",
@@ -112,6 +109,10 @@ class SecretBox:
     def __init__(self, key: bytes) -> None:
         if len(key) != 32:
             raise SecretKeyInvalid(f"the key is {len(key)} bytes, not 32")
+        # imported here: the usage writer process loads the store but never a secret,
+        # and cryptography is ~10 MB of resident memory
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         self._aead = AESGCM(key)
 
     def __repr__(self) -> str:
@@ -127,6 +128,8 @@ class SecretBox:
         if len(sealed) < 1 + _NONCE + 16 or sealed[:1] != _VERSION:
             raise SecretDecryptError("not a sealed value of a known format")
         nonce = sealed[1 : 1 + _NONCE]
+        from cryptography.exceptions import InvalidTag
+
         try:
             return self._aead.decrypt(nonce, sealed[1 + _NONCE :], _VERSION + context)
         except InvalidTag:
