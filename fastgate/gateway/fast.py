@@ -163,13 +163,13 @@ class FastExchange:
         "head",
         "head_out",
         "inject",
+        "last",
         "obj",
         "order",
         "out",
         "plan",
         "request_id",
         "scanner",
-        "sent",
         "status",
         "stream",
         "t_first",
@@ -220,7 +220,7 @@ class FastExchange:
         self.out: list[bytes] = []
         self.chunked = False
         self.force_close = False
-        self.sent = False
+        self.last = b""  # the last bytes written to the client ("" = none yet)
         self.status = 0
         self.t_first = 0.0
         self.upstream_request_id = b""
@@ -309,7 +309,7 @@ class FastExchange:
         if out:
             data = out[0] if len(out) == 1 else b"".join(out)
             out.clear()
-            self.sent = True
+            self.last = data
             self.client.write(data)
 
     def up_complete(self, conn: Any) -> None:
@@ -439,6 +439,7 @@ class FastExchange:
         writer.chunked = self.chunked
         writer.force_close = self.force_close
         writer.paused = self.client_paused_flag
+        writer.last = self.last
         return Exchange.adopt(
-            app, self.client, ctx, attempts, writer, self.scanner, self.sent, self
+            app, self.client, ctx, attempts, writer, self.scanner, bool(self.last), self
         )

@@ -52,6 +52,7 @@ from fastgate.http.flow import PEER_SLOW
 from fastgate.http.head import RequestHead
 from fastgate.http.responses import STATUS_LINE, status_line
 from fastgate.providers import openai as openai_proto
+from fastgate.vocab.protocols import stream_ended
 
 if TYPE_CHECKING:
     from fastgate.app import App
@@ -374,7 +375,14 @@ class Exchange(ExchangeParts):
                 att.breaker.release_probe()
             if self.transform is not None:
                 self.transform.abort()
-            self.finish(499, "client_closed")
+            w = self.writer
+            if w.status and stream_ended(self.ctx.ingress.protocol, w.last):
+                # It left after its stream's end event: it had the whole answer (an
+                # SDK may close as soon as it reads [DONE], before the last chunk).
+                w.force_close = True
+                self.finish(w.status, "" if w.status < 400 else f"upstream_{w.status}")
+            else:
+                self.finish(499, "client_closed")
         except Exception:
             self._crash()
 

@@ -33,6 +33,7 @@ class ResponseWriter:
         "force_close",
         "head",
         "head_out",
+        "last",
         "out",
         "paused",
         "request_id",
@@ -61,6 +62,7 @@ class ResponseWriter:
         self.chunked = False
         self.force_close = False  # close the client connection after this response
         self.paused = False  # the client's write buffer is full: upstream reads stop
+        self.last = b""  # the last bytes written to the client (see Exchange.client_lost)
 
     def keep_alive(self) -> bool:
         return self.head.keep_alive and not self.force_close and not self.app.stopping
@@ -101,6 +103,7 @@ class ResponseWriter:
         if out:
             data = out[0] if len(out) == 1 else b"".join(out)
             out.clear()
+            self.last = data
             self.client.write(data)
 
     def whole(

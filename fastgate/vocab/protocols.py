@@ -19,3 +19,13 @@ INGRESS_PROTOCOLS: tuple[str, ...] = (OPENAI, ANTHROPIC, GEMINI)
 # Protocols the hub converters speak directly; the others go through one of them.
 HUB_PROTOCOLS: frozenset[str] = frozenset(INGRESS_PROTOCOLS)
 PROTOCOLS: tuple[str, ...] = (OPENAI, ANTHROPIC, GEMINI, BEDROCK, OLLAMA)
+
+# The event that ends a stream in a protocol (Gemini's streams have none: they
+# just end). A client that leaves after receiving it has had its whole answer.
+STREAM_END: dict[str, bytes] = {OPENAI: b"data: [DONE]", ANTHROPIC: b"event: message_stop"}
+
+
+def stream_ended(protocol: str, last_write: bytes) -> bool:
+    """Did the client's last write carry the protocol's end-of-stream event?"""
+    marker = STREAM_END.get(protocol)
+    return marker is not None and marker in last_write[-(len(marker) + 256) :]
