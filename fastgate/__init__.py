@@ -1,24 +1,32 @@
 """fastgate: a fast LLM API gateway.
 
-Layers, outermost first:
+Layers, each importing only the ones below it (checked in CI by `lint-imports`,
+contracts in pyproject.toml):
 
-- `cli` / `server`: parse arguments, load `config`, bind (SO_REUSEPORT), fork
-  workers, handle signals (drain on SIGTERM, reload on SIGHUP).
-- `http/`: HTTP/1.1 plumbing with no LLM knowledge. `client.ClientProtocol`
-  parses requests with httptools; `upstream.UpstreamProtocol` and its `Pool`
-  keep connections to providers alive; `flow` tracks why reading is paused.
-- `gateway/`: a request's life. `handler.Exchange` authenticates (`auth`),
-  routes (`routing`, `breaker`), forwards, reads usage as bytes pass (`usage`),
-  prices it (`billing`) and queues one record.
-- `snapshot`: the immutable view of config the hot path reads, swapped whole.
-- `sse/`, `convert/`: sans-IO stream decoding and protocol conversion.
-- `providers/`: wire details per provider, including the in-process `mock`.
-- `store/`: everything durable, never on the hot path (`logsink` batches).
+5. composition: `cli/`, `server` (bind, workers, signals, drain, reload), `app`
+   (the per-process runtime state), `admin/` (control-plane API), `store/`
+   (SQLite/Postgres, and the usage writer process fed in batches).
+4. policy: `gateway/` (admission, route plans, the fast path, the general
+   exchange as a state machine, limits, breaker, billing, accounting),
+   `providers/` (one registry entry per channel type), `snapshot`, `config/`,
+   `metrics`.
+3. transport: `http/` (client and upstream protocols, pool, flow control; no LLM
+   knowledge; the interfaces it calls are `typing.Protocol`s in
+   `http/interfaces`).
+2. sans-IO: `sse/`, `convert/` (every protocol converter), `scan/` (the one
+   JSON-object finder and the usage scanners), `wire/` (SigV4, AWS
+   event-stream), `errors` (gateway errors rendered per protocol).
+1. vocabulary: `vocab/` (usage codec, error table, header names, protocol
+   names, the usage record's field order); imports nothing of fastgate.
 
-A request's flow: bytes -> ClientProtocol (head, body) -> App.dispatch ->
-Exchange.start (auth, model, route: dict lookups only) -> Pool.acquire ->
-UpstreamProtocol.send (one write) -> up_headers / up_body (scan usage, write to
-the client once per upstream read) -> up_complete -> price, record, keep-alive.
+A request's flow: bytes -> `http.client.ClientProtocol` (httptools: head, body)
+-> `gateway.fast.dispatch`. The plain case (OpenAI request, OpenAI channel, key
+without limits) runs on the fast path: auth, one parse, the route plan of the
+snapshot, one write upstream (`http.upstream`), bytes forwarded as they arrive,
+usage from the body's tail or the stream scanner, `gateway.accounting.account`
+(price, charge, one record tuple to the writer). Anything else, and every
+unusual event of a fast request (429/5xx, a dead connection, a client that
+leaves), goes to `gateway.handler.Exchange`, which ends in the same accounting.
 """
 
 __version__ = "0.1.0"
