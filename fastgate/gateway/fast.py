@@ -22,8 +22,6 @@ Hot code: every function call here is counted by the call-budget test
 from __future__ import annotations
 
 import hashlib
-import json.decoder
-import json.scanner
 import time
 from typing import Any
 
@@ -38,13 +36,11 @@ from fastgate.gateway.writer import ResponseWriter
 from fastgate.http.flow import PEER_SLOW
 from fastgate.http.responses import CHUNK_END, STATUS_LINE, status_line
 from fastgate.providers import openai as openai_proto
+from fastgate.scan.jsonfind import last_object
 from fastgate.scan.openai import OpenAIStreamUsage
 from fastgate.vocab.usage import Usage, usage_from_openai
 
 _sha256 = hashlib.sha256
-# The C JSON scanner: parses one JSON value at an offset and says where it ends,
-# which is what reading the usage object from a body's tail needs (no Python frames).
-_scan_value = json.scanner.c_make_scanner(json.decoder.JSONDecoder())
 
 FAST_PATHS = frozenset(
     {b"/v1/chat/completions", b"/v1/completions", b"/v1/embeddings", b"/v1/responses"}
@@ -321,21 +317,10 @@ class FastExchange:
             usage = scanner.usage
         else:
             usage = Usage()
-            tail = self.tail
-            if tail:
-                i = tail.rfind(_USAGE)
-                while i > 0 and tail[i - 1] == 92:  # an escaped quote: inside a string
-                    i = tail.rfind(_USAGE, 0, i)
-                if i >= 0:
-                    text = tail.decode("latin-1")  # the usage object is ASCII
-                    j = text.find("{", i + 7)
-                    if j > 0 and text[i + 7 : j].strip() == ":":
-                        try:
-                            obj = _scan_value(text, j)[0]
-                        except (StopIteration, ValueError):
-                            obj = None
-                        if type(obj) is dict:
-                            usage_from_openai(obj, usage)
+            if self.tail:
+                obj = last_object(self.tail, _USAGE)
+                if type(obj) is dict:
+                    usage_from_openai(obj, usage)
         out = self.out
         if self.head_out is not None:
             out.append(self.head_out)

@@ -12,10 +12,16 @@ checked by parsing it. Only when that parse fails (a brace inside a string) or
 the object spans chunks is it copied, at most `cap` bytes, and matched with
 strings and escapes tracked, incrementally. The key helpers (`key_hint`,
 `is_key_object`) are shared with the SSE-event scanner of OpenAI streams.
+
+`last_object` is the same finder run backwards over a buffer already whole (the
+tail of a non-stream body, on the fast path): the last `"<key>": {` that is a key,
+parsed in place by the C JSON scanner, which says where the value ends.
 """
 
 from __future__ import annotations
 
+import json.decoder
+import json.scanner
 import re
 from typing import Any
 
@@ -25,6 +31,29 @@ WS = b" \t\r\n"
 AFTER_KEY = re.compile(rb"[ \t\r\n]*(:[ \t\r\n]*)?")
 _STRUCT = re.compile(rb'[{}"]')
 DEFAULT_CAP = 64 * 1024
+
+
+# The C JSON scanner: one value at an offset, and where it ends (no Python frames).
+_scan_value = json.scanner.c_make_scanner(json.decoder.JSONDecoder())
+
+
+def last_object(buf: bytes, quoted_key: bytes) -> Any:
+    """The value of the last `"<key>": {...}` in `buf` (`quoted_key` with its quotes),
+    or None. `buf` must hold the whole object; keys and numbers are ASCII, so the
+    object is read through a latin-1 view of the bytes."""
+    i = buf.rfind(quoted_key)
+    k = len(quoted_key)
+    while i > 0 and buf[i - 1] == 92:  # an escaped quote: inside a string
+        i = buf.rfind(quoted_key, 0, i)
+    if i < 0:
+        return None
+    j = buf.find(b"{", i + k)
+    if j < 0 or buf[i + k : j].strip() != b":":
+        return None
+    try:
+        return _scan_value(buf.decode("latin-1"), j)[0]
+    except (StopIteration, ValueError):
+        return None
 
 
 def key_hint(key: bytes) -> re.Pattern[bytes]:

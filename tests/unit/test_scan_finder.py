@@ -287,3 +287,31 @@ def test_gemini_stream_any_split(gen, cuts) -> None:
 def test_no_usage_is_not_found() -> None:
     assert run_scanner(GeminiUsage(), [b'{"candidates": []}']) == Usage()
     assert run_scanner(AnthropicUsage(), [b'{"usage": null}']) == Usage()
+
+
+# -- last_object: the finder run backwards over a whole buffer (fast path, non-stream)
+
+
+def test_last_object_reads_the_usage_at_the_tail() -> None:
+    from fastgate.scan.jsonfind import last_object
+
+    body = (
+        b'{"id":"x","choices":[{"message":{"content":"say \\"usage\\": {\\"a\\":1}"}}],'
+        b'"usage": {"prompt_tokens":3,"completion_tokens":4,'
+        b'"prompt_tokens_details":{"cached_tokens":1}},"system_fingerprint":"fp"}'
+    )
+    assert last_object(body, b'"usage"') == {
+        "prompt_tokens": 3,
+        "completion_tokens": 4,
+        "prompt_tokens_details": {"cached_tokens": 1},
+    }
+
+
+def test_last_object_ignores_keys_inside_strings_and_non_objects() -> None:
+    from fastgate.scan.jsonfind import last_object
+
+    assert last_object(b'{"a":"x \\"usage\\": {\\"p\\":1}"}', b'"usage"') is None
+    assert last_object(b'{"usage":null}', b'"usage"') is None
+    assert last_object(b'{"usage":"text {"}', b'"usage"') is None
+    assert last_object(b'{"choices":[]}', b'"usage"') is None
+    assert last_object(b'{"usage":{"p":1', b'"usage"') is None  # cut short
