@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fastgate.store.writer_sink import WriterSink  # noqa: E402
+from fastgate.store.writer_sink import WriterSink
 
 CLK = os.sysconf("SC_CLK_TCK")
 
