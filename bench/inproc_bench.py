@@ -1,0 +1,152 @@
+"""The interpreter's share of a proxied request, without sockets or the kernel.
+
+One non-stream OpenAI request and its upstream answer go through a real App,
+ClientProtocol and UpstreamProtocol wired to fake transports (as in
+tests/unit/inproc.py), on a kept-alive upstream connection. Prints the number of
+Python-level calls of fastgate's own code for one request (sys.setprofile) and
+the time per request over a loop (perf_counter). `--root` points at another
+checkout (e.g. a `git worktree` of an older commit) to compare before and after:
+
+    python bench/inproc_bench.py
+    git worktree add /tmp/before fb96c31 && python bench/inproc_bench.py --root /tmp/before
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+import tomllib
+from typing import Any
+
+KEY = "fg-budget-000000000000000000000000000000000000000"
+CONFIG = f"""
+[[channels]]
+name = "up"
+type = "openai"
+base_url = "http://upstream.test:9"
+api_key = "sk-up"
+models = ["m1"]
+
+[[tokens]]
+name = "fast"
+key = "{KEY}"
+"""
+BODY = b'{"model":"m1","messages":[{"role":"user","content":"hi"}]}'
+REQUEST = (
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %b\r\n"
+    b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%b"
+    % (KEY.encode(), len(BODY), BODY)
+)
+ANSWER = (
+    b'{"id":"c1","object":"chat.completion","model":"m1","choices":[{"index":0,'
+    b'"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}],'
+    b'"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}'
+)
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+    b"content-length: %d\r\nx-request-id: up-1\r\n\r\n%b" % (len(ANSWER), ANSWER)
+)
+
+
+class Transport:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 1) if name == "peername" else default
+
+    def set_write_buffer_limits(self, high: int = 0, low: int = 0) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+
+class Sink:
+    def append(self, record: Any) -> None:
+        pass
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--root", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    ap.add_argument("-n", type=int, default=50_000)
+    args = ap.parse_args()
+    sys.path.insert(0, args.root)
+    import uvloop
+
+    import fastgate
+    from fastgate.app import App
+    from fastgate.config import parse_config
+    from fastgate.http.client import ClientProtocol
+    from fastgate.snapshot import build_snapshot
+
+    pkg = os.path.dirname(fastgate.__file__)
+    cfg = parse_config(tomllib.loads(CONFIG))
+    loop = uvloop.new_event_loop()
+    app = App(cfg, build_snapshot(cfg), loop, Sink())
+    ups: list[tuple[Any, Transport]] = []
+
+    async def create_connection(factory: Any, host: str, port: int, **kw: Any) -> Any:
+        proto, tr = factory(), Transport()
+        proto.connection_made(tr)
+        ups.append((proto, tr))
+        return tr, proto
+
+    loop.create_connection = create_connection  # type: ignore[method-assign]
+    client, ctr = ClientProtocol(app), Transport()
+    client.connection_made(ctr)
+    client.data_received(REQUEST)  # the first request opens the upstream connection
+    for _ in range(5):
+        loop.run_until_complete(asyncio.sleep(0))
+    up, utr = ups[0]
+    up.data_received(RESPONSE)
+    assert ctr.written[-1].startswith(b"HTTP/1.1 200 OK") and ctr.written[-1].endswith(ANSWER)
+
+    calls = 0
+
+    def prof(frame: Any, event: str, arg: Any) -> None:
+        nonlocal calls
+        if event == "call" and frame.f_code.co_filename.startswith(pkg):
+            calls += 1
+
+    sys.setprofile(prof)
+    client.data_received(REQUEST)
+    up.data_received(RESPONSE)
+    sys.setprofile(None)
+    assert len(ups) == 1 and ctr.written[-1].endswith(ANSWER)
+
+    t0 = time.perf_counter()
+    for i in range(args.n):
+        client.data_received(REQUEST)
+        up.data_received(RESPONSE)
+        if i % 1000 == 0:
+            ctr.written.clear()
+            utr.written.clear()
+    dt = (time.perf_counter() - t0) / args.n
+    print(f"fastgate at {pkg}")
+    print(f"Python-level calls of fastgate per request: {calls}")
+    print(f"in-process time per request (no sockets): {dt * 1e6:.2f} us")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
