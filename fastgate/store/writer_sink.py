@@ -224,6 +224,8 @@ class WriterSink:
         return HEADER.pack(len(payload), 0) + payload
 
     def _warn_drops(self) -> None:
+        if self._dropped_here == self._dropped_reported:
+            return  # nothing new to report
         now = time.monotonic()
         if now - self._warned_at >= 1.0:
             self._warned_at = now

@@ -176,7 +176,9 @@ def test_sigkill_of_the_writer_resends_what_it_had_not_acked(tmp_path: Path) -> 
             if i % 1000 == 400:
                 # a writer that has been writing (not one still starting up)
                 floor = i - 1000
-                assert await until(lambda f=floor: sink.written >= f, 10), sink.written
+                assert await until(
+                    lambda f=floor: sink.written >= f and sink.writer_pid is not None, 10
+                ), sink.written
             if i % 1000 == 550:  # 150 appended since without yielding: a batch just
                 # shipped (not acked: the loop has not run) and 50 records still queued
                 pid = sink.writer_pid
