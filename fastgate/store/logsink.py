@@ -59,7 +59,7 @@ import time
 from collections import deque
 from typing import IO, Any
 
-from fastgate.store.base import new_uid
+from fastgate.store.usage import new_uid
 from fastgate.store.writer_spool import _DiskSpool, _json_line, _MemoryBacklog
 from fastgate.vocab.record import UID
 

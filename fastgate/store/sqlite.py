@@ -15,20 +15,16 @@ by polling `version()` (a one-row read).
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
-import orjson
-
 from fastgate.store.errors import StoreError
 from fastgate.store.migrations import BOOTSTRAP, latest_version, load_migrations
 from fastgate.store.sql import SQLStore, Tx
-from fastgate.store.usage import USAGE_COLUMNS, usage_row
-from fastgate.vocab.record import RECORD_FIELDS
+from fastgate.store.sqlite_usage import commit, connect, insert_usage, is_data_error, rollback
 
 __all__ = ["SQLiteStore"]
 
@@ -64,19 +60,6 @@ def _split_script(script: str) -> list[str]:
     return statements
 
 
-def _rollback(con: sqlite3.Connection) -> None:
-    if con.in_transaction:
-        con.execute("ROLLBACK")
-
-
-def _commit(con: sqlite3.Connection) -> None:
-    try:
-        con.execute("COMMIT")
-    except BaseException:
-        _rollback(con)  # never leave a transaction open for the next caller
-        raise
-
-
 class _SqliteTx(Tx):
     __slots__ = ("con",)
 
@@ -98,41 +81,6 @@ class _SqliteTx(Tx):
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         self.con.executemany(_sql(sql), rows)
-
-
-_INSERT_USAGE = (
-    f"INSERT INTO usage_records ({', '.join(USAGE_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in USAGE_COLUMNS)}) ON CONFLICT (uid) DO NOTHING"
-)
-# A whole batch as ONE statement over a JSON array of rows, for a store that shares
-# its process with the data plane. Why: sqlite3 drops the GIL around every step,
-# and under load the data-plane thread holds it for up to the switch interval each
-# time, so executemany could write only a few hundred rows a second while the
-# gateway was busy; one step per batch needs one hand-off. In the usage writer
-# process (nothing competes for its GIL) executemany is cheaper: ~6 us a row
-# against ~13 us (SQLite parses the JSON array once per column).
-_INSERT_USAGE_JSON = (
-    f"INSERT INTO usage_records ({', '.join(USAGE_COLUMNS)}) SELECT "
-    + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(USAGE_COLUMNS)))
-    + " FROM json_each(?) WHERE true ON CONFLICT (uid) DO NOTHING"
-)
-
-
-_NFIELDS = len(RECORD_FIELDS)
-# The same insert with the columns in RECORD_FIELDS order (`group` is `group_name`).
-_RECORD_COLUMNS = tuple("group_name" if f == "group" else f for f in RECORD_FIELDS)
-assert sorted(_RECORD_COLUMNS) == sorted(USAGE_COLUMNS)
-_INSERT_RECORD = (
-    f"INSERT INTO usage_records ({', '.join(_RECORD_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in _RECORD_COLUMNS)}) ON CONFLICT (uid) DO NOTHING"
-)
-_SCALAR = frozenset({str, int, float, bool, type(None)})
-
-
-def _scalars(rows: list[tuple[Any, ...]]) -> bool:
-    """Every value binds as it is (else executemany raises and the sink isolates it)."""
-    scalar = _SCALAR
-    return all(type(v) in scalar for row in rows for v in row)
 
 
 class SQLiteStore(SQLStore):
@@ -161,27 +109,11 @@ class SQLiteStore(SQLStore):
 
     async def open(self) -> None:
         await super().open()
-        if self.path != ":memory:":
-            parent = os.path.dirname(os.path.abspath(self.path))
-            os.makedirs(parent, exist_ok=True)
         try:
-            con = sqlite3.connect(
-                self.path,
-                timeout=self.busy_timeout,
-                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
-                check_same_thread=False,  # opened and used on the store thread only
-            )
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open SQLite database {self.path}: {exc}") from exc
+            con = connect(self.path, self.busy_timeout)
+        except ConnectionError as exc:
+            raise StoreError(str(exc)) from exc.__cause__
         con.row_factory = sqlite3.Row
-        if self.path != ":memory:":
-            mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                con.close()
-                raise StoreError(f"cannot switch {self.path} to WAL mode (got {mode})")
-        con.execute("PRAGMA synchronous=NORMAL")
-        con.execute("PRAGMA foreign_keys=ON")
-        con.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
         self._con = con
 
     async def close(self) -> None:
@@ -203,9 +135,9 @@ class SQLiteStore(SQLStore):
         try:
             yield _SqliteTx(con)
         except BaseException:
-            _rollback(con)
+            rollback(con)
             raise
-        _commit(con)
+        commit(con)
 
     def _floor_expr(self, seconds: int) -> str:
         return f"CAST(ts / {seconds} AS INTEGER)"  # ts > 0: truncation is floor
@@ -246,55 +178,16 @@ class SQLiteStore(SQLStore):
                 )
                 applied += 1
         except BaseException:
-            _rollback(con)
+            rollback(con)
             raise
-        _commit(con)
+        commit(con)
         return applied
 
     # -- usage ----------------------------------------------------------------------------
 
     async def write_usage(self, records: Sequence[Any], coerce: bool = False) -> int:
         """Insert records in one transaction; rows whose uid exists are skipped."""
-        if not records:
-            return 0
-        con = self.con
-        if not coerce and all(type(r) is list and len(r) == _NFIELDS for r in records):
-            # As the writer process gets them (record tuples through JSON): bound
-            # as they are, in the record's own field order.
-            before = con.total_changes
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                con.executemany(_INSERT_RECORD, records)
-            except BaseException:
-                _rollback(con)
-                raise
-            _commit(con)
-            return con.total_changes - before
-        rows = [usage_row(r, coerce) for r in records]
-        before = con.total_changes
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            if coerce or not self.one_statement_batches or not _scalars(rows):
-                con.executemany(_INSERT_USAGE, rows)  # row by row: bad values raise here
-            else:
-                con.execute(_INSERT_USAGE_JSON, (orjson.dumps(rows).decode(),))
-        except BaseException:
-            _rollback(con)
-            raise
-        _commit(con)
-        return con.total_changes - before
+        return insert_usage(self.con, records, coerce, self.one_statement_batches)
 
     def is_data_error(self, exc: BaseException) -> bool:
-        # OperationalError (locked, I/O, disk full) means the database is unavailable;
-        # a value SQLite cannot bind is bad data.
-        if isinstance(exc, sqlite3.ProgrammingError):
-            return "binding parameter" in str(exc)
-        return isinstance(
-            exc,
-            sqlite3.IntegrityError
-            | sqlite3.InterfaceError
-            | sqlite3.DataError
-            | OverflowError
-            | TypeError
-            | ValueError,
-        )
+        return is_data_error(exc)

@@ -67,12 +67,20 @@ class _Writer:
         self.cfg = cfg
         self.store: Any = None
         self.next_start = 0.0
-        if cfg.get("database"):
+        database = cfg.get("database") or ""
+        if database.startswith("sqlite:///") and not database.endswith(":memory:"):
+            # Usage inserts only, in this thread: no config, event loop or store
+            # thread loaded for SQLite (the worker migrated the file already).
+            from fastgate.store.sqlite_usage import UsageOnlySQLite
+
+            opts = cfg.get("store_options", {})
+            self.store = UsageOnlySQLite(
+                database[len("sqlite:///") :], float(opts.get("busy_timeout", 10.0))
+            )
+        elif database:
             from fastgate.store.base import store_for
 
-            self.store = store_for(cfg["database"], **cfg.get("store_options", {}))
-            if hasattr(self.store, "one_statement_batches"):
-                self.store.one_statement_batches = False  # this process's GIL is its own
+            self.store = store_for(database, **cfg.get("store_options", {}))
         self.sink = LogSink(
             cfg.get("access_log", ""),
             store=self.store,
