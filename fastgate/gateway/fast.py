@@ -37,7 +37,7 @@ from fastgate.http.flow import PEER_SLOW
 from fastgate.http.responses import CHUNK_END, STATUS_LINE, status_line
 from fastgate.providers import openai as openai_proto
 from fastgate.scan.jsonfind import last_object
-from fastgate.scan.openai import OpenAIStreamUsage
+from fastgate.scan.openai import OpenAIBodyUsage, OpenAIStreamUsage
 from fastgate.vocab.usage import Usage, usage_from_openai
 
 _sha256 = hashlib.sha256
@@ -283,12 +283,20 @@ class FastExchange:
     def up_body(self, data: bytes) -> None:
         scanner = self.scanner
         if scanner is not None:
-            data = scanner.feed(data)
-            if not data:
-                return
+            if scanner.__class__ is OpenAIBodyUsage:
+                scanner.feed(data)  # looks only; forwards nothing itself
+            else:
+                data = scanner.feed(data)
+                if not data:
+                    return
         elif self.tail is not None:
             tail = self.tail + data if self.tail else data
-            self.tail = tail if len(tail) <= TAIL else tail[-TAIL:]
+            if len(tail) <= TAIL:
+                self.tail = tail
+            else:  # a big body: its usage may not be at its end; scan it all as it passes
+                self.scanner = OpenAIBodyUsage()
+                self.scanner.feed(tail)
+                self.tail = None
         out = self.out
         if self.head_out is not None:
             out.append(self.head_out)
@@ -311,9 +319,10 @@ class FastExchange:
     def up_complete(self, conn: Any) -> None:
         scanner = self.scanner
         if scanner is not None:
-            rest = scanner.close()
-            if rest:
-                self.up_body(rest)
+            if scanner.__class__ is not OpenAIBodyUsage:
+                rest = scanner.close()
+                if rest:
+                    self.up_body(rest)
             usage = scanner.usage
         else:
             usage = Usage()
@@ -425,6 +434,11 @@ class FastExchange:
         writer.force_close = self.force_close
         writer.paused = self.client_paused_flag
         writer.last = self.last
+        scanner = self.scanner
+        if scanner is None and self.tail is not None:
+            scanner = OpenAIBodyUsage()  # what the general path scans a body with
+            if self.tail:
+                scanner.feed(self.tail)
         return Exchange.adopt(
-            app, self.client, ctx, attempts, writer, self.scanner, bool(self.last), self
+            app, self.client, ctx, attempts, writer, scanner, bool(self.last), self
         )

@@ -159,6 +159,23 @@ CASES: dict[str, tuple[bytes, list[bytes], bool]] = {
         ],
         True,
     ),
+    # over the 16 KB the fast path keeps of a body's tail: usage first, then a
+    # long answer (some servers order it so); whole and chunked
+    "big-body-usage-first": (
+        request(chat_body("m1")),
+        [json_response({"usage": USAGE, **completion("m1"), "pad": "x" * 40000})],
+        True,
+    ),
+    "big-body-usage-first-chunked": (
+        request(chat_body("m1")),
+        [json_response({"usage": USAGE, **completion("m1"), "pad": "x" * 40000}, chunked=True)],
+        True,
+    ),
+    "big-body-usage-last": (
+        request(chat_body("m1")),
+        [json_response({"pad": "x" * 40000, **completion("m1")})],
+        True,
+    ),
     "malformed-json": (request(b'{"model": "m1",'), [], False),
     "unknown-model": (request(chat_body("nope")), [], False),
 }
@@ -217,3 +234,12 @@ def test_failover_record_counts_both_attempts() -> None:
     assert sent[1].startswith(b"POST /v1/chat/completions HTTP/1.1\r\nhost: b.test:9\r\n")
     (rec,) = records
     assert rec["channel"] == "b" and rec["attempts"] == 2
+
+
+@pytest.mark.parametrize(
+    "case", ["big-body-usage-first", "big-body-usage-first-chunked", "big-body-usage-last"]
+)
+def test_big_bodies_are_billed_wherever_their_usage_is(case: str) -> None:
+    _out, _sent, (rec,) = run_case(case, general_only=False)
+    assert (rec["prompt_tokens"], rec["completion_tokens"]) == (12, 5)
+    assert rec["cost_micros"] == 22
