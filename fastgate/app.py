@@ -59,8 +59,8 @@ class App:
         self.store_error = ""  # last store refresh failure ("" = fine), shown in /ready
         self.file_cfg = cfg
         self.pid = os.getpid()  # which worker answered (/ready)
-        self.rid_prefix = b"fg-" + os.urandom(8).hex().encode() + b"-"
-        self.rid = 0  # request ids: rid_prefix + hex(rid)
+        self._rid_prefix = b"fg-" + os.urandom(8).hex().encode() + b"-"
+        self._rid = 0
         # Each complete request goes to the fast path's dispatch, which hands
         # what it does not take to the general exchange (a partial: no extra frame).
         self.dispatch: Callable[[Any, RequestHead], None] = partial(fast_dispatch, self)
@@ -69,8 +69,8 @@ class App:
     # -- hot path helpers ------------------------------------------------------
 
     def new_request_id(self) -> bytes:
-        self.rid += 1
-        return b"%b%x" % (self.rid_prefix, self.rid)
+        self._rid += 1
+        return b"%b%x" % (self._rid_prefix, self._rid)
 
     def quota_left(self, token: Any) -> int:
         return token.quota_micros - self.quota_used.get(token.name, 0)

@@ -71,10 +71,12 @@ def admit(app: App, ctx: RequestContext, order: list[Any] | None) -> list[Any] |
     snap = app.snapshot
     key = presented_key(head, ing.protocol) or ing.query_key
     ctx.token = token = authenticate(snap, key)
-    try:
-        obj = orjson.loads(head.body)
-    except orjson.JSONDecodeError as exc:
-        raise errors.InvalidRequest(f"request body is not valid JSON: {exc}") from exc
+    obj = ctx.obj  # already parsed by the fast path when it passed the request on
+    if obj is None:
+        try:
+            obj = orjson.loads(head.body)
+        except orjson.JSONDecodeError as exc:
+            raise errors.InvalidRequest(f"request body is not valid JSON: {exc}") from exc
     if not isinstance(obj, dict):
         raise errors.InvalidRequest("request body must be a JSON object")
     if ing is OPENAI_INGRESS or ing.protocol == protocols.ANTHROPIC:

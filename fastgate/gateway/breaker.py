@@ -61,22 +61,22 @@ class Breakers:
     def __init__(self, threshold: int = 5, cooldown: float = 30.0) -> None:
         self.threshold = threshold
         self.cooldown = cooldown
-        self.by_key: dict[tuple[str, str], Breaker] = {}  # (channel, model)
+        self._by_key: dict[tuple[str, str], Breaker] = {}
 
     def get(self, channel: str, model: str) -> Breaker:
         key = (channel, model)
-        b = self.by_key.get(key)
+        b = self._by_key.get(key)
         if b is None:
-            b = self.by_key[key] = Breaker(self.threshold, self.cooldown)
+            b = self._by_key[key] = Breaker(self.threshold, self.cooldown)
         return b
 
     def configure(self, threshold: int, cooldown: float) -> None:
         self.threshold, self.cooldown = threshold, cooldown
-        for b in self.by_key.values():
+        for b in self._by_key.values():
             b.threshold, b.cooldown = threshold, cooldown
 
     def states(self) -> dict[str, dict[str, object]]:
         return {
             f"{c}/{m}": {"state": b.state, "failures": b.failures}
-            for (c, m), b in self.by_key.items()
+            for (c, m), b in self._by_key.items()
         }

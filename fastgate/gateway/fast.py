@@ -27,17 +27,18 @@ from typing import Any
 
 import orjson
 
-from fastgate.gateway.accounting import account
 from fastgate.gateway.attempts import Attempts
+from fastgate.gateway.breaker import CLOSED
 from fastgate.gateway.context import RequestContext
 from fastgate.gateway.handler import Exchange
 from fastgate.gateway.routing import attempt_plan
 from fastgate.gateway.writer import ResponseWriter
 from fastgate.http.flow import PEER_SLOW
-from fastgate.http.responses import CHUNK_END, STATUS_LINE, status_line
+from fastgate.http.responses import STATUS_LINE, status_line
 from fastgate.providers import openai as openai_proto
 from fastgate.scan.jsonfind import last_object
 from fastgate.scan.openai import OpenAIBodyUsage, OpenAIStreamUsage
+from fastgate.vocab.protocols import OPENAI
 from fastgate.vocab.usage import Usage, usage_from_openai
 
 _sha256 = hashlib.sha256
@@ -45,7 +46,6 @@ _sha256 = hashlib.sha256
 FAST_PATHS = frozenset(
     {b"/v1/chat/completions", b"/v1/completions", b"/v1/embeddings", b"/v1/responses"}
 )
-INCLUDE_USAGE_PATHS = openai_proto.INCLUDE_USAGE_PATHS
 TAIL = 16384  # bytes of a non-stream body kept to find its usage object
 _USAGE = b'"usage"'
 
@@ -83,7 +83,7 @@ def dispatch(app: Any, client: Any, head: Any) -> None:
     requested = obj.get("model")
     plan = snap.plans.get((token.group, requested)) if type(requested) is str else None
     if plan is None or not plan.fast:
-        Exchange(app, client, head).start()
+        general(app, client, head, obj, None)
         return
     ch = plan.single
     model = plan.model
@@ -93,39 +93,20 @@ def dispatch(app: Any, client: Any, head: Any) -> None:
     else:
         order = plan.route.order()
         ch = order[0]
-        br = app.breakers.by_key.get((ch.name, model))
-        if br is None:
-            br = app.breakers.get(ch.name, model)
-    if br.state != "closed" or ch.name in app.channel_cooldown:
-        ex = Exchange(app, client, head)
-        ex.order = order  # the route's turn was taken: the general path uses it
-        ex.start()
+        br = app.breakers.get(ch.name, model)
+    if br.state is not CLOSED or ch.name in app.channel_cooldown:
+        general(app, client, head, obj, order)  # the route's turn is taken: pass it on
         return
     stream = obj.get("stream") is True
     asked = inject = False
     if stream:
-        so = obj.get("stream_options")
-        asked = type(so) is dict and so.get("include_usage") is True
-        inject = not asked and head.path in INCLUDE_USAGE_PATHS
+        asked = openai_proto.client_asked_usage(obj)
+        inject = openai_proto.needs_include_usage(head.path, obj, asked)
     upstream_model = ch.model_map.get(model, model)
     body = head.body
     if inject or upstream_model != requested:
         body = openai_proto.edit_body(body, obj, requested, upstream_model, inject)
-    data = b"".join(
-        (
-            b"POST ",
-            ch.path_prefix,
-            head.path,
-            b" HTTP/1.1\r\n",
-            ch.static_headers,
-            b"content-type: ",
-            head.content_type or b"application/json",
-            b"\r\n",
-            *head.forward,
-            b"content-length: %d\r\n\r\n" % len(body),
-            body,
-        )
-    )
+    data = openai_proto.request_bytes(ch, head.path, b"", head.forward, body, head.content_type)
     fx = FastExchange(app, client, head, token, plan, ch, br, obj, upstream_model, stream, inject)
     fx.asked = asked
     fx.order = order
@@ -141,38 +122,37 @@ def dispatch(app: Any, client: Any, head: Any) -> None:
         fx.cancel_acquire = app.pool.acquire(ch.origin, fx.on_conn, fx.on_conn_error)
 
 
-class FastExchange:
-    """One fast-path request: the upstream consumer and client-side callbacks."""
+def general(app: Any, client: Any, head: Any, obj: Any, order: list[Any] | None) -> None:
+    """Hand a request the fast path does not take to the general exchange, with
+    the body this path already parsed (no second parse) and the route's turn."""
+    ex = Exchange(app, client, head)
+    ex.ctx.obj = obj
+    ex.order = order
+    ex.start()
+
+
+class FastExchange(ResponseWriter):
+    """One fast-path request: the upstream consumer and the client-side callbacks,
+    and its own response writer (head, framing, flush and the end of the request
+    are `ResponseWriter`'s). A hand-over gives the general exchange this object
+    as its writer: the response so far carries over with nothing copied."""
 
     __slots__ = (
-        "app",
         "asked",
         "breaker",
         "cancel_acquire",
         "channel",
-        "chunked",
-        "client",
-        "client_paused_flag",
         "conn",
         "data",
-        "force_close",
-        "head",
-        "head_out",
         "inject",
-        "last",
         "obj",
         "order",
-        "out",
         "plan",
-        "request_id",
         "scanner",
-        "status",
         "stream",
-        "t_first",
         "tail",
         "token",
         "upstream_model",
-        "upstream_request_id",
     )
 
     def __init__(
@@ -189,14 +169,7 @@ class FastExchange:
         stream: bool,
         inject: bool,
     ) -> None:
-        self.app = app
-        self.client = client
-        self.head = head
-        rid = head.request_id
-        if not rid:  # App.new_request_id, inline
-            app.rid += 1
-            rid = b"%b%x" % (app.rid_prefix, app.rid)
-        self.request_id = rid
+        ResponseWriter.__init__(self, app, client, head, head.request_id or app.new_request_id())
         self.token = token
         self.plan = plan
         self.channel = channel
@@ -206,21 +179,12 @@ class FastExchange:
         self.stream = stream
         self.inject = inject
         self.asked = False
-        self.order = None
+        self.order: list[Any] | None = None
         self.conn: Any = None
         self.cancel_acquire: Any = None
         self.data = b""
         self.scanner: Any = None
-        self.tail: bytes | None = None  # non-stream 2xx: the body's last bytes
-        self.head_out: bytes | None = None
-        self.out: list[bytes] = []
-        self.chunked = False
-        self.force_close = False
-        self.last = b""  # the last bytes written to the client ("" = none yet)
-        self.status = 0
-        self.t_first = 0.0
-        self.upstream_request_id = b""
-        self.client_paused_flag = False
+        self.tail: bytes | None = None  # non-stream 2xx: the body while it is small
 
     # -- connection --------------------------------------------------------------
 
@@ -265,20 +229,8 @@ class FastExchange:
                 self.scanner = OpenAIStreamUsage(strip_usage_chunk=self.inject)
             else:
                 self.tail = b""
-        length = conn.content_length
-        keep = self.head.keep_alive and not self.app.stopping
-        if length and not (sse and self.inject):
-            parts.append(b"content-length: %b\r\n" % length)
-        elif self.head.http11:
-            parts.append(b"transfer-encoding: chunked\r\n")
-            self.chunked = True
-        else:  # HTTP/1.0 and no length: the close ends the body
-            keep = False
-            self.force_close = True
-        parts.append(b"\r\n" if keep else b"connection: close\r\n\r\n")
-        self.head_out = b"".join(parts)
-        if self.client_paused_flag:
-            conn.pause_reading()
+        length = conn.content_length  # kept unless the injected usage chunk goes
+        self.begin(parts, conn, length if length and not (sse and self.inject) else b"")
 
     def up_body(self, data: bytes) -> None:
         scanner = self.scanner
@@ -297,24 +249,9 @@ class FastExchange:
                 self.scanner = OpenAIBodyUsage()
                 self.scanner.feed(tail)
                 self.tail = None
-        out = self.out
-        if self.head_out is not None:
-            out.append(self.head_out)
-            self.head_out = None
-        if self.chunked:
-            out.append(b"%x\r\n" % len(data))
-            out.append(data)
-            out.append(b"\r\n")
-        else:
-            out.append(data)
+        self.frame(data)
 
-    def up_flush(self) -> None:
-        out = self.out
-        if out:
-            data = out[0] if len(out) == 1 else b"".join(out)
-            out.clear()
-            self.last = data
-            self.client.write(data)
+    up_flush = ResponseWriter.flush
 
     def up_complete(self, conn: Any) -> None:
         scanner = self.scanner
@@ -330,45 +267,26 @@ class FastExchange:
                 obj = last_object(self.tail, _USAGE)
                 if type(obj) is dict:
                     usage_from_openai(obj, usage)
-        out = self.out
-        if self.head_out is not None:
-            out.append(self.head_out)
-            self.head_out = None
-        if self.chunked:
-            out.append(CHUNK_END)
-        self.up_flush()
         self.conn = None
-        app = self.app
-        if conn.key is not None:
-            app.pool.release(conn)
-        app.inflight -= 1
         status = self.status
-        counts = app.metrics.status
-        counts[status] = counts.get(status, 0) + 1
         plan = self.plan
-        account(
-            app,
-            self.head,
-            self.request_id,
+        self.end(
+            status,
+            "" if status < 400 else f"upstream_{status}",
+            usage,
             self.token,
-            "openai",
+            OPENAI,
             self.channel,
             plan.model,
             self.upstream_model,
             self.stream,
-            status,
-            "" if status < 400 else f"upstream_{status}",
-            usage,
             plan.price,
             plan.ratio,
-            self.t_first,
             1,
-            self.client.client_ip,
+            False,
+            conn,
+            True,
         )
-        client = self.client
-        if client.gate.reasons:
-            client.gate.resume(PEER_SLOW)
-        client.finish(self.head.keep_alive and not self.force_close and not app.stopping)
 
     def up_error(self, conn: Any, kind: str, exc: BaseException | None) -> None:
         self._general().up_error(conn, kind, exc)
@@ -382,12 +300,12 @@ class FastExchange:
     # -- client events -----------------------------------------------------------
 
     def client_paused(self) -> None:
-        self.client_paused_flag = True
+        self.paused = True
         if self.conn is not None:
             self.conn.pause_reading()
 
     def client_resumed(self) -> None:
-        self.client_paused_flag = False
+        self.paused = False
         if self.conn is not None:
             self.conn.resume_reading()
 
@@ -425,20 +343,9 @@ class FastExchange:
             self.conn,
             self.cancel_acquire,
         )
-        writer = ResponseWriter(app, self.client, self.head, self.request_id, self.out)
-        writer.status = self.status
-        writer.t_first = self.t_first
-        writer.upstream_request_id = self.upstream_request_id
-        writer.head_out = self.head_out
-        writer.chunked = self.chunked
-        writer.force_close = self.force_close
-        writer.paused = self.client_paused_flag
-        writer.last = self.last
         scanner = self.scanner
         if scanner is None and self.tail is not None:
             scanner = OpenAIBodyUsage()  # what the general path scans a body with
             if self.tail:
                 scanner.feed(self.tail)
-        return Exchange.adopt(
-            app, self.client, ctx, attempts, writer, scanner, bool(self.last), self
-        )
+        return Exchange.adopt(app, self.client, ctx, attempts, self, scanner, bool(self.last), self)

@@ -53,6 +53,7 @@ from fastgate.http.head import RequestHead
 from fastgate.http.responses import STATUS_LINE, status_line
 from fastgate.providers import openai as openai_proto
 from fastgate.vocab.protocols import stream_ended
+from fastgate.vocab.usage import Usage
 
 if TYPE_CHECKING:
     from fastgate.app import App
@@ -74,10 +75,7 @@ class Exchange(ExchangeParts):
         self.state = ROUTING  # Machine.__init__, inline
         self.app = app
         self.client = client
-        rid = request_id or head.request_id
-        if not rid:  # App.new_request_id, inline
-            app.rid += 1
-            rid = b"%b%x" % (app.rid_prefix, app.rid)
+        rid = request_id or head.request_id or app.new_request_id()
         self.ctx = RequestContext(head, rid)
         self.attempts = Attempts()
         self.writer = ResponseWriter(app, client, head, rid)
@@ -297,9 +295,7 @@ class Exchange(ExchangeParts):
                 if rest:
                     w.frame(rest)
             status = w.status
-            self._to(DONE)
-            code = "" if status < 400 else f"upstream_{status}"
-            w.end(self, status, code, release=conn, terminate=True)
+            self.complete(status, "" if status < 400 else f"upstream_{status}", conn)
         except Exception:
             self._crash()
 
@@ -417,7 +413,7 @@ class Exchange(ExchangeParts):
     def complete(self, status: int, error_code: str, release: Any = None) -> None:
         """End the request after the body's last bytes (framing terminated)."""
         self._to(DONE)
-        self.writer.end(self, status, error_code, release=release, terminate=True)
+        self._end(status, error_code, release, True)
 
     def finish(self, status: int, error_code: str = "") -> None:
         """End the request without the body's pending bytes (its answer was written
@@ -426,7 +422,35 @@ class Exchange(ExchangeParts):
             return
         self._to(DONE)
         self.writer.out.clear()
-        self.writer.end(self, status, error_code)
+        self._end(status, error_code)
+
+    def _end(
+        self, status: int, error_code: str, release: Any = None, terminate: bool = False
+    ) -> None:
+        """`ResponseWriter.end` with this exchange's usage, context and attempt."""
+        tr = self.transform
+        usage = tr.usage() if tr is not None else Usage()
+        ctx = self.ctx
+        token = ctx.token
+        att = self.attempts
+        snap = self.app.snapshot
+        self.writer.end(
+            status,
+            error_code,
+            usage,
+            token,
+            ctx.ingress.protocol,
+            att.channel,
+            ctx.model,
+            att.upstream_model,
+            ctx.stream,
+            snap.prices.get(ctx.model),
+            snap.group_ratio.get(token.group, 1_000_000) if token is not None else 1_000_000,
+            att.count,
+            ctx.limited,
+            release,
+            terminate,
+        )
 
     def _crash(self) -> None:
         """A bug or an illegal transition: log it, answer 500 (nothing sent yet) or

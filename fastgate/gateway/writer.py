@@ -17,10 +17,8 @@ from typing import TYPE_CHECKING, Any
 from fastgate.gateway.accounting import account
 from fastgate.http.flow import PEER_SLOW
 from fastgate.http.responses import CHUNK_END, simple_response
-from fastgate.vocab.usage import Usage
 
 if TYPE_CHECKING:
-    from fastgate.gateway.handler import Exchange
     from fastgate.http.head import RequestHead
     from fastgate.http.interfaces import ClientSink
 
@@ -139,15 +137,26 @@ class ResponseWriter:
 
     def end(
         self,
-        ex: Exchange,
         status: int,
-        error_code: str = "",
+        error_code: str,
+        usage: Any,
+        token: Any,
+        ingress: str,
+        channel: Any,
+        model: str,
+        upstream_model: str,
+        stream: bool,
+        price: Any,
+        ratio: int,
+        attempts: int,
+        limited: bool = False,
         release: Any = None,
         terminate: bool = False,
     ) -> None:
-        """The end of a proxied request: flush -> release the connection ->
-        account -> hand the client connection back. `terminate`: end the body's
-        framing first (the head if no body byte came, the last chunk)."""
+        """The end of a proxied request, fast path and general exchange alike:
+        flush -> release the connection -> account -> hand the client connection
+        back. `terminate`: end the body's framing first (the head if no body byte
+        came, the last chunk)."""
         out = self.out
         if terminate:
             if self.head_out is not None:
@@ -158,6 +167,7 @@ class ResponseWriter:
         if out:
             data = out[0] if len(out) == 1 else b"".join(out)
             out.clear()
+            self.last = data
             self.client.write(data)
         app = self.app
         if release is not None and release.key is not None:
@@ -165,39 +175,26 @@ class ResponseWriter:
         app.inflight -= 1
         counts = app.metrics.status
         counts[status] = counts.get(status, 0) + 1
-        tr = ex.transform  # Transform.usage, inline
-        if tr is None:
-            usage = Usage()
-        elif tr.scanner is not None:
-            usage = tr.scanner.usage
-        elif tr.conv is not None:
-            usage = tr.conv.usage
-        else:
-            usage = tr.conv_usage or Usage()
-        ctx = ex.ctx
-        token = ctx.token
-        att = ex.attempts
-        snap = app.snapshot
         account(
             app,
             self.head,
             self.request_id,
             token,
-            ctx.ingress.protocol,
-            att.channel,
-            ctx.model,
-            att.upstream_model,
-            ctx.stream,
+            ingress,
+            channel,
+            model,
+            upstream_model,
+            stream,
             status,
             error_code,
             usage,
-            snap.prices.get(ctx.model),
-            snap.group_ratio.get(token.group, 1_000_000) if token is not None else 1_000_000,
+            price,
+            ratio,
             self.t_first,
-            att.count,
+            attempts,
             self.client.client_ip,
         )
-        if ctx.limited:
+        if limited:
             app.limits.done(token, usage.prompt_tokens + usage.completion_tokens)
         client = self.client
         if client.gate.reasons:
