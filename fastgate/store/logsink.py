@@ -59,9 +59,8 @@ import time
 from collections import deque
 from typing import IO, Any
 
-from fastgate.store.usage import new_uid
+from fastgate.store.usage import with_uid
 from fastgate.store.writer_spool import _DiskSpool, _json_line, _MemoryBacklog
-from fastgate.vocab.record import UID
 
 __all__ = ["LogSink"]
 
@@ -280,18 +279,7 @@ class LogSink:
         if self.store is None:
             self.written += len(batch)
             return
-        for i, r in enumerate(batch):
-            if type(r) is list:  # a record tuple, as JSON brings it back
-                if not r[UID]:
-                    r[UID] = new_uid()
-            elif type(r) is tuple:
-                if not r[UID]:
-                    batch[i] = (*r[:UID], new_uid(), *r[UID + 1 :])
-            elif isinstance(r, dict):
-                if not r.get("uid"):
-                    r["uid"] = new_uid()
-            elif not r.uid:
-                r.uid = new_uid()
+        batch[:] = [with_uid(r) for r in batch]
         backlog = self._backlog
         assert backlog is not None
         if backlog.pending() or (deadline is not None and time.monotonic() >= deadline):

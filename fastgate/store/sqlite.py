@@ -99,9 +99,6 @@ class SQLiteStore(SQLStore):
         super().__init__(environ=environ)
         self.path = path
         self.busy_timeout = busy_timeout
-        # Usage batches as one JSON statement (see _INSERT_USAGE_JSON); the writer
-        # process, alone with its GIL, turns this off.
-        self.one_statement_batches = True
         self._con: sqlite3.Connection | None = None
 
     def __repr__(self) -> str:
@@ -187,7 +184,8 @@ class SQLiteStore(SQLStore):
 
     async def write_usage(self, records: Sequence[Any], coerce: bool = False) -> int:
         """Insert records in one transaction; rows whose uid exists are skipped."""
-        return insert_usage(self.con, records, coerce, self.one_statement_batches)
+        # one JSON statement a batch: this store shares its process's GIL (sqlite_usage)
+        return insert_usage(self.con, records, coerce, True)
 
     def is_data_error(self, exc: BaseException) -> bool:
         return is_data_error(exc)

@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from operator import attrgetter, itemgetter
 from typing import Any
 
-from fastgate.vocab.record import FIELD_INDEX, RECORD_FIELDS
+from fastgate.vocab.record import FIELD_INDEX, RECORD_FIELDS, UID
 
-__all__ = ["USAGE_COLUMNS", "new_uid", "usage_row"]
+__all__ = ["USAGE_COLUMNS", "new_uid", "usage_row", "with_uid"]
 
 # Table column order; `group_name` holds UsageRecord.group.
 USAGE_COLUMNS: tuple[str, ...] = (
@@ -148,3 +148,20 @@ def usage_row(record: Any, coerce: bool = False) -> tuple[Any, ...]:
     if not row[0]:
         row = (new_uid(), *row[1:])
     return row
+
+
+def with_uid(r: Any) -> Any:
+    """The record with a uid (given before anything can write it twice, so that a
+    replay is idempotent): a tuple is rebuilt, a list, dict or object filled in."""
+    t = type(r)
+    if t is tuple:
+        return r if r[UID] else (*r[:UID], new_uid(), *r[UID + 1 :])
+    if t is list:  # a record tuple, as JSON brings it back
+        if not r[UID]:
+            r[UID] = new_uid()
+    elif isinstance(r, dict):
+        if not r.get("uid"):
+            r["uid"] = new_uid()
+    elif not getattr(r, "uid", None):
+        r.uid = new_uid()
+    return r

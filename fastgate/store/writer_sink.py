@@ -45,9 +45,8 @@ from typing import Any
 
 import orjson
 
-from fastgate.store.base import new_uid
+from fastgate.store.usage import with_uid
 from fastgate.store.writer import HEADER
-from fastgate.vocab.record import UID
 
 __all__ = ["WriterSink"]
 
@@ -55,21 +54,6 @@ log = logging.getLogger("fastgate.sink")
 
 _CUMULATIVE = ("written", "dropped", "rejected", "replayed", "write_failures")
 _PKG_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _with_uid(r: Any) -> Any:
-    """The record with a uid (set here, before the first send: replays are idempotent)."""
-    if type(r) is tuple:
-        if r[UID]:
-            return r
-        return (*r[:UID], new_uid(), *r[UID + 1 :])
-    if isinstance(r, dict):
-        if not r.get("uid"):
-            r["uid"] = new_uid()
-        return r
-    if not getattr(r, "uid", None):
-        r.uid = new_uid()
-    return r
 
 
 class WriterSink:
@@ -208,7 +192,7 @@ class WriterSink:
             self._warn_drops()
             return
         try:
-            payload = orjson.dumps([_with_uid(r) for r in buf])
+            payload = orjson.dumps([with_uid(r) for r in buf])
         except TypeError as exc:
             self._dropped_here += len(buf)
             log.error("usage sink: %d records not serialisable, dropped: %s", len(buf), exc)

@@ -27,37 +27,12 @@ from fastgate.store.writer_sink import WriterSink
 from fastgate.vocab.record import RECORD_FIELDS, record_dict
 from tests.functional.test_durable_e2e import ENV, MOCK, chat, new_tag, tagged_rows
 from tests.harness import Gateway, make_key, token
+from tests.unit.test_store_logsink import rec as dict_rec
 
 
 def rec(i: int, **kw: Any) -> tuple[Any, ...]:
-    d: dict[str, Any] = dict(
-        ts=1_700_000_000.0 + i,
-        request_id=f"r{i}",
-        key_name="k",
-        group="default",
-        ingress="openai",
-        channel="c",
-        provider="openai",
-        model="m",
-        upstream_model="m",
-        stream=False,
-        status=200,
-        error_code="",
-        prompt_tokens=i,
-        completion_tokens=1,
-        cached_tokens=0,
-        cache_write_tokens=0,
-        estimated=False,
-        cost_micros=10,
-        latency_ms=1.0,
-        ttfb_ms=0.5,
-        attempts=1,
-        client_ip="127.0.0.1",
-        tag="",
-        cache_hit=False,
-        uid=f"uid-{i:05d}",
-    )
-    d.update(kw)
+    """The unit tests' record, as the data plane builds it: a tuple."""
+    d = dict_rec(i, **kw)
     return tuple(d[f] for f in RECORD_FIELDS)
 
 
