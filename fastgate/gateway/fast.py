@@ -7,13 +7,16 @@ whose model has a fast-eligible route plan (`gateway/plan.py`), and a first
 candidate whose breaker is closed and who is not cooling down. Then it builds
 the upstream request from the channel's pre-encoded pieces, writes it once,
 forwards the response bytes as they arrive, reads usage from the tail of the
-body (non-stream) or with the stream scanner (stream), and ends in
-`accounting.account` like every request.
+body (non-stream) or with the stream scanner (stream). A `FastExchange` is its
+own `ResponseWriter`: head framing, flush and the end of the request
+(`ResponseWriter.end` -> `accounting.account`) are the general exchange's own.
 
 Everything else goes to the general `Exchange`, and so does every unusual
 event of a fast request (429/5xx, a connection error, the client leaving):
-`_general()` hands the whole state over before anything reached the client,
-so failover, error events and 499 accounting exist in one place only.
+`_general()` hands the whole state over (this object becomes the general
+exchange's writer) before anything reached the client, so failover, error
+events and 499 accounting exist in one place only. A request the fast path
+declines after parsing goes on with its parsed body (`general`).
 
 Hot code: every function call here is counted by the call-budget test
 (`tests/unit/test_call_budget.py`); inline a check rather than add a helper.
