@@ -64,6 +64,18 @@ def _is_content_chunk(buf: bytes | bytearray, ev0: int, n: int) -> bool:
     return _NONEMPTY_ARRAY.match(buf, k + 9) is not None
 
 
+def _splice(buf: bytes | bytearray, cuts: list[int], start: int, stop: int) -> bytes:
+    """`buf[start:stop]` without the (start, end) ranges listed flat in `cuts`
+    (each at or after `start`): what strip mode forwards."""
+    pieces = []
+    for k in range(0, len(cuts), 2):
+        pieces.append(buf[start : cuts[k]])
+        start = cuts[k + 1]
+    if stop > start:
+        pieces.append(buf[start:stop])
+    return b"".join(pieces)
+
+
 def _hint(buf: bytes | bytearray, pos: int) -> int:
     m = _USAGE_HINT.search(buf, pos)
     return -1 if m is None else m.start()
@@ -159,13 +171,7 @@ class OpenAIStreamUsage:
             m = _USAGE_HINT.search(data, end)
         if not self._strip or not cuts:
             return data
-        pieces = []
-        sent = 0
-        for k in range(0, len(cuts), 2):
-            pieces.append(data[sent : cuts[k]])
-            sent = cuts[k + 1]
-        pieces.append(data[sent:])
-        return b"".join(pieces)
+        return _splice(data, cuts, 0, len(data))
 
     def _skip_big(self, data: bytes) -> bytes:
         """Pass the rest of an oversized event (forwarded, not parsed), then go on."""
@@ -253,13 +259,7 @@ class OpenAIStreamUsage:
             if not cuts and sent == 0 and fwd == n and buf is not self._tail:
                 out = buf  # zero copy: the whole chunk goes out as it came
             else:
-                pieces = []
-                for k in range(0, len(cuts), 2):
-                    pieces.append(buf[sent : cuts[k]])
-                    sent = cuts[k + 1]
-                if fwd > sent:
-                    pieces.append(buf[sent:fwd])
-                out = b"".join(pieces)
+                out = _splice(buf, cuts, sent, fwd)
             self._open = opened
             self._sent = fwd - cut if fwd > cut else 0
         # keep the incomplete event
