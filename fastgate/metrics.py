@@ -1,8 +1,27 @@
-"""Prometheus metrics: a few counters kept as plain dict increments."""
+"""Prometheus metrics: counters kept as plain dict increments.
+
+Two hot counters have their own dicts (`status`, `attempts`: the data plane
+bumps them inline). Every other counter goes through `inc(name, labels, n)`:
+`name` must be declared in `COUNTERS` (its help text), `labels` is a tuple of
+(label, value) pairs. `counters` is the one place a scrape (or a worker
+publishing its numbers) reads them from.
+"""
 
 from __future__ import annotations
 
 from typing import Any
+
+# name -> help text, for every counter kept in `Metrics.counters`.
+COUNTERS: dict[str, str] = {}
+
+
+def declare(name: str, help_text: str) -> str:
+    """Declare a counter (module import time); returns its name."""
+    COUNTERS[name] = help_text
+    return name
+
+
+Labels = tuple[tuple[str, str], ...]
 
 
 class Metrics:
@@ -10,6 +29,14 @@ class Metrics:
         self.status: dict[int, int] = {}
         self.attempts: dict[tuple[str, str], int] = {}
         self.records_dropped = 0
+        self.counters: dict[str, dict[Labels, int]] = {}
+
+    def inc(self, name: str, labels: Labels = (), n: int = 1) -> None:
+        """Add `n` to counter `name` (declared in COUNTERS) with `labels`."""
+        series = self.counters.get(name)
+        if series is None:
+            series = self.counters[name] = {}
+        series[labels] = series.get(labels, 0) + n
 
     def count_status(self, status: int) -> None:
         self.status[status] = self.status.get(status, 0) + 1
@@ -50,4 +77,12 @@ class Metrics:
             "# TYPE fastgate_snapshot_version gauge",
             f"fastgate_snapshot_version {app.snapshot.version}",
         ]
+        for name in sorted(self.counters):
+            lines += [f"# HELP {name} {COUNTERS.get(name, name)}", f"# TYPE {name} counter"]
+            for labels, n in sorted(self.counters[name].items()):
+                if labels:
+                    text = ",".join(f'{k}="{v}"' for k, v in labels)
+                    lines.append(f"{name}{{{text}}} {n}")
+                else:
+                    lines.append(f"{name} {n}")
         return ("\n".join(lines) + "\n").encode()

@@ -65,6 +65,9 @@ class Token:
     max_concurrency: int = 0
     cache: bool = False
     limited: bool = False  # any of rpm, tpm, max_concurrency: checked per request
+    # Nothing per request to check beyond the key itself: enabled, no quota,
+    # limits, expiry, allow-list or cache. The fast path takes only these keys.
+    fast: bool = False
 
 
 @dataclass(slots=True, eq=False)
@@ -183,6 +186,15 @@ def build_snapshot(config: Any, version: int = 1) -> Snapshot:
             max_concurrency=tc.max_concurrency,
             cache=tc.cache,
             limited=bool(tc.rpm or tc.tpm or tc.max_concurrency),
+        )
+    for t in tokens.values():
+        t.fast = (
+            t.enabled
+            and not t.limited
+            and t.quota_micros < 0
+            and t.expires_at is None
+            and t.models is None
+            and not t.cache
         )
 
     prices: dict[str, IntPrice] = {}

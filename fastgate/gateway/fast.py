@@ -2,7 +2,8 @@
 
 `dispatch` decides per request, with inline checks only, whether the request
 is the plain case: a POST to an OpenAI endpoint with a Bearer key that is
-enabled, unlimited (no quota, rate limits, expiry or allow-list), a JSON body
+`fast` (snapshot.Token: enabled, no quota, limits, expiry, allow-list or
+cache), a JSON body
 whose model has a fast-eligible route plan (`gateway/plan.py`), and a first
 candidate whose breaker is closed and who is not cooling down. Then it builds
 the upstream request from the channel's pre-encoded pieces, writes it once,
@@ -66,14 +67,7 @@ def dispatch(app: Any, client: Any, head: Any) -> None:
         return
     snap = app.snapshot
     token = snap.tokens.get(_sha256(auth[7:]).hexdigest())
-    if (
-        token is None
-        or not token.enabled
-        or token.limited
-        or token.quota_micros >= 0
-        or token.expires_at is not None
-        or token.models is not None
-    ):
+    if token is None or not token.fast:
         Exchange(app, client, head).start()
         return
     try:
