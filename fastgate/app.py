@@ -15,6 +15,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from fastgate.fleet.redis import FleetRedis
 from fastgate.gateway.breaker import Breakers
 from fastgate.gateway.fast import dispatch as fast_dispatch
 from fastgate.gateway.limits import Limits
@@ -48,6 +49,14 @@ class App:
         self.metrics = Metrics()
         self.mock = MockProvider(loop)
         self.limits = Limits()
+        rl = cfg.ratelimit
+        # The fleet's shared state (`[ratelimit] backend = "redis"`): one pool per
+        # worker; None with the memory backend. Changing the backend needs a restart.
+        self.fleet: FleetRedis | None = (
+            FleetRedis(rl.redis_url, rl.key_prefix, rl.on_redis_error, self.metrics)
+            if rl.backend == "redis"
+            else None
+        )
         self.clients: set[Any] = set()
         self.inflight = 0
         self.stopping = False

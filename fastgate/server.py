@@ -109,6 +109,8 @@ class Worker:
         if self.quota is not None:
             await self.quota.close()
         await sink.aclose()
+        if app.fleet is not None:
+            await app.fleet.close()
         if self.store is not None:
             await loop.run_in_executor(None, self.store.stop)
 

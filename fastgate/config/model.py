@@ -115,6 +115,7 @@ class RateLimitConfig:
     backend: str = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "fastgate:"
+    on_redis_error: str = "open"  # "open": serve on local limits; "closed": answer 503
 
 
 @dataclass(frozen=True, slots=True)

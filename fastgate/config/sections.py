@@ -121,6 +121,7 @@ def parse_ratelimit(t: Table) -> RateLimitConfig:
     t.string("backend", choices=BACKENDS)
     _redis_url(t)
     t.string("key_prefix")
+    t.string("on_redis_error", choices=("open", "closed"))
     t.finish()
     return RateLimitConfig(**t.kw)
 
