@@ -15,10 +15,11 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from fastgate.fleet.limits import RedisWindows
 from fastgate.fleet.redis import FleetRedis
 from fastgate.gateway.breaker import Breakers
 from fastgate.gateway.fast import dispatch as fast_dispatch
-from fastgate.gateway.limits import Limits
+from fastgate.gateway.limits import Limits, SharedLimits
 from fastgate.gateway.plan import bind_breakers
 from fastgate.http.head import RequestHead
 from fastgate.http.upstream import Pool
@@ -48,7 +49,6 @@ class App:
         bind_breakers(snapshot.plans, self.breakers)
         self.metrics = Metrics()
         self.mock = MockProvider(loop)
-        self.limits = Limits()
         rl = cfg.ratelimit
         # The fleet's shared state (`[ratelimit] backend = "redis"`): one pool per
         # worker; None with the memory backend. Changing the backend needs a restart.
@@ -56,6 +56,11 @@ class App:
             FleetRedis(rl.redis_url, rl.key_prefix, rl.on_redis_error, self.metrics)
             if rl.backend == "redis"
             else None
+        )
+        self.limits: Limits | SharedLimits = (
+            Limits()
+            if self.fleet is None
+            else SharedLimits(RedisWindows(self.fleet), self.fleet.fail_open)
         )
         self.clients: set[Any] = set()
         self.inflight = 0
@@ -100,7 +105,14 @@ class App:
                 pass
         wait = min(max(wait, 0.0), 60.0)
         if wait > 0:
-            self.channel_cooldown[channel] = time.monotonic() + wait
+            self.apply_cooldown(channel, wait)
+            self.limits.cool(channel, wait)  # the redis backend tells every instance
+
+    def apply_cooldown(self, channel: str, seconds: float) -> None:
+        """Skip `channel` for `seconds` (this worker; the fleet's announcements land here)."""
+        until = time.monotonic() + seconds
+        if until > self.channel_cooldown.get(channel, 0.0):
+            self.channel_cooldown[channel] = until
 
     def swap(self, snapshot: Snapshot, cfg: Any) -> None:
         """Install a new snapshot (and config) as one reference each."""

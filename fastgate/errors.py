@@ -96,3 +96,9 @@ class ServiceUnavailable(FastgateError):
 
 class UpstreamTimeout(FastgateError):
     status, code, type = 504, *ERRORS[504][:2]
+
+
+class SharedStateUnavailable(Exception):
+    """The fleet's shared state (Redis) cannot be used now. Not an answer to a
+    client: the caller applies `[ratelimit] on_redis_error` ("open": serve on
+    local state; "closed": ServiceUnavailable)."""

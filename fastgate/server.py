@@ -92,6 +92,7 @@ class Worker:
             self.quota.start()
             self._tasks.append(loop.create_task(self._refresh_loop()))
         app.start_sweeper()
+        self._tasks += app.limits.start(loop, app.apply_cooldown)
         self.server = await loop.create_server(
             lambda: ClientProtocol(app), sock=self.sock, backlog=4096
         )

@@ -22,6 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from fastgate.errors import SharedStateUnavailable
 from fastgate.metrics import declare
 
 log = logging.getLogger("fastgate.fleet")
@@ -38,7 +39,7 @@ ERRORS = declare(
 OUTAGES = declare("fastgate_redis_outages_total", "Redis outages seen (first failure of each).")
 
 
-class FleetUnavailable(Exception):
+class FleetUnavailable(SharedStateUnavailable):
     """Redis cannot be used now; the caller applies the on_redis_error policy."""
 
 

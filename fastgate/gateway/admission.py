@@ -103,8 +103,11 @@ def admit(app: App, ctx: RequestContext, order: list[Any] | None) -> list[Any] |
         if left <= 0 or left < app.last_cost.get((token.name, model), 0):
             raise errors.InsufficientQuota("quota exhausted for this API key")
     if token.limited:
-        app.limits.admit(token)
-        ctx.limited = True
+        got = app.limits.admit(token)
+        if type(got) is tuple:
+            ctx.rate_headers, ctx.limited = got
+        else:  # a round trip to the shared limits first (Exchange.start awaits it)
+            ctx.pending = got
     order = order or route.order()
     if ing is OPENAI_INGRESS:
         asked = ctx.include_usage = openai_proto.client_asked_usage(obj)

@@ -17,6 +17,8 @@ from typing import Any
 from fastgate import errors
 from fastgate.http import upstream as up
 
+WAIT = object()  # pick's answer when a channel's shared rpm window needs a round trip
+
 
 class Attempts:
     __slots__ = (
@@ -33,6 +35,7 @@ class Attempts:
         "skipped_open",
         "stale_retry",
         "upstream_model",
+        "waiting",
     )
 
     def __init__(
@@ -58,31 +61,44 @@ class Attempts:
         self.skipped_open = 0
         self.stale_retry = False
         self.convert = False  # the current channel speaks another protocol
+        self.waiting: Any = None  # (channel, awaitable) when pick returned WAIT
 
     def pick(self, app: Any, model: str) -> Any:
         """The next candidate that may be tried now (made current), or None."""
-        breakers = app.breakers
         now = time.monotonic()
         for ch in self.plan:
             if ch is self.last_channel:
                 continue
             until = app.channel_cooldown.get(ch.name)
-            if until is not None and now < until:
-                self.skipped_open += 1
-                continue
-            if ch.rpm and not app.limits.channel_allows(ch):
-                self.skipped_open += 1
-                continue
-            br = breakers.get(ch.name, model)
-            if not br.allow(now):
-                self.skipped_open += 1
-                continue
-            self.count += 1
-            self.channel = self.last_channel = ch
-            self.breaker = br
-            self.upstream_model = ch.model_map.get(model, model)
-            return ch
+            if until is not None:
+                if now < until:
+                    self.skipped_open += 1
+                    continue
+                del app.channel_cooldown[ch.name]  # over (the fast path tests membership)
+            if ch.rpm:
+                allowed = app.limits.channel_allows(ch)
+                if allowed is False:
+                    self.skipped_open += 1
+                    continue
+                if allowed is not True:  # the shared window's answer is a round trip away
+                    self.waiting = (ch, allowed)
+                    return WAIT
+            ch = self.use(app, ch, model, now)
+            if ch is not None:
+                return ch
         return None
+
+    def use(self, app: Any, ch: Any, model: str, now: float) -> Any:
+        """Make `ch` current if its breaker lets a request through (else None)."""
+        br = app.breakers.get(ch.name, model)
+        if not br.allow(now):
+            self.skipped_open += 1
+            return None
+        self.count += 1
+        self.channel = self.last_channel = ch
+        self.breaker = br
+        self.upstream_model = ch.model_map.get(model, model)
+        return ch
 
     def failed(self, app: Any, kind: str) -> None:
         """The current attempt failed before any byte reached the client."""

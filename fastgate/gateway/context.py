@@ -26,6 +26,8 @@ class RequestContext:
         "limited",
         "model",
         "obj",
+        "pending",
+        "rate_headers",
         "request_id",
         "requested",
         "stream",
@@ -58,4 +60,8 @@ class RequestContext:
         self.include_usage = include_usage
         self.ingress = ingress
         self.hub: dict[str, Any] | None = None  # the request in OpenAI shape, when converting
-        self.limited = False  # admitted by the key's rate limits: release at the end
+        # The rate limits' ticket once admitted (None: not limited): `done` releases it.
+        self.limited: Any = None
+        # An admission step still to await (a Redis round trip of the shared limits).
+        self.pending: Any = None
+        self.rate_headers = b""  # x-ratelimit-* lines for the response

@@ -30,7 +30,7 @@ from fastgate import errors
 from fastgate.convert import UpstreamProtocolError
 from fastgate.gateway import protocols
 from fastgate.gateway.admission import admit, ops_response
-from fastgate.gateway.attempts import Attempts
+from fastgate.gateway.attempts import WAIT, Attempts
 from fastgate.gateway.context import OPENAI_INGRESS, RequestContext
 from fastgate.gateway.converting import collect_complete, conv_failed, convert_head
 from fastgate.gateway.outbound import other_request
@@ -127,13 +127,46 @@ class Exchange(ExchangeParts):
             if ctx.head.method == b"GET":
                 self.respond(*ops_response(app, ctx.head))
                 return
-            att = self.attempts
-            order = admit(app, ctx, att.order)
-            if order is None:  # a token count no channel of its kind can do: estimate here
-                self.respond(200, protocols.count_tokens_locally(self))
+            order = admit(app, ctx, self.attempts.order)
+            if ctx.pending is not None:
+                app.loop.create_task(self._admitted_later(order))
                 return
-            att.plan = attempt_plan(order, app.cfg.routing.max_attempts)
-            self.attempt()
+            self._routed(order)
+        except errors.FastgateError as err:
+            self.local_error(err)
+        except Exception:
+            self._crash()
+
+    def _routed(self, order: list[Any] | None) -> None:
+        """Admitted: answer a local token count, or send the first attempt."""
+        ctx = self.ctx
+        self.writer.extra_head = ctx.rate_headers
+        if order is None:  # a token count no channel of its kind can do: estimate here
+            self.respond(200, protocols.count_tokens_locally(self))
+            return
+        att = self.attempts
+        att.plan = attempt_plan(order, self.app.cfg.routing.max_attempts)
+        self.attempt()
+
+    async def _admitted_later(self, order: list[Any] | None) -> None:
+        """The admission's round trip (shared limits), then on as `start` would."""
+        ctx = self.ctx
+        pending, ctx.pending = ctx.pending, None
+        try:
+            headers, ticket = await pending
+        except errors.FastgateError as err:
+            self.local_error(err)  # does nothing if the client left meanwhile
+            return
+        except Exception:
+            self._crash()
+            return
+        if self.state is DONE:  # the client left while we waited: give the slot back
+            self.app.limits.done(ctx.token, 0, ticket)
+            return
+        ctx.rate_headers = headers
+        ctx.limited = ticket
+        try:
+            self._routed(order)
         except errors.FastgateError as err:
             self.local_error(err)
         except Exception:
@@ -149,6 +182,39 @@ class Exchange(ExchangeParts):
         if ch is None:
             self.local_error(att.give_up_error(ctx.model))
             return
+        if ch is WAIT:
+            self.app.loop.create_task(self._channel_later())
+            return
+        self._send(ch)
+
+    async def _channel_later(self) -> None:
+        """A channel's shared rpm window answered: use the channel, or the next one."""
+        att = self.attempts
+        ch, allowed = att.waiting
+        att.waiting = None
+        try:
+            ok = await allowed
+        except Exception:
+            log.exception("channel rate limit check failed")
+            ok = False
+        if self.state is DONE:  # the client left meanwhile
+            return
+        try:
+            if ok and att.use(self.app, ch, self.ctx.model, time.monotonic()) is not None:
+                self._send(ch)
+            else:
+                if not ok:
+                    att.skipped_open += 1
+                self.attempt()
+        except errors.FastgateError as err:
+            self.local_error(err)
+        except Exception:
+            self._crash()
+
+    def _send(self, ch: Any) -> None:
+        """Send the request to `ch`, made current by `Attempts.pick`."""
+        att = self.attempts
+        ctx = self.ctx
         self._to(CONNECTING)
         convert = att.convert = ch.protocol != ctx.ingress.protocol
         if ch.is_mock:

@@ -28,6 +28,7 @@ class ResponseWriter:
         "app",
         "chunked",
         "client",
+        "extra_head",
         "force_close",
         "head",
         "head_out",
@@ -58,6 +59,7 @@ class ResponseWriter:
         self.head_out: bytes | None = None  # the head, until the first body bytes
         self.out: list[bytes] = [] if out is None else out  # framed bytes not yet written
         self.chunked = False
+        self.extra_head = b""  # header lines the gateway adds (x-ratelimit-*), encoded
         self.force_close = False  # close the client connection after this response
         self.paused = False  # the client's write buffer is full: upstream reads stop
         self.last = b""  # the last bytes written to the client (see Exchange.client_lost)
@@ -70,6 +72,8 @@ class ResponseWriter:
         the head waits in `head_out` to leave with the first body bytes."""
         head = self.head
         keep = head.keep_alive and not self.force_close and not self.app.stopping
+        if self.extra_head:
+            parts.append(self.extra_head)
         if length:
             parts.append(b"content-length: %b\r\n" % length)
         elif head.http11:
@@ -122,6 +126,7 @@ class ResponseWriter:
                 request_id=self.request_id,
                 keep_alive=keep,
                 extra=extra,
+                raw=self.extra_head if 200 <= status < 300 else b"",
             )
         )
         return keep
@@ -149,7 +154,7 @@ class ResponseWriter:
         price: Any,
         ratio: int,
         attempts: int,
-        limited: bool = False,
+        limited: Any = None,
         release: Any = None,
         terminate: bool = False,
     ) -> None:
@@ -194,8 +199,8 @@ class ResponseWriter:
             attempts,
             self.client.client_ip,
         )
-        if limited:
-            app.limits.done(token, usage.prompt_tokens + usage.completion_tokens)
+        if limited is not None:  # the admission's ticket
+            app.limits.done(token, usage.prompt_tokens + usage.completion_tokens, limited)
         client = self.client
         if client.gate.reasons:
             client.gate.resume(PEER_SLOW)

@@ -30,6 +30,7 @@ def simple_response(
     request_id: bytes = b"",
     keep_alive: bool = True,
     extra: tuple[tuple[bytes, bytes], ...] = (),
+    raw: bytes = b"",
 ) -> bytes:
     """A complete response with a body, as one bytes object (one write)."""
     parts = [status_line(status), b"content-type: ", content_type, b"\r\ncontent-length: "]
@@ -38,6 +39,8 @@ def simple_response(
         parts += (b"x-request-id: ", request_id, CRLF)
     for name, value in extra:
         parts += (name, b": ", value, CRLF)
+    if raw:  # header lines already encoded ("name: value\r\n"...)
+        parts.append(raw)
     if not keep_alive:
         parts.append(b"connection: close\r\n")
     parts += (CRLF, body)
