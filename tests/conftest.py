@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import secrets
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -133,3 +135,58 @@ def fake_bedrock() -> Iterator[FakeBedrock]:
     """A FakeBedrock runtime named "bedrock" that verifies SigV4 with its own
     `access_key` / `secret_key` / `region` (give those to the channel)."""
     yield from _started(FakeBedrock("bedrock"))
+
+
+# --------------------------------------------------------------------------- shared services
+
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+FLEET_PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+async def _pg(url: str, sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A key prefix of this test's own; every key under it is deleted afterwards."""
+    require_service("Redis", REDIS_HOST, REDIS_PORT)
+    import redis
+
+    prefix = "fgtest:" + secrets.token_hex(4) + ":"
+    try:
+        yield prefix
+    finally:
+        client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT)
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+async def _pg(url: str, sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def pg_db() -> Iterator[str]:
+    """A Postgres database of this test's own (dropped afterwards)."""
+    require_service("Postgres", "127.0.0.1", 5432)
+    name = "fastgate_fleet_" + secrets.token_hex(5)
+    asyncio.run(_pg(FLEET_PG_ADMIN, f"CREATE DATABASE {name}"))
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        asyncio.run(_pg(FLEET_PG_ADMIN, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))

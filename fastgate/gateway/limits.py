@@ -209,9 +209,9 @@ class Limits:
 HOLD = 1.0  # seconds a worker may spend a lease
 MAX_LEASE = 1000  # slots in one lease at most
 SHARE = 16  # a lease takes at most 1/SHARE of what is free in the window
-TPM_STALE = 1.0  # seconds a cached tpm total is trusted far from the limit
+TPM_STALE = 0.1  # seconds a cached tpm total is trusted far from the limit
 TPM_NEAR = 0.8  # from this share of tpm on, every admission reads the total
-FLUSH = 0.2  # seconds between batched tpm additions and lease returns
+FLUSH = 0.1  # seconds between batched tpm additions and lease returns
 
 
 class _Lease:

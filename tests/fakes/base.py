@@ -426,6 +426,8 @@ class FakeUpstream:
         self._lock = threading.Lock()
         self._requests: list[Recorded] = []
         self._conn_opened = 0
+        self.in_flight = 0  # requests being answered now (and the most seen at once)
+        self.max_in_flight = 0
         self._conn_closed = 0
         self._transports: set[asyncio.Transport] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -664,6 +666,8 @@ class FakeUpstream:
         rec.behaviour = type(behaviour).__name__
         with self._lock:
             self._requests.append(rec)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             return await self._dispatch(request, rec, behaviour)
         except _ClientGone:
@@ -671,6 +675,9 @@ class FakeUpstream:
             if isinstance(behaviour, BigStream):
                 behaviour.client_disconnected = True
             raise asyncio.CancelledError from None
+        finally:
+            with self._lock:
+                self.in_flight -= 1
 
     async def _dispatch(
         self, request: BaseRequest, rec: Recorded, behaviour: Behaviour
