@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 from typing import Any
 
 from fastgate.fleet.redis import FleetRedis, FleetUnavailable
@@ -121,6 +120,14 @@ redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) + 5000)
 return 1
 """
 
+_RENEW = """
+local t = redis.call('TIME')
+local until_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', until_ms, ARGV[i]) end
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) + 5000)
+return 1
+"""
+
 _COOL = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -142,6 +149,7 @@ class RedisWindows:
         self._take = fleet.script(_TAKE)
         self._settle = fleet.script(_SETTLE)
         self._slot = fleet.script(_SLOT)
+        self._renew = fleet.script(_RENEW)
         self._cool = fleet.script(_COOL)
         self._nonce = f":{os.getpid():x}.{os.urandom(3).hex()}."
         self._seq = 0
@@ -184,14 +192,14 @@ class RedisWindows:
     # -- concurrency slots --------------------------------------------------------
 
     async def acquire_slot(self, name: str, limit: int, member: str) -> bool:
-        key = self.fleet.key(f"rl:{{c:{name}}}")
+        key = self.fleet.key(f"rl:{{conc:{name}}}")
         ok = await self.fleet.run(lambda: self._slot(keys=[key], args=[limit, member, SLOT_TTL_MS]))
         if ok:
             self.slots.setdefault(key, set()).add(member)
         return bool(ok)
 
     def release_slot(self, name: str, member: str) -> None:
-        key = self.fleet.key(f"rl:{{c:{name}}}")
+        key = self.fleet.key(f"rl:{{conc:{name}}}")
         held = self.slots.get(key)
         if held is not None:
             held.discard(member)
@@ -208,12 +216,11 @@ class RedisWindows:
             held = {k: list(m) for k, m in self.slots.items() if m}
             if not held or not self.fleet.available:
                 continue
-            until = int(time.time() * 1000) + SLOT_TTL_MS
 
-            async def renew(held: dict[str, list[str]] = held, until: int = until) -> None:
+            async def renew(held: dict[str, list[str]] = held) -> None:
                 pipe = self.fleet.client.pipeline(transaction=False)
                 for key, members in held.items():
-                    pipe.zadd(key, dict.fromkeys(members, until), xx=True)
+                    await self._renew(keys=[key], args=[SLOT_TTL_MS, *members], client=pipe)
                 await pipe.execute()
 
             with contextlib.suppress(FleetUnavailable):

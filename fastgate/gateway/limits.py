@@ -431,7 +431,7 @@ class SharedLimits:
         rpm = channel.rpm
         if not rpm:
             return True
-        lease = self.leases.get(("c", channel.name))
+        lease = self.leases.get(("ch", channel.name))
         if lease is not None and lease.left > 0 and time.monotonic() < lease.until:
             lease.left -= 1
             return True
@@ -439,7 +439,7 @@ class SharedLimits:
 
     async def _channel_take(self, channel: Any) -> bool:
         try:
-            return await self._spend("c", channel.name, channel.rpm) is not None
+            return await self._spend("ch", channel.name, channel.rpm) is not None
         except errors.SharedStateUnavailable:
             return bool(self.fail_open and self.local.channel_allows(channel))
 
