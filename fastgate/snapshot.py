@@ -68,6 +68,9 @@ class Token:
     # Nothing per request to check beyond the key itself: enabled, no quota,
     # limits, expiry, allow-list or cache. The fast path takes only these keys.
     fast: bool = False
+    # The same, but with rpm/tpm: the fast path takes it when the limits answer
+    # at once (a lease slot; max_concurrency always needs the general path).
+    fast_limits: bool = False
 
 
 @dataclass(slots=True, eq=False)
@@ -188,14 +191,15 @@ def build_snapshot(config: Any, version: int = 1) -> Snapshot:
             limited=bool(tc.rpm or tc.tpm or tc.max_concurrency),
         )
     for t in tokens.values():
-        t.fast = (
+        plain = (
             t.enabled
-            and not t.limited
             and t.quota_micros < 0
             and t.expires_at is None
             and t.models is None
             and not t.cache
         )
+        t.fast = plain and not t.limited
+        t.fast_limits = plain and t.limited and not t.max_concurrency
 
     prices: dict[str, IntPrice] = {}
     for pc in config.prices:

@@ -3,9 +3,10 @@
 `dispatch` decides per request, with inline checks only, whether the request
 is the plain case: a POST to an OpenAI endpoint with a Bearer key that is
 `fast` (snapshot.Token: enabled, no quota, limits, expiry, allow-list or
-cache), a JSON body
-whose model has a fast-eligible route plan (`gateway/plan.py`), and a first
-candidate whose breaker is closed and who is not cooling down. Then it builds
+cache) or `fast_limits` (the same with rpm/tpm, admitted here only when the
+limits answer at once: a local window, or a slot of a Redis lease), a JSON
+body whose model has a fast-eligible route plan (`gateway/plan.py`), and a
+first candidate whose breaker is closed and who is not cooling down. Then it builds
 the upstream request from the channel's pre-encoded pieces, writes it once,
 forwards the response bytes as they arrive, reads usage from the tail of the
 body (non-stream) or with the stream scanner (stream). A `FastExchange` is its
@@ -36,7 +37,7 @@ from fastgate.gateway.breaker import CLOSED
 from fastgate.gateway.context import RequestContext
 from fastgate.gateway.handler import Exchange
 from fastgate.gateway.routing import attempt_plan
-from fastgate.gateway.writer import ResponseWriter
+from fastgate.gateway.writer import ResponseWriter, without_rate_headers
 from fastgate.http.flow import PEER_SLOW
 from fastgate.http.responses import STATUS_LINE, status_line
 from fastgate.providers import openai as openai_proto
@@ -67,7 +68,7 @@ def dispatch(app: Any, client: Any, head: Any) -> None:
         return
     snap = app.snapshot
     token = snap.tokens.get(_sha256(auth[7:]).hexdigest())
-    if token is None or not token.fast:
+    if token is None or not (token.fast or token.fast_limits):
         Exchange(app, client, head).start()
         return
     try:
@@ -94,6 +95,17 @@ def dispatch(app: Any, client: Any, head: Any) -> None:
     if br.state is not CLOSED or ch.name in app.channel_cooldown:
         general(app, client, head, obj, order)  # the route's turn is taken: pass it on
         return
+    admitted = None
+    if not token.fast:  # rpm/tpm: served here when the limits answer without Redis
+        try:
+            admitted = app.limits.admit(token)
+        except Exception:  # refused: the general path refuses it in the ingress's shape
+            admitted = None
+        if type(admitted) is not tuple:
+            if admitted is not None:
+                admitted.close()  # a round trip not started: nothing was taken
+            general(app, client, head, obj, order)
+            return
     stream = obj.get("stream") is True
     asked = inject = False
     if stream:
@@ -107,6 +119,8 @@ def dispatch(app: Any, client: Any, head: Any) -> None:
     fx = FastExchange(app, client, head, token, plan, ch, br, obj, upstream_model, stream, inject)
     fx.asked = asked
     fx.order = order
+    if admitted is not None:
+        fx.extra_head, fx.ticket = admitted
     app.inflight += 1
     client.exchange = fx
     srv = app.cfg.server
@@ -148,6 +162,7 @@ class FastExchange(ResponseWriter):
         "scanner",
         "stream",
         "tail",
+        "ticket",
         "token",
         "upstream_model",
     )
@@ -182,6 +197,7 @@ class FastExchange(ResponseWriter):
         self.data = b""
         self.scanner: Any = None
         self.tail: bytes | None = None  # non-stream 2xx: the body while it is small
+        self.ticket: Any = None  # the rate limits' ticket (a limited key)
 
     # -- connection --------------------------------------------------------------
 
@@ -216,7 +232,7 @@ class FastExchange(ResponseWriter):
         self.upstream_request_id = rid = conn.request_id
         parts = [
             STATUS_LINE.get(status) or status_line(status),
-            *conn.forward,
+            *(conn.forward if not self.extra_head else without_rate_headers(conn.forward)),
             b"x-request-id: %b\r\n" % self.request_id,
         ]
         if rid:
@@ -280,7 +296,7 @@ class FastExchange(ResponseWriter):
             plan.price,
             plan.ratio,
             1,
-            False,
+            self.ticket,
             conn,
             True,
         )
@@ -328,6 +344,8 @@ class FastExchange(ResponseWriter):
             self.inject,
             self.asked,
         )
+        ctx.limited = self.ticket
+        ctx.rate_headers = self.extra_head
         order = self.order if self.order is not None else [self.channel]
         plan = attempt_plan(order, app.cfg.routing.max_attempts)
         next(plan)  # the candidate this request is on

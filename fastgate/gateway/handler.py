@@ -46,7 +46,7 @@ from fastgate.gateway.states import (
     STREAMING,
 )
 from fastgate.gateway.transform import COLLECT, SCAN, Transform
-from fastgate.gateway.writer import ResponseWriter
+from fastgate.gateway.writer import ResponseWriter, without_rate_headers
 from fastgate.http import upstream as up
 from fastgate.http.flow import PEER_SLOW
 from fastgate.http.head import RequestHead
@@ -308,7 +308,7 @@ class Exchange(ExchangeParts):
             sse = conn.sse
             parts = [
                 STATUS_LINE.get(status) or status_line(status),
-                *conn.forward,
+                *(conn.forward if not w.extra_head else without_rate_headers(conn.forward)),
                 b"x-request-id: %b\r\n" % ctx.request_id,
             ]
             if rid:

@@ -207,3 +207,14 @@ class ResponseWriter:
         if status == 499:
             return
         client.finish(self.head.keep_alive and not self.force_close and not app.stopping)
+
+
+def without_rate_headers(forward: list[bytes]) -> list[bytes]:
+    """The upstream's forwarded header pieces (name, ": ", value, CRLF) minus its
+    own x-ratelimit-* (its account's limits): a key with limits gets the
+    gateway's x-ratelimit-* for the key instead, never both."""
+    out: list[bytes] = []
+    for i in range(0, len(forward), 4):
+        if not forward[i].lower().startswith(b"x-ratelimit-"):
+            out += forward[i : i + 4]
+    return out
