@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import run as base  # noqa: E402  (bench/run.py: stub, wrk, /proc accounting)
+import run as base  # bench/run.py: stub, wrk, /proc accounting
 
 VARIANTS = ("plain", "limits-redis", "limits-memory", "cache-hit", "workers2")
 
@@ -65,7 +65,7 @@ def main() -> int:
     prefix = "fgbench:" + secrets.token_hex(3) + ":"
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     try:
-        stub_port, = base.free_ports(1)
+        (stub_port,) = base.free_ports(1)
         www = tmp / "www"
         shutil.copytree(base.BENCH / "stub", www)
         stub = base.start_nginx(
