@@ -63,6 +63,7 @@ class App:
             else SharedLimits(RedisWindows(self.fleet), self.fleet.fail_open)
         )
         self.clients: set[Any] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()  # a request's round trips (spawn)
         self.inflight = 0
         self.stopping = False
         self.ready = True
@@ -81,6 +82,14 @@ class App:
         self._sweeper: asyncio.TimerHandle | None = None
 
     # -- hot path helpers ------------------------------------------------------
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        """Run `coro` as a task the App keeps a reference to until it ends (the
+        loop itself keeps only weak ones)."""
+        task = self.loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
 
     def new_request_id(self) -> bytes:
         self._rid += 1

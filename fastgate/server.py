@@ -334,6 +334,17 @@ def serve(
     )
     if workers <= 1:
         return _run_worker(cfg, sock)
+    limited = [t.name for t in cfg.tokens if t.rpm or t.tpm or t.max_concurrency]
+    limited += [c.name for c in cfg.channels if c.rpm]
+    if limited and cfg.ratelimit.backend == "memory":
+        log.warning(
+            'rate limits are per worker with [ratelimit] backend = "memory": with %d '
+            'workers %s may each see up to %d times its limits; set backend = "redis" '
+            "to hold them for the whole instance (and fleet)",
+            workers,
+            ", ".join(limited[:5]) + (" ..." if len(limited) > 5 else ""),
+            workers,
+        )
     return _supervise(cfg, sock, host, bound, workers)
 
 

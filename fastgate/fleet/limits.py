@@ -155,7 +155,7 @@ class RedisWindows:
         self._seq = 0
         self.slots: dict[str, set[str]] = {}  # slot key -> this worker's members in flight
         self.cool_channel = fleet.key("cool")
-        self._tasks: list[asyncio.Task[Any]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     def member_suffix(self) -> str:
         self._seq += 1
@@ -272,8 +272,8 @@ class RedisWindows:
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.append(task)
-        task.add_done_callback(self._tasks.remove)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def start(self, apply_cooldown: Any) -> list[asyncio.Task[Any]]:
         """Start the background loops (slot renewal, cooldown subscription)."""

@@ -129,7 +129,7 @@ class Exchange(ExchangeParts):
                 return
             order = admit(app, ctx, self.attempts.order)
             if ctx.pending is not None:
-                app.loop.create_task(self._admitted_later(order))
+                app.spawn(self._admitted_later(order))
                 return
             self._routed(order)
         except errors.FastgateError as err:
@@ -183,7 +183,7 @@ class Exchange(ExchangeParts):
             self.local_error(att.give_up_error(ctx.model))
             return
         if ch is WAIT:
-            self.app.loop.create_task(self._channel_later())
+            self.app.spawn(self._channel_later())
             return
         self._send(ch)
 

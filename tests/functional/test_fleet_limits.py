@@ -208,3 +208,14 @@ def test_redis_outage_fails_open_or_closed_and_recovers(
         assert post(gw.url, key, BODY)[0] == 200
     finally:
         relay.close()
+
+
+def test_memory_backend_with_workers_says_limits_are_per_worker(make_gateway, make_fake) -> None:
+    fake = make_fake("up")
+    key = make_key()
+    gw = make_gateway(
+        gateway_config([channel("up", fake.url, ["gpt-4o-mini"])], [token("app", key, rpm=5)]),
+        args=["--workers", "2"],
+    )
+    assert "rate limits are per worker" in gw.stderr_text()
+    assert 'backend = "redis"' in gw.stderr_text()
