@@ -224,6 +224,8 @@ class FastExchange(ResponseWriter):
             return
         self.status = status
         self.t_first = time.time()
+        if conn.exhausted:  # served, but the channel's budget is spent: skip it a while
+            self.app.note_limits(self.channel.name, status, conn)
         self.breaker.failures = 0  # Breaker.success() for a closed breaker
         attempts = self.app.metrics.attempts
         key = (self.channel.name, "ok")

@@ -288,11 +288,13 @@ class Exchange(ExchangeParts):
             att = self.attempts
             if status == 429 or status >= 500:
                 if status == 429:
-                    self.app.note_rate_limited(att.channel.name, conn.retry_after)
+                    self.app.note_limits(att.channel.name, status, conn)
                 att.drop_conn(self.app, conn)
                 self.attempt_failed(f"HTTP {status}")
                 return
             self._to(RECEIVING)
+            if conn.exhausted:  # served, but the channel's budget is spent: skip it a while
+                self.app.note_limits(att.channel.name, status, conn)
             w = self.writer
             w.status = status
             w.t_first = time.time()
