@@ -219,8 +219,8 @@ class FastExchange(ResponseWriter):
     # -- upstream events ---------------------------------------------------------
 
     def up_headers(self, conn: Any, status: int) -> None:
-        if status == 429 or status >= 500:
-            self._general().up_headers(conn, status)  # failover lives there
+        if status >= 400:
+            self._general().up_headers(conn, status)  # failover and error bodies live there
             return
         self.status = status
         self.t_first = time.time()
