@@ -89,6 +89,10 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     ap.add_argument("-n", type=int, default=50_000)
+    ap.add_argument(
+        "--limits", action="store_true", help="the key has rpm and tpm (memory backend)"
+    )
+    ap.add_argument("--profile", action="store_true", help="pyinstrument the loop")
     args = ap.parse_args()
     sys.path.insert(0, args.root)
     import uvloop
@@ -100,7 +104,8 @@ def main() -> int:
     from fastgate.snapshot import build_snapshot
 
     pkg = os.path.dirname(fastgate.__file__)
-    cfg = parse_config(tomllib.loads(CONFIG))
+    text = CONFIG + ("rpm = 100000000\ntpm = 100000000000\n" if args.limits else "")
+    cfg = parse_config(tomllib.loads(text))
     loop = uvloop.new_event_loop()
     app = App(cfg, build_snapshot(cfg), loop, Sink())
     ups: list[tuple[Any, Transport]] = []
@@ -134,6 +139,12 @@ def main() -> int:
     sys.setprofile(None)
     assert len(ups) == 1 and ctr.written[-1].endswith(ANSWER)
 
+    profiler = None
+    if args.profile:
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.0001)
+        profiler.start()
     t0 = time.perf_counter()
     for i in range(args.n):
         client.data_received(REQUEST)
@@ -142,6 +153,9 @@ def main() -> int:
             ctr.written.clear()
             utr.written.clear()
     dt = (time.perf_counter() - t0) / args.n
+    if profiler is not None:
+        profiler.stop()
+        print(profiler.output_text(unicode=False, color=False, show_all=False))
     print(f"fastgate at {pkg}")
     print(f"Python-level calls of fastgate per request: {calls}")
     print(f"in-process time per request (no sockets): {dt * 1e6:.2f} us")

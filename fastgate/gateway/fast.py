@@ -234,7 +234,11 @@ class FastExchange(ResponseWriter):
         self.upstream_request_id = rid = conn.request_id
         parts = [
             STATUS_LINE.get(status) or status_line(status),
-            *(conn.forward if not self.extra_head else without_rate_headers(conn.forward)),
+            *(
+                conn.forward
+                if conn.limits is None or not self.extra_head
+                else without_rate_headers(conn.forward)
+            ),
             b"x-request-id: %b\r\n" % self.request_id,
         ]
         if rid:

@@ -311,7 +311,11 @@ class Exchange(ExchangeParts):
             sse = conn.sse
             parts = [
                 STATUS_LINE.get(status) or status_line(status),
-                *(conn.forward if not w.extra_head else without_rate_headers(conn.forward)),
+                *(
+                    conn.forward
+                    if conn.limits is None or not w.extra_head
+                    else without_rate_headers(conn.forward)
+                ),
                 b"x-request-id: %b\r\n" % ctx.request_id,
             ]
             if rid:

@@ -46,20 +46,28 @@ from fastgate import errors
 WINDOW = 60.0
 
 
+BUCKET = 0.1  # seconds: admissions this close together share one log entry
+
+
 class _Log:
-    """Admission times (and weights) of the last WINDOW seconds."""
+    """Admissions (and weights) of the last WINDOW seconds, in BUCKET-wide entries.
+
+    An entry is [end of its bucket, total weight]; it leaves the window WINDOW
+    after its bucket's end, so every admission is counted for at least a whole
+    window after it (never more admitted than the limit; a refusal can come up
+    to one bucket early). A key holds at most WINDOW / BUCKET entries."""
 
     __slots__ = ("entries", "total")
 
     def __init__(self) -> None:
-        self.entries: deque[tuple[float, int]] = deque()
+        self.entries: deque[list[float]] = deque()
         self.total = 0
 
     def trim(self, now: float) -> None:
         entries = self.entries
         edge = now - WINDOW
         while entries and entries[0][0] <= edge:
-            self.total -= entries.popleft()[1]
+            self.total -= int(entries.popleft()[1])
 
     def wait_for(self, limit: int, now: float) -> float:
         """Seconds until the total drops below `limit` (0 if it is below now)."""
@@ -73,22 +81,34 @@ class _Log:
         return WINDOW
 
     def add(self, now: float, weight: int) -> None:
-        self.entries.append((now, weight))
+        entries = self.entries
+        if entries and entries[-1][0] > now:
+            entries[-1][1] += weight
+        else:
+            entries.append([now + BUCKET, weight])
         self.total += weight
 
 
 def _retry_after(seconds: float) -> tuple[tuple[bytes, bytes], ...]:
-    return ((b"retry-after", b"%d" % max(1, math.ceil(seconds))),)
+    """Whole seconds, at least 1 and at most the window."""
+    return ((b"retry-after", b"%d" % min(max(1, math.ceil(seconds)), int(WINDOW))),)
 
 
 def duration(seconds: float) -> bytes:
-    """OpenAI's reset format: "20ms", "1s", "6m0s"."""
+    """OpenAI's reset format: "20ms" under a second, else whole seconds ("7s")."""
     if seconds < 1:
-        return b"%dms" % max(0, round(seconds * 1000))
-    if seconds < 60:
-        return (b"%.3f" % seconds).rstrip(b"0").rstrip(b".") + b"s"
-    m, s = divmod(int(seconds), 60)
-    return b"%dm%ds" % (m, s)
+        return b"%dms" % (seconds * 1000 if seconds > 0 else 0)
+    return b"%ds" % -(-seconds // 1)
+
+
+_REQ = (
+    b"x-ratelimit-limit-requests: %d\r\nx-ratelimit-remaining-requests: %d\r\n"
+    b"x-ratelimit-reset-requests: %b\r\n"
+)
+_TOK = (
+    b"x-ratelimit-limit-tokens: %d\r\nx-ratelimit-remaining-tokens: %d\r\n"
+    b"x-ratelimit-reset-tokens: %b\r\n"
+)
 
 
 def rate_headers(
@@ -97,22 +117,17 @@ def rate_headers(
     """The x-ratelimit-* lines for a key's rpm (and tpm) after an admission."""
     out = b""
     if token.rpm:
-        out = (
-            b"x-ratelimit-limit-requests: %d\r\nx-ratelimit-remaining-requests: %d\r\nx-ratelimit-reset-requests: %b\r\n"
-            % (
-                token.rpm,
-                max(0, req_left),
-                duration(req_reset),
-            )
+        out = _REQ % (
+            token.rpm,
+            req_left if req_left > 0 else 0,
+            b"%ds" % -(-req_reset // 1) if req_reset >= 1 else duration(req_reset),
         )
     if token.tpm:
-        out += (
-            b"x-ratelimit-limit-tokens: %d\r\nx-ratelimit-remaining-tokens: %d\r\nx-ratelimit-reset-tokens: %b\r\n"
-            % (
-                token.tpm,
-                max(0, token.tpm - tok_used),
-                duration(tok_reset),
-            )
+        left = token.tpm - tok_used
+        out += _TOK % (
+            token.tpm,
+            left if left > 0 else 0,
+            b"%ds" % -(-tok_reset // 1) if tok_reset >= 1 else duration(tok_reset),
         )
     return out
 
@@ -132,6 +147,7 @@ class Limits:
         """Count the request against the key's limits, or raise 429."""
         name = token.name
         now = time.monotonic()
+        edge = now - WINDOW
         if token.max_concurrency and self.concurrency.get(name, 0) >= token.max_concurrency:
             raise errors.RateLimited(
                 f"too many concurrent requests for this key (max {token.max_concurrency})",
@@ -142,32 +158,38 @@ class Limits:
         if token.tpm:
             log = self.tokens.get(name)
             if log is not None:
-                log.trim(now)
-                wait = log.wait_for(token.tpm, now)
-                if wait > 0:
+                entries = log.entries
+                if entries and entries[0][0] <= edge:
+                    log.trim(now)
+                if log.total >= token.tpm:
                     raise errors.RateLimited(
                         f"token rate limit reached for this key ({token.tpm} tokens per minute)",
-                        headers=_retry_after(wait),
+                        headers=_retry_after(log.wait_for(token.tpm, now)),
                     )
                 tok_used = log.total
-                if log.entries:
-                    tok_reset = log.entries[0][0] + WINDOW - now
+                if entries:
+                    tok_reset = entries[0][0] + WINDOW - now
         left = 0
         reset = 0.0
         if token.rpm:
             log = self.requests.get(name)
             if log is None:
                 log = self.requests[name] = _Log()
-            log.trim(now)
-            wait = log.wait_for(token.rpm, now)
-            if wait > 0:
+            entries = log.entries
+            if entries and entries[0][0] <= edge:
+                log.trim(now)
+            if log.total >= token.rpm:
                 raise errors.RateLimited(
                     f"request rate limit reached for this key ({token.rpm} per minute)",
-                    headers=_retry_after(wait),
+                    headers=_retry_after(log.wait_for(token.rpm, now)),
                 )
-            log.add(now, 1)
+            if entries and entries[-1][0] > now:  # _Log.add, inline
+                entries[-1][1] += 1
+            else:
+                entries.append([now + BUCKET, 1])
+            log.total += 1
             left = token.rpm - log.total
-            reset = log.entries[0][0] + WINDOW - now
+            reset = entries[0][0] + WINDOW - now
         if token.max_concurrency:
             self.concurrency[name] = self.concurrency.get(name, 0) + 1
         return rate_headers(token, left, reset, tok_used, tok_reset), True

@@ -63,6 +63,8 @@ DOWN_LIMIT = 7  # forwarded, and kept: the upstream's rate-limit budget (gateway
 UPSTREAM_LIMIT_HEADERS: frozenset[bytes] = frozenset(
     {
         b"retry-after-ms",
+        b"x-ratelimit-limit-requests",
+        b"x-ratelimit-limit-tokens",
         b"x-ratelimit-remaining-requests",
         b"x-ratelimit-remaining-tokens",
         b"x-ratelimit-reset-requests",

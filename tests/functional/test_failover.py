@@ -255,7 +255,9 @@ def test_upstream_401_403_is_the_channels_credential_and_fails_over(
     make_gateway, make_fake, demo_key: str, status: int
 ) -> None:
     a, b = make_fake("a"), make_fake("b")
-    leaky = b'{"error":{"message":"Incorrect API key provided: sk-upstream-a. Bearer sk-upstream-a"}}'
+    leaky = (
+        b'{"error":{"message":"Incorrect API key provided: sk-upstream-a. Bearer sk-upstream-a"}}'
+    )
     a.set_behaviour(Fail(status, body=leaky))
     gw = build(make_gateway, demo_key, [ch(a, priority=10), ch(b, priority=0)])
     resp = post_chat(gw, demo_key)

@@ -138,9 +138,10 @@ def test_rpm_is_a_sliding_window(clock: Clock) -> None:
     clock.t += 5  # t = +35 s: the window holds 3
     with pytest.raises(errors.RateLimited) as exc:
         lim.admit(tok)
-    # The first request (at +0) leaves the window at +60: 25 s from now.
-    assert _retry_after(exc) == 25
-    clock.t += 25.01
+    # The first request (at +0) leaves the window at +60 plus at most one log
+    # bucket (0.1 s: admissions are counted from their bucket's end): 25.1 s.
+    assert _retry_after(exc) == 26
+    clock.t += 25.11
     lim.admit(tok)  # one slot freed
     with pytest.raises(errors.RateLimited):
         lim.admit(tok)
