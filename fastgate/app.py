@@ -23,6 +23,7 @@ from fastgate.http.head import RequestHead
 from fastgate.http.upstream import Pool
 from fastgate.metrics import Metrics
 from fastgate.providers.mock import MockProvider
+from fastgate.respcache import build_cache
 from fastgate.snapshot import Snapshot
 
 SWEEP_INTERVAL = 0.05
@@ -48,6 +49,8 @@ class App:
         self.metrics = Metrics()
         self.mock = MockProvider(loop)
         self.limits = Limits()
+        # The response cache's backend (None when [cache] enabled is false).
+        self.cache: Any = build_cache(cfg.cache, loop, self.metrics)
         self.clients: set[Any] = set()
         self.inflight = 0
         self.stopping = False
@@ -97,6 +100,11 @@ class App:
         """Install a new snapshot (and config) as one reference each."""
         self.breakers.configure(cfg.routing.breaker_failures, cfg.routing.breaker_cooldown)
         bind_breakers(snapshot.plans, self.breakers)
+        if cfg.cache != self.cfg.cache:  # [cache] changed: a new backend, empty
+            old = self.cache
+            self.cache = build_cache(cfg.cache, self.loop, self.metrics)
+            if old is not None:
+                self.loop.create_task(old.aclose())
         self.cfg = cfg
         self.snapshot = snapshot
 

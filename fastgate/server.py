@@ -109,6 +109,8 @@ class Worker:
         if self.quota is not None:
             await self.quota.close()
         await sink.aclose()
+        if app.cache is not None:
+            await app.cache.aclose()
         if self.store is not None:
             await loop.run_in_executor(None, self.store.stop)
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastgate import errors
 from fastgate.convert import UpstreamProtocolError
+from fastgate.gateway import cache as response_cache
 from fastgate.gateway import protocols
 from fastgate.gateway.admission import admit, ops_response
 from fastgate.gateway.attempts import Attempts
@@ -80,6 +81,7 @@ class Exchange(ExchangeParts):
         self.attempts = Attempts()
         self.writer = ResponseWriter(app, client, head, rid)
         self.transform: Transform | None = None
+        self.cache: response_cache.Capture | None = None
 
     @classmethod
     def adopt(
@@ -102,6 +104,7 @@ class Exchange(ExchangeParts):
         self.ctx = ctx
         self.attempts = attempts
         self.writer = writer
+        self.cache = None
         conn = attempts.conn
         if sent:
             self.state = STREAMING
@@ -133,6 +136,8 @@ class Exchange(ExchangeParts):
                 self.respond(200, protocols.count_tokens_locally(self))
                 return
             att.plan = attempt_plan(order, app.cfg.routing.max_attempts)
+            if (ctx.head.cache or ctx.token.cache) and response_cache.begin(self):
+                return  # answered from the cache, or waiting for its lookup
             self.attempt()
         except errors.FastgateError as err:
             self.local_error(err)
@@ -227,6 +232,9 @@ class Exchange(ExchangeParts):
                 self.attempt_failed(f"HTTP {status}")
                 return
             self._to(RECEIVING)
+            cap = self.cache
+            if cap is not None:  # a new response: capture it from its start
+                cap.reset()
             w = self.writer
             w.status = status
             w.t_first = time.time()
@@ -240,6 +248,8 @@ class Exchange(ExchangeParts):
                 return
             ctx = self.ctx
             sse = conn.sse
+            if cap is not None:
+                cap.content_type = response_cache.content_type_of(conn.forward)
             parts = [
                 STATUS_LINE.get(status) or status_line(status),
                 *conn.forward,
@@ -264,6 +274,9 @@ class Exchange(ExchangeParts):
                 conv_failed(self, exc)
                 return
             if data:
+                cap = self.cache
+                if cap is not None:
+                    cap.add(data)
                 self.writer.frame(data)
         except Exception:
             self._crash()
@@ -293,6 +306,8 @@ class Exchange(ExchangeParts):
                     conv_failed(self, exc, conn)
                     return
                 if rest:
+                    if self.cache is not None:
+                        self.cache.add(rest)
                     w.frame(rest)
             status = w.status
             self.complete(status, "" if status < 400 else f"upstream_{status}", conn)
@@ -413,6 +428,9 @@ class Exchange(ExchangeParts):
     def complete(self, status: int, error_code: str, release: Any = None) -> None:
         """End the request after the body's last bytes (framing terminated)."""
         self._to(DONE)
+        cap = self.cache
+        if cap is not None and status == 200 and not error_code:
+            response_cache.store(self)
         self._end(status, error_code, release, True)
 
     def finish(self, status: int, error_code: str = "") -> None:
@@ -434,6 +452,7 @@ class Exchange(ExchangeParts):
         token = ctx.token
         att = self.attempts
         snap = self.app.snapshot
+        cap = self.cache
         self.writer.end(
             status,
             error_code,
@@ -450,6 +469,7 @@ class Exchange(ExchangeParts):
             ctx.limited,
             release,
             terminate,
+            cap is not None and cap.hit,
         )
 
     def _crash(self) -> None:

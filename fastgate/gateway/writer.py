@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 class ResponseWriter:
     __slots__ = (
         "app",
+        "cache_state",
         "chunked",
         "client",
         "force_close",
@@ -61,6 +62,7 @@ class ResponseWriter:
         self.force_close = False  # close the client connection after this response
         self.paused = False  # the client's write buffer is full: upstream reads stop
         self.last = b""  # the last bytes written to the client (see Exchange.client_lost)
+        self.cache_state = b""  # b"hit" / b"miss" for a cacheable request (x-fastgate-cache)
 
     def keep_alive(self) -> bool:
         return self.head.keep_alive and not self.force_close and not self.app.stopping
@@ -70,6 +72,8 @@ class ResponseWriter:
         the head waits in `head_out` to leave with the first body bytes."""
         head = self.head
         keep = head.keep_alive and not self.force_close and not self.app.stopping
+        if self.cache_state:
+            parts.append(b"x-fastgate-cache: %b\r\n" % self.cache_state)
         if length:
             parts.append(b"content-length: %b\r\n" % length)
         elif head.http11:
@@ -114,6 +118,8 @@ class ResponseWriter:
         """Write a whole response (nothing of another must have been sent);
         return whether the connection is kept alive."""
         keep = self.keep_alive()
+        if self.cache_state:
+            extra = (*extra, (b"x-fastgate-cache", self.cache_state))
         self.client.write(
             simple_response(
                 status,
@@ -152,11 +158,13 @@ class ResponseWriter:
         limited: bool = False,
         release: Any = None,
         terminate: bool = False,
+        cache_hit: bool = False,
     ) -> None:
         """The end of a proxied request, fast path and general exchange alike:
         flush -> release the connection -> account -> hand the client connection
         back. `terminate`: end the body's framing first (the head if no body byte
-        came, the last chunk)."""
+        came, the last chunk). `cache_hit`: answered from the response cache (no
+        cost, and no tokens counted against the key's tpm)."""
         out = self.out
         if terminate:
             if self.head_out is not None:
@@ -193,9 +201,12 @@ class ResponseWriter:
             self.t_first,
             attempts,
             self.client.client_ip,
+            cache_hit,
         )
         if limited:
-            app.limits.done(token, usage.prompt_tokens + usage.completion_tokens)
+            app.limits.done(
+                token, 0 if cache_hit else usage.prompt_tokens + usage.completion_tokens
+            )
         client = self.client
         if client.gate.reasons:
             client.gate.resume(PEER_SLOW)
