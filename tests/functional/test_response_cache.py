@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import signal
 import socket
 import threading
 import time
@@ -66,10 +67,11 @@ def cache_toml(**kw: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
-def config(fakes: dict[str, FakeUpstream], extra: str, **kw: Any) -> str:
+def config(fakes: dict[str, FakeUpstream], extra: str, cached_key: bool = True, **kw: Any) -> str:
+    keys = [token("plain", KEY)] + ([token("cached", CKEY, cache=True)] if cached_key else [])
     return gateway_config(
         channels(fakes),
-        [token("plain", KEY), token("cached", CKEY, cache=True)],
+        keys,
         routing={"max_attempts": 1},
         prices=[{"model": model_of(k), **PRICE} for k in fakes],
         extra=extra,
@@ -845,3 +847,59 @@ def test_client_leaving_during_a_slow_redis_lookup(tmp_path: Path) -> None:
         for conn in held:
             conn.close()
         silent.close()
+
+
+def test_workers_share_the_redis_cache(tmp_path: Path, redis_prefix: str) -> None:
+    fake = FakeOpenAI("openai")
+    with started(fake):
+        text = config(
+            {"openai": fake},
+            cache_toml(backend="redis", redis_url=REDIS, key_prefix=redis_prefix),
+        )
+        gw = Gateway(tmp_path, text, args=["--workers", "2"])
+        gw.start()
+        try:
+            doc = {"model": "m-openai", "messages": [{"role": "user", "content": prompt()}]}
+            h = {"authorization": f"Bearer {KEY}", "x-fastgate-cache": "on"}
+            states = []
+            pids = set()
+            for _ in range(12):
+                with http() as c:  # a new connection each time: either worker may answer
+                    r = c.post(gw.url + "/v1/chat/completions", json=doc, headers=h)
+                    states.append(r.headers["x-fastgate-cache"])
+                    pids.add(c.get(gw.url + "/ready").json()["pid"])
+                if len(states) == 1:
+                    time.sleep(0.2)  # the SET goes out after the response
+            assert states == ["miss"] + ["hit"] * 11
+            assert fake.request_count == 1
+            assert len(pids) == 2  # both workers answered (12 connections, SO_REUSEPORT)
+        finally:
+            gw.close()
+
+
+def test_sighup_turns_the_cache_on(tmp_path: Path) -> None:
+    fake = FakeOpenAI("openai")
+    with started(fake):
+        gw = Gateway(
+            tmp_path, config({"openai": fake}, "[cache]\nenabled = false\n", cached_key=False)
+        )
+        gw.start()
+        try:
+            doc = {"model": "m-openai", "messages": [{"role": "user", "content": prompt()}]}
+            h = {"authorization": f"Bearer {KEY}", "x-fastgate-cache": "on"}
+            with http() as c:
+                r = c.post(gw.url + "/v1/chat/completions", json=doc, headers=h)
+                assert "x-fastgate-cache" not in r.headers
+                gw.config_path.write_text(gw.toml_text.replace("enabled = false", "enabled = true"))
+                gw.send_signal(signal.SIGHUP)
+                deadline = time.monotonic() + 5
+                state = None
+                while state is None and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    r = c.post(gw.url + "/v1/chat/completions", json=doc, headers=h)
+                    state = r.headers.get("x-fastgate-cache")
+                assert state == "miss"
+                r = c.post(gw.url + "/v1/chat/completions", json=doc, headers=h)
+                assert r.headers["x-fastgate-cache"] == "hit"
+        finally:
+            gw.close()
