@@ -233,3 +233,71 @@ def test_key_with_cache_needs_the_cache_enabled() -> None:
     assert "tokens[0].cache: the response cache is off" in str(info.value)
     cfg = parse_config({"tokens": [tok], "cache": {"enabled": True}})
     assert cfg.tokens[0].cache is True
+
+
+# --------------------------------------------------------------------------- in process
+
+
+IN_KEY = "fg-cache-0000000000000000000000000000000000000000"
+
+
+def _inproc_config(enabled: bool) -> str:
+    return f"""
+[cache]
+enabled = {"true" if enabled else "false"}
+
+[[channels]]
+name = "mock"
+type = "mock"
+models = ["mock-1"]
+
+[[tokens]]
+name = "k"
+key = "{IN_KEY}"
+"""
+
+
+def _post(w: Any, header: bytes = b"") -> bytes:
+    body = b'{"model":"mock-1","messages":[{"role":"user","content":"hi"}]}'
+    extra = b"x-fastgate-cache: %b\r\n" % header if header else b""
+    w.client_tr.written.clear()
+    w.send(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer %b\r\n"
+        b"%bcontent-length: %d\r\n\r\n%b" % (IN_KEY.encode(), extra, len(body), body)
+    )
+    return w.client_tr.data()
+
+
+def test_store_key_with_cache_on_an_instance_whose_cache_is_off() -> None:
+    """A key from the store (not validated against this file's [cache]) with
+    cache = true, on an instance whose cache is off: served uncached, no header."""
+    from tests.unit.inproc import Wired
+
+    w = Wired(_inproc_config(False))
+    try:
+        (tok,) = w.app.snapshot.tokens.values()
+        tok.cache = True  # as a store entry would have it
+        tok.fast = False
+        for _ in range(2):
+            out = _post(w)
+            assert out.startswith(b"HTTP/1.1 200") and b"x-fastgate-cache" not in out
+        assert [r["cache_hit"] for r in w.sink.dicts()] == [False, False]
+    finally:
+        w.close()
+
+
+def test_inproc_hit_is_the_same_body_and_a_free_record() -> None:
+    from tests.unit.inproc import Wired
+
+    w = Wired(_inproc_config(True))
+    try:
+        first = _post(w, b"on")
+        second = _post(w, b"on")
+        assert b"x-fastgate-cache: miss\r\n" in first and b"x-fastgate-cache: hit\r\n" in second
+        assert first.split(b"\r\n\r\n", 1)[1] == second.split(b"\r\n\r\n", 1)[1]
+        miss, hit = w.sink.dicts()
+        assert (miss["cache_hit"], hit["cache_hit"]) == (False, True)
+        assert hit["cost_micros"] == 0 and hit["channel"] == "" and hit["attempts"] == 0
+        assert hit["completion_tokens"] == miss["completion_tokens"] > 0
+    finally:
+        w.close()
