@@ -402,6 +402,7 @@ def test_bad_header_is_a_400_in_the_ingress_shape(e: Env) -> None:
     ("ingress", "behaviour", "stream"),
     [
         ("openai", Fail(400), False),
+        ("gemini", Fail(500), False),  # max_attempts = 1: the gateway's own 502
         ("anthropic", Fail(404), True),
         ("openai", StreamError(after_chunks=2), True),
         ("anthropic", StreamError(after_chunks=2), True),
@@ -411,6 +412,7 @@ def test_bad_header_is_a_400_in_the_ingress_shape(e: Env) -> None:
     ],
     ids=[
         "4xx",
+        "502",
         "4xx-stream",
         "oa-error-event",
         "an-error-event",
@@ -901,5 +903,29 @@ def test_sighup_turns_the_cache_on(tmp_path: Path) -> None:
                 assert state == "miss"
                 r = c.post(gw.url + "/v1/chat/completions", json=doc, headers=h)
                 assert r.headers["x-fastgate-cache"] == "hit"
+        finally:
+            gw.close()
+
+
+def test_a_hit_counts_against_the_keys_rpm(tmp_path: Path) -> None:
+    fake = FakeOpenAI("openai")
+    with started(fake):
+        text = gateway_config(
+            channels({"openai": fake}),
+            [token("limited", CKEY, cache=True, rpm=2)],
+            extra=cache_toml(),
+        )
+        gw = Gateway(tmp_path, text)
+        gw.start()
+        try:
+            doc = {"model": "m-openai", "messages": [{"role": "user", "content": prompt()}]}
+            h = {"authorization": f"Bearer {CKEY}"}
+            with http() as c:
+                got = [
+                    c.post(gw.url + "/v1/chat/completions", json=doc, headers=h) for _ in range(3)
+                ]
+            assert [r.status_code for r in got] == [200, 200, 429]
+            assert [r.headers.get("x-fastgate-cache") for r in got] == ["miss", "hit", None]
+            assert fake.request_count == 1
         finally:
             gw.close()
