@@ -391,6 +391,8 @@ class Exchange(ExchangeParts):
                 # It left after its stream's end event: it had the whole answer (an
                 # SDK may close as soon as it reads [DONE], before the last chunk).
                 w.force_close = True
+                if w.status == 200 and self.cache is not None:
+                    response_cache.store(self)  # a whole answer: cacheable as well
                 self.finish(w.status, "" if w.status < 400 else f"upstream_{w.status}")
             else:
                 self.finish(499, "client_closed")

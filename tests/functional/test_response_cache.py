@@ -468,6 +468,127 @@ def test_no_entry_when_the_client_leaves_mid_stream(e: Env) -> None:
     assert ok["text"]
 
 
+class StallAfterDone:
+    """An OpenAI upstream that sends a whole chat stream, `data: [DONE]` included,
+    and then never ends the response (no last chunk) until its client goes."""
+
+    EVENTS = [
+        {"role": "assistant", "content": ""},
+        {"content": "Hello"},
+        {"content": " from the stalling upstream"},
+    ]
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.requests = 0
+        self.conns: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                buf += conn.recv(65536)
+            head, _, body = buf.partition(b"\r\n\r\n")
+            n = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+            while len(body) < n:
+                body += conn.recv(65536)
+            self.requests += 1
+            rid = uuid.uuid4().hex
+            events = b"".join(
+                b"data: "
+                + json.dumps(
+                    {
+                        "id": f"chatcmpl-{rid}",
+                        "object": "chat.completion.chunk",
+                        "created": 1,
+                        "model": "m-stall",
+                        "choices": [{"index": 0, "delta": d, "finish_reason": None}],
+                    }
+                ).encode()
+                + b"\n\n"
+                for d in self.EVENTS
+            )
+            events += b"data: [DONE]\n\n"
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                b"transfer-encoding: chunked\r\n\r\n%x\r\n%b\r\n" % (len(events), events)
+            )
+            while conn.recv(65536):  # no last chunk: wait for the gateway to give up
+                pass
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+def test_stored_when_the_client_leaves_after_the_end_event(tmp_path: Path) -> None:
+    """The client reads the stream up to `data: [DONE]` and leaves before the
+    upstream's end (as SDKs may): it had the whole answer, so the answer is stored."""
+    up = StallAfterDone()
+    try:
+        text = gateway_config(
+            [
+                {
+                    "name": "stall",
+                    "type": "openai",
+                    "base_url": up.url,
+                    "api_key": "sk",
+                    "models": ["m-stall"],
+                }
+            ],
+            [token("plain", KEY)],
+            extra=cache_toml(),
+        )
+        gw = Gateway(tmp_path, text)
+        gw.start()
+        try:
+            doc = {
+                "model": "m-stall",
+                "stream": True,
+                "messages": [{"role": "user", "content": "x"}],
+            }
+            h = {"authorization": f"Bearer {KEY}", "x-fastgate-cache": "on"}
+            got = b""
+            with (
+                http() as c,
+                c.stream("POST", gw.url + "/v1/chat/completions", json=doc, headers=h) as r,
+            ):
+                assert r.headers["x-fastgate-cache"] == "miss"
+                for chunk in r.iter_bytes():
+                    got += chunk
+                    if b"data: [DONE]" in got:
+                        break  # leave now: the upstream has not ended its response
+            assert b"from the stalling upstream" in got
+            time.sleep(0.2)  # the gateway sees the first client leave
+            with httpx2.Client(verify=False, timeout=5) as c:
+                r = c.post(gw.url + "/v1/chat/completions", json=doc, headers=h)
+            assert r.headers["x-fastgate-cache"] == "hit"
+            assert r.content == got
+            assert up.requests == 1
+        finally:
+            gw.close()
+    finally:
+        up.close()
+
+
 def test_body_over_max_entry_bytes_is_not_stored(tmp_path: Path) -> None:
     fake = FakeOpenAI("openai")
     with started(fake):
