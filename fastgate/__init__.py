@@ -5,9 +5,11 @@ contracts in pyproject.toml):
 
 5. composition: `cli/`, `server` (bind, workers, signals, drain, reload), `app`
    (the per-process runtime state), `admin/` (control-plane API), `store/`
-   (SQLite/Postgres, and the usage writer process fed in batches).
+   (SQLite/Postgres, and the usage writer process fed in batches),
+   `respcache/` (the response cache's memory and Redis backends).
 4. policy: `gateway/` (admission, route plans, the fast path, the general
-   exchange as a state machine, limits, breaker, billing, accounting),
+   exchange as a state machine, limits, breaker, billing, accounting, the
+   response cache's policy),
    `providers/` (one registry entry per channel type), `snapshot`, `config/`,
    `metrics`.
 3. transport: `http/` (client and upstream protocols, pool, flow control; no LLM

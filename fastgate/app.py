@@ -26,6 +26,7 @@ from fastgate.http.head import RequestHead
 from fastgate.http.upstream import Pool
 from fastgate.metrics import Metrics, declare
 from fastgate.providers.mock import MockProvider
+from fastgate.respcache import build_cache
 from fastgate.snapshot import Snapshot
 
 SWEEP_INTERVAL = 0.05
@@ -68,6 +69,8 @@ class App:
             if self.fleet is None
             else SharedLimits(RedisWindows(self.fleet), self.fleet.fail_open)
         )
+        # The response cache's backend (None when [cache] enabled is false).
+        self.cache: Any = build_cache(cfg.cache, loop, self.metrics)
         self.clients: set[Any] = set()
         self.tasks: set[asyncio.Task[Any]] = set()  # a request's round trips (spawn)
         self.inflight = 0
@@ -137,6 +140,11 @@ class App:
         """Install a new snapshot (and config) as one reference each."""
         self.breakers.configure(cfg.routing.breaker_failures, cfg.routing.breaker_cooldown)
         bind_breakers(snapshot.plans, self.breakers)
+        if cfg.cache != self.cfg.cache:  # [cache] changed: a new backend, empty
+            old = self.cache
+            self.cache = build_cache(cfg.cache, self.loop, self.metrics)
+            if old is not None:
+                self.loop.create_task(old.aclose())
         self.cfg = cfg
         self.snapshot = snapshot
 

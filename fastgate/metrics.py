@@ -4,11 +4,14 @@ Two hot counters have their own dicts (`status`, `attempts`: the data plane
 bumps them inline). Every other counter goes through `inc(name, labels, n)`:
 `name` must be declared in `COUNTERS` (its help text), `labels` is a tuple of
 (label, value) pairs. `counters` is the one place a scrape (or a worker
-publishing its numbers) reads them from.
+publishing its numbers) reads them from. A gauge (a value read at scrape
+time, such as the entries a cache holds) is a function registered in
+`gauges` under a name declared with `declare_gauge`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 # name -> help text, for every counter kept in `Metrics.counters`.
@@ -21,6 +24,16 @@ def declare(name: str, help_text: str) -> str:
     return name
 
 
+# name -> help text, for every gauge a `Metrics.gauges` reader may report.
+GAUGES: dict[str, str] = {}
+
+
+def declare_gauge(name: str, help_text: str) -> str:
+    """Declare a gauge (module import time); returns its name."""
+    GAUGES[name] = help_text
+    return name
+
+
 Labels = tuple[tuple[str, str], ...]
 
 
@@ -30,6 +43,7 @@ class Metrics:
         self.attempts: dict[tuple[str, str], int] = {}
         self.records_dropped = 0
         self.counters: dict[str, dict[Labels, int]] = {}
+        self.gauges: dict[str, Callable[[], float]] = {}  # name -> reader, read per scrape
 
     def inc(self, name: str, labels: Labels = (), n: int = 1) -> None:
         """Add `n` to counter `name` (declared in COUNTERS) with `labels`."""
@@ -82,6 +96,9 @@ class Metrics:
         ]
         for ch, left in app.cooldowns().items():
             lines.append(f'fastgate_channel_cooldown_seconds{{channel="{ch}"}} {left}')
+        for name in sorted(self.gauges):
+            lines += [f"# HELP {name} {GAUGES.get(name, name)}", f"# TYPE {name} gauge"]
+            lines.append(f"{name} {self.gauges[name]()}")
         for name in sorted(self.counters):
             lines += [f"# HELP {name} {COUNTERS.get(name, name)}", f"# TYPE {name} counter"]
             for labels, n in sorted(self.counters[name].items()):

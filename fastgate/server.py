@@ -112,6 +112,8 @@ class Worker:
         await sink.aclose()
         if app.fleet is not None:
             await app.fleet.close()
+        if app.cache is not None:
+            await app.cache.aclose()
         if self.store is not None:
             await loop.run_in_executor(None, self.store.stop)
 

@@ -139,6 +139,12 @@ def _build(data: Any, base_dir: Path | None, path: Path | None, source: str) -> 
         if tok is None:
             continue
         tokens.append(tok)
+        if tok.cache and not cache.enabled:
+            # Nothing accepted and ignored: a key that asks for the cache needs one.
+            probs.add(
+                t.at("cache"),
+                "the response cache is off: set [cache] enabled = true, or remove this key",
+            )
         if tok.sha256 in token_keys:
             probs.add(t.at(key_field), f"same key as {token_keys[tok.sha256]}")
         else:

@@ -124,8 +124,10 @@ class CacheConfig:
     enabled: bool = False
     backend: str = "memory"
     ttl: float = 3600.0
-    max_entries: int = 10000
+    max_entries: int = 10000  # memory backend: entries held per worker
+    max_entry_bytes: int = 262144  # a response body over this is not stored
     redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "fastgate:"  # redis backend: prefix of every key
 
 
 @dataclass(frozen=True, slots=True)

@@ -132,7 +132,9 @@ def parse_cache(t: Table) -> CacheConfig:
     t.string("backend", choices=BACKENDS)
     t.number("ttl", gt=0)
     t.integer("max_entries", lo=1)
+    t.integer("max_entry_bytes", lo=1)
     _redis_url(t)
+    t.string("key_prefix")
     t.finish()
     return CacheConfig(**t.kw)
 

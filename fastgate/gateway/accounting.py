@@ -31,10 +31,12 @@ def account(
     t_first: float,
     attempts: int,
     client_ip: str,
+    cache_hit: bool = False,
 ) -> int:
-    """Price `usage`, charge the key, queue the usage record; returns the cost."""
+    """Price `usage`, charge the key, queue the usage record; returns the cost.
+    A response cache hit costs nothing (its tokens are recorded as they were)."""
     cost = 0
-    if usage.found and token is not None:
+    if usage.found and token is not None and not cache_hit:
         # cost rule: integer micro-dollars, rounded half up once (billing.cost_micros)
         cost = cost_micros(price, usage, ratio)
         if cost:
@@ -67,7 +69,7 @@ def account(
             attempts,
             client_ip,
             head.tag.decode("latin-1") if head.tag else "",
-            False,  # cache_hit
+            cache_hit,
             (app.new_request_id() if head.request_id else request_id).decode("latin-1"),
         )
     )

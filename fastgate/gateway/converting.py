@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastgate import errors
 from fastgate.convert import convert_error_body
+from fastgate.gateway import cache as response_cache
 from fastgate.gateway import protocols
 from fastgate.gateway.transform import Transform
 from fastgate.http.responses import status_line
@@ -40,6 +41,8 @@ def convert_head(ex: Exchange, conn: Any, status: int) -> None:
             if ctx.ingress.protocol == protocols.GEMINI and not ctx.ingress.alt_sse
             else b"text/event-stream; charset=utf-8"
         )
+        if ex.cache is not None:
+            ex.cache.content_type = ctype
         parts = [
             status_line(status),
             b"content-type: %b\r\n" % ctype,
@@ -71,17 +74,14 @@ def collect_complete(ex: Exchange, conn: Any) -> None:
             ex.local_error(err)
             return
         code = ""
+        if status == 200 and ex.cache is not None:
+            response_cache.store(ex, body)
     else:
         body = redact(body, channel_secrets(ex.attempts.channel))
         code = f"upstream_{status}"
         if tr.head is not None:  # same protocol: the upstream's own error, as it was
-            tr.head.append(b"content-length: %d\r\n" % len(body))
-            w.head_out = b"".join(tr.head) + (
-                b"\r\n" if w.keep_alive() else b"connection: close\r\n\r\n"
-            )
-            w.out.append(w.head_out)
-            w.head_out = None
-            w.out.append(body)
+            w.begin(tr.head, None, b"%d" % len(body))
+            w.frame(body)
             ex.complete(status, code)
             return
         body = convert_error_body(body, status, ex.ctx.ingress.protocol)

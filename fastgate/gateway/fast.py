@@ -62,6 +62,7 @@ def dispatch(app: Any, client: Any, head: Any) -> None:
         head.method != b"POST"
         or head.path not in FAST_PATHS
         or head.query
+        or head.cache  # x-fastgate-cache: the response cache is the general path's
         or auth[:7] != b"Bearer "
     ):
         Exchange(app, client, head).start()

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastgate import errors
 from fastgate.convert import UpstreamProtocolError
+from fastgate.gateway import cache as response_cache
 from fastgate.gateway import protocols
 from fastgate.gateway.admission import admit, ops_response
 from fastgate.gateway.attempts import WAIT, Attempts
@@ -80,6 +81,7 @@ class Exchange(ExchangeParts):
         self.attempts = Attempts()
         self.writer = ResponseWriter(app, client, head, rid)
         self.transform: Transform | None = None
+        self.cache: response_cache.Capture | None = None
 
     @classmethod
     def adopt(
@@ -102,6 +104,7 @@ class Exchange(ExchangeParts):
         self.ctx = ctx
         self.attempts = attempts
         self.writer = writer
+        self.cache = None
         conn = attempts.conn
         if sent:
             self.state = STREAMING
@@ -146,6 +149,8 @@ class Exchange(ExchangeParts):
             return
         att = self.attempts
         att.plan = attempt_plan(order, self.app.cfg.routing.max_attempts)
+        if (ctx.head.cache or ctx.token.cache) and response_cache.begin(self):
+            return  # answered from the cache, or waiting for its lookup
         self.attempt()
 
     async def _admitted_later(self, order: list[Any] | None) -> None:
@@ -296,6 +301,9 @@ class Exchange(ExchangeParts):
             self._to(RECEIVING)
             if conn.exhausted:  # served, but the channel's budget is spent: skip it a while
                 self.app.note_limits(att.channel.name, status, conn)
+            cap = self.cache
+            if cap is not None:  # a new response: capture it from its start
+                cap.reset()
             w = self.writer
             w.status = status
             w.t_first = time.time()
@@ -309,6 +317,8 @@ class Exchange(ExchangeParts):
                 return
             ctx = self.ctx
             sse = conn.sse
+            if cap is not None:
+                cap.content_type = response_cache.content_type_of(conn.forward)
             parts = [
                 STATUS_LINE.get(status) or status_line(status),
                 *(
@@ -341,6 +351,9 @@ class Exchange(ExchangeParts):
                 conv_failed(self, exc)
                 return
             if data:
+                cap = self.cache
+                if cap is not None:
+                    cap.add(data)
                 self.writer.frame(data)
         except Exception:
             self._crash()
@@ -370,6 +383,8 @@ class Exchange(ExchangeParts):
                     conv_failed(self, exc, conn)
                     return
                 if rest:
+                    if self.cache is not None:
+                        self.cache.add(rest)
                     w.frame(rest)
             status = w.status
             self.complete(status, "" if status < 400 else f"upstream_{status}", conn)
@@ -453,6 +468,8 @@ class Exchange(ExchangeParts):
                 # It left after its stream's end event: it had the whole answer (an
                 # SDK may close as soon as it reads [DONE], before the last chunk).
                 w.force_close = True
+                if w.status == 200 and self.cache is not None:
+                    response_cache.store(self)  # a whole answer: cacheable as well
                 self.finish(w.status, "" if w.status < 400 else f"upstream_{w.status}")
             else:
                 self.finish(499, "client_closed")
@@ -490,6 +507,9 @@ class Exchange(ExchangeParts):
     def complete(self, status: int, error_code: str, release: Any = None) -> None:
         """End the request after the body's last bytes (framing terminated)."""
         self._to(DONE)
+        cap = self.cache
+        if cap is not None and status == 200 and not error_code:
+            response_cache.store(self)
         self._end(status, error_code, release, True)
 
     def finish(self, status: int, error_code: str = "") -> None:
@@ -511,6 +531,7 @@ class Exchange(ExchangeParts):
         token = ctx.token
         att = self.attempts
         snap = self.app.snapshot
+        cap = self.cache
         self.writer.end(
             status,
             error_code,
@@ -527,6 +548,7 @@ class Exchange(ExchangeParts):
             ctx.limited,
             release,
             terminate,
+            cap is not None and cap.hit,
         )
 
     def _crash(self) -> None:

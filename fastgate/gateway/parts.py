@@ -3,7 +3,8 @@
 `ExchangeParts` holds the state (`states.Machine`) and the four parts of an
 exchange: `ctx` (context.RequestContext), `attempts` (attempts.Attempts),
 `writer` (writer.ResponseWriter) and `transform` (transform.Transform, from the
-first accepted response head). The properties below keep the attribute names
+first accepted response head), plus `cache` (cache.Capture, for a request
+the response cache takes; None otherwise). The properties below keep the attribute names
 that `gateway/protocols.py` (request/response conversion), the mock provider,
 `fast.dispatch` (`order`) and the client protocol (`force_close`) use on an
 exchange; the exchange itself reads its parts directly.
@@ -23,7 +24,7 @@ from fastgate.http.head import RequestHead
 
 
 class ExchangeParts(Machine):
-    __slots__ = ("app", "attempts", "client", "ctx", "transform", "writer")
+    __slots__ = ("app", "attempts", "cache", "client", "ctx", "transform", "writer")
 
     app: Any
     client: Any
@@ -31,6 +32,7 @@ class ExchangeParts(Machine):
     attempts: Attempts
     writer: ResponseWriter
     transform: Transform | None
+    cache: Any  # gateway.cache.Capture of a cacheable request, else None
 
     @property
     def head(self) -> RequestHead:

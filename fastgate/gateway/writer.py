@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 class ResponseWriter:
     __slots__ = (
         "app",
+        "cache_state",
         "chunked",
         "client",
         "extra_head",
@@ -63,6 +64,7 @@ class ResponseWriter:
         self.force_close = False  # close the client connection after this response
         self.paused = False  # the client's write buffer is full: upstream reads stop
         self.last = b""  # the last bytes written to the client (see Exchange.client_lost)
+        self.cache_state = b""  # b"hit" / b"miss" for a cacheable request (x-fastgate-cache)
 
     def keep_alive(self) -> bool:
         return self.head.keep_alive and not self.force_close and not self.app.stopping
@@ -74,6 +76,8 @@ class ResponseWriter:
         keep = head.keep_alive and not self.force_close and not self.app.stopping
         if self.extra_head:
             parts.append(self.extra_head)
+        if self.cache_state:
+            parts.append(b"x-fastgate-cache: %b\r\n" % self.cache_state)
         if length:
             parts.append(b"content-length: %b\r\n" % length)
         elif head.http11:
@@ -84,7 +88,7 @@ class ResponseWriter:
             self.force_close = True
         parts.append(b"\r\n" if keep else b"connection: close\r\n\r\n")
         self.head_out = b"".join(parts)
-        if self.paused:
+        if self.paused and conn is not None:
             conn.pause_reading()
 
     def frame(self, data: bytes) -> None:
@@ -118,6 +122,8 @@ class ResponseWriter:
         """Write a whole response (nothing of another must have been sent);
         return whether the connection is kept alive."""
         keep = self.keep_alive()
+        if self.cache_state:
+            extra = (*extra, (b"x-fastgate-cache", self.cache_state))
         self.client.write(
             simple_response(
                 status,
@@ -157,11 +163,13 @@ class ResponseWriter:
         limited: Any = None,
         release: Any = None,
         terminate: bool = False,
+        cache_hit: bool = False,
     ) -> None:
         """The end of a proxied request, fast path and general exchange alike:
         flush -> release the connection -> account -> hand the client connection
         back. `terminate`: end the body's framing first (the head if no body byte
-        came, the last chunk)."""
+        came, the last chunk). `cache_hit`: answered from the response cache (no
+        cost, and no tokens counted against the key's tpm)."""
         out = self.out
         if terminate:
             if self.head_out is not None:
@@ -198,9 +206,12 @@ class ResponseWriter:
             self.t_first,
             attempts,
             self.client.client_ip,
+            cache_hit,
         )
         if limited is not None:  # the admission's ticket
-            app.limits.done(token, usage.prompt_tokens + usage.completion_tokens, limited)
+            app.limits.done(
+                token, 0 if cache_hit else usage.prompt_tokens + usage.completion_tokens, limited
+            )
         client = self.client
         if client.gate.reasons:
             client.gate.resume(PEER_SLOW)

@@ -144,7 +144,9 @@ def test_defaults(tmp_path: Path) -> None:
     assert (cfg.routing.max_attempts, cfg.routing.breaker_failures) == (3, 5)
     assert cfg.routing.breaker_cooldown == 30.0
     assert cfg.ratelimit == RateLimitConfig("memory", "redis://127.0.0.1:6379/0", "fastgate:")
-    assert cfg.cache == CacheConfig(False, "memory", 3600.0, 10000, "redis://127.0.0.1:6379/0")
+    assert cfg.cache == CacheConfig(
+        False, "memory", 3600.0, 10000, 262144, "redis://127.0.0.1:6379/0", "fastgate:"
+    )
     assert cfg.logging == LoggingConfig("", "", "info")
     assert dict(cfg.aliases) == {}
     assert (cfg.channels, cfg.tokens, cfg.prices, cfg.groups) == ((), (), (), ())

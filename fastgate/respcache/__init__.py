@@ -1,0 +1,32 @@
+"""The response cache's backends (SPEC section 7), built once per worker.
+
+`build_cache` returns what `App.cache` holds: None when `[cache] enabled` is
+false, a `MemoryCache` (cachetools, this worker's own entries) or a
+`RedisCache` (shared by every worker and instance). Both answer the calls the
+policy (`fastgate.gateway.cache`) makes: `get(key, done)`, `put(key, entry)`,
+and `aclose()` at shutdown. The policy never imports this package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastgate.config.model import CacheConfig
+from fastgate.gateway.cache import ENTRIES, HELD
+from fastgate.metrics import Metrics
+from fastgate.respcache.memory import MemoryCache
+from fastgate.respcache.redis import RedisCache
+
+__all__ = ["MemoryCache", "RedisCache", "build_cache"]
+
+
+def build_cache(cfg: CacheConfig, loop: asyncio.AbstractEventLoop, metrics: Metrics) -> Any:
+    """The backend `cfg` asks for, or None when the cache is off."""
+    metrics.gauges.pop(ENTRIES, None)
+    metrics.gauges.pop(HELD, None)
+    if not cfg.enabled:
+        return None
+    if cfg.backend == "redis":
+        return RedisCache(cfg, loop, metrics)
+    return MemoryCache(cfg, metrics)
