@@ -1,0 +1,165 @@
+"""Budgets (`budget_usd` per `budget_period`, on a key and on a group): 402
+`budget_exceeded` once the period's spend reaches the budget, shared by a fleet
+(two `fastgate serve` processes on one Postgres and one Redis), durable across a
+restart, and fresh again in the next period (the test moves the budgets' clock
+with the test-only `FASTGATE_TEST_CLOCK_FILE`)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import pytest
+
+from tests.fakes.base import Ok
+from tests.fleet import metric, post, redis_url
+from tests.harness import channel, gateway_config, make_key, token
+
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+PROMPT, COMPLETION = 7, 5  # what the fake reports for every request
+PRICE = {"model": "gpt-4o-mini", "input": 100.0, "output": 300.0}  # USD per 1M tokens
+COST = PROMPT * 100 + COMPLETION * 300  # micro-dollars per request: 2200
+DAY = 86400
+
+
+def budget_for(n: int) -> float:
+    """A budget (USD) that lets exactly `n` requests through: n-1 full costs and a
+    little of the n-th are left when the n-th is admitted; then nothing."""
+    return (n * COST - 1) / 1_000_000
+
+
+def fleet_text(fake_url: str, tokens: list[dict[str, Any]], prefix: str, db: str, **kw: Any) -> str:
+    return gateway_config(
+        [channel("up", fake_url, ["gpt-4o-mini"])],
+        tokens,
+        prices=[PRICE],
+        extra=f"""
+[ratelimit]
+backend = "redis"
+redis_url = "{redis_url()}"
+key_prefix = "{prefix}"
+
+[database]
+url = "{db}"
+""",
+        **kw,
+    )
+
+
+def error_code(body: bytes) -> str:
+    return json.loads(body)["error"]["code"]
+
+
+def test_budget_across_two_instances_is_exact_durable_and_fresh_next_period(
+    make_gateway, make_fake, redis_prefix: str, pg_db: str, tmp_path: Path
+) -> None:
+    fake = make_fake("up")
+    fake.behaviour = Ok(prompt_tokens=PROMPT, completion_tokens=COMPLETION)
+    clock = tmp_path / "clock"
+    clock.write_text("0")
+    env = {"FASTGATE_TEST_CLOCK_FILE": str(clock)}
+    key = make_key()
+    text = fleet_text(
+        fake.url,
+        [token("app", key, budget_usd=budget_for(10), budget_period="day")],
+        redis_prefix,
+        pg_db,
+    )
+    gws = [make_gateway(text, env=env) for _ in range(2)]
+
+    def run(n: int) -> list[tuple[int, bytes]]:
+        out = []
+        for i in range(n):  # one after the other, alternating instances
+            status, _, body = post(gws[i % 2].url, key, BODY)
+            out.append((status, body))
+        return out
+
+    results = run(14)
+    assert [s for s, _ in results] == [200] * 10 + [402] * 4, results
+    for _, body in results[10:]:
+        assert error_code(body) == "budget_exceeded"
+        assert json.loads(body)["error"]["type"] == "insufficient_quota_error"
+    assert len(fake.requests) == 10
+    # Far from the budget no admission read Redis: the fresh reads are few.
+    reads = sum(metric(g.url, "fastgate_budget_fresh_reads_total") for g in gws)
+    assert reads < 14
+
+    # Durable: restart both instances with Redis's counters gone; the store remembers.
+    for gw in gws:
+        assert gw.stop() == 0
+    import redis
+
+    r = redis.Redis.from_url(redis_url())
+    stale = list(r.scan_iter(match=redis_prefix + "budget:*"))
+    assert stale
+    r.delete(*stale)
+    r.close()
+    gws = [make_gateway(text, env=env) for _ in range(2)]
+    status, _, body = post(gws[0].url, key, BODY)
+    assert (status, error_code(body)) == (402, "budget_exceeded")
+    assert len(fake.requests) == 10
+
+    # The next day (UTC) starts fresh: every process sees the moved clock.
+    now = time.time()
+    clock.write_text(str(DAY - now % DAY + 60))  # one minute into the next day
+    time.sleep(1.2)
+    results = run(13)
+    assert [s for s, _ in results] == [200] * 10 + [402] * 3, results
+    assert len(fake.requests) == 20
+
+
+def test_group_budget_is_shared_by_its_keys(make_gateway, make_fake) -> None:
+    fake = make_fake("up")
+    fake.behaviour = Ok(prompt_tokens=PROMPT, completion_tokens=COMPLETION)
+    a, b, other = make_key(), make_key(), make_key()
+    gw = make_gateway(
+        channels=[channel("up", fake.url, ["gpt-4o-mini"], groups=["team", "default"])],
+        tokens=[
+            token("alice", a, group="team"),
+            token("bob", b, group="team"),
+            token("carol", other),
+        ],
+        groups=[{"name": "team", "budget_usd": budget_for(5), "budget_period": "month"}],
+        prices=[PRICE],
+    )
+    statuses = [post(gw.url, (a, b)[i % 2], BODY)[0] for i in range(5)]
+    assert statuses == [200] * 5
+    for k in (a, b):
+        status, _, body = post(gw.url, k, BODY)
+        assert status == 402
+        err = json.loads(body)["error"]
+        assert err["code"] == "budget_exceeded"
+        assert "team" in err["message"]
+    # A key outside the group is not touched by the group's budget.
+    assert post(gw.url, other, BODY)[0] == 200
+    # Anthropic ingress: the same refusal in Anthropic's shape.
+    client = anthropic.Anthropic(api_key=a, base_url=gw.url, max_retries=0)
+    with pytest.raises(anthropic.APIStatusError) as exc:
+        client.messages.create(
+            model="gpt-4o-mini", max_tokens=16, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert exc.value.status_code == 402
+    assert exc.value.body["error"]["type"] == "billing_error"
+    assert metric(gw.url, "fastgate_budget_exceeded_total") >= 3
+
+
+def test_key_budget_without_redis_memory_backend(make_gateway, make_fake, tmp_path: Path) -> None:
+    """One instance, the SQLite store: exact on one worker; the spend survives a restart."""
+    fake = make_fake("up")
+    fake.behaviour = Ok(prompt_tokens=PROMPT, completion_tokens=COMPLETION)
+    key = make_key()
+    text = gateway_config(
+        [channel("up", fake.url, ["gpt-4o-mini"])],
+        [token("app", key, budget_usd=budget_for(3), budget_period="week")],
+        prices=[PRICE],
+        extra='[database]\nurl = "sqlite:///' + str(tmp_path / "state.db") + '"\n',
+    )
+    gw = make_gateway(text)
+    assert [post(gw.url, key, BODY)[0] for _ in range(5)] == [200, 200, 200, 402, 402]
+    assert gw.stop() == 0
+    gw = make_gateway(text)
+    assert post(gw.url, key, BODY)[0] == 402
+    assert len(fake.requests) == 3
