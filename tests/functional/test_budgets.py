@@ -7,6 +7,9 @@ with the test-only `FASTGATE_TEST_CLOCK_FILE`)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -163,3 +166,104 @@ def test_key_budget_without_redis_memory_backend(make_gateway, make_fake, tmp_pa
     gw = make_gateway(text)
     assert post(gw.url, key, BODY)[0] == 402
     assert len(fake.requests) == 3
+
+
+def test_cli_and_admin_show_and_change_budgets(make_gateway, make_fake, tmp_path: Path) -> None:
+    """`fastgate token create/update/show/enable`, `group create/update/list` and the
+    admin API's PATCH / GET on the store a running gateway serves from."""
+    from tests.functional.test_durable_e2e import admin, admin_toml, admin_url
+
+    fake = make_fake("up")
+    fake.behaviour = Ok(prompt_tokens=PROMPT, completion_tokens=COMPLETION)
+    text = gateway_config(
+        [channel("up", fake.url, ["gpt-4o-mini"], groups=["default", "team"])],
+        [],
+        prices=[PRICE],
+        extra='[database]\nurl = "sqlite:///' + str(tmp_path / "state.db") + '"\n' + admin_toml(),
+    )
+    gw = make_gateway(text)
+    base = admin_url(gw)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+
+    def cli(*args: str) -> str:
+        cmd = [sys.executable, "-m", "fastgate", *args, "--config", str(gw.config_path)]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+        return proc.stdout
+
+    created = json.loads(
+        cli(
+            "token",
+            "create",
+            "app",
+            "--budget-usd",
+            str(budget_for(2)),
+            "--budget-period",
+            "day",
+            "--json",
+        )
+    )
+    key = created["key"]
+
+    def served(k: str = key, timeout: float = 5.0) -> int:
+        deadline = time.monotonic() + timeout
+        while True:  # a store write reaches the gateway within its refresh interval
+            status = post(gw.url, k, BODY)[0]
+            if status != 401 or time.monotonic() > deadline:
+                return status
+            time.sleep(0.1)
+
+    assert [served(), served(), served()] == [200, 200, 402]
+    shown = ""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # the spend is written behind within 0.5 s
+        shown = cli("token", "show", "app")
+        if f"${2 * COST / 1e6:.4f}" in shown:
+            break
+        time.sleep(0.2)
+    assert f"budget: ${2 * COST / 1e6:.4f} / ${budget_for(2):.6f} per day" in shown, shown
+    status, doc = admin("GET", base, "/admin/tokens/app")
+    assert status == 200
+    assert doc["budget_spent_usd"] == pytest.approx(2 * COST / 1e6)
+    assert (doc["budget_usd"], doc["budget_period"]) == (budget_for(2), "day")
+
+    # Raised through the admin API: served again; lowered through the CLI: refused.
+    status, doc = admin("PATCH", base, "/admin/tokens/app", {"budget_usd": budget_for(3)})
+    assert status == 200 and doc["budget_usd"] == budget_for(3)
+    assert served_after_change(lambda: post(gw.url, key, BODY)[0], 200)
+    out = cli("token", "update", "app", "--budget-usd", "0")
+    assert "budget: $" in out
+    assert served_after_change(lambda: post(gw.url, key, BODY)[0], 402)
+    cli("token", "update", "app", "--budget-usd", "-1")  # no budget at all
+    assert served_after_change(lambda: post(gw.url, key, BODY)[0], 200)
+    cli("token", "revoke", "app")
+    assert served_after_change(lambda: post(gw.url, key, BODY)[0], 403)
+    cli("token", "enable", "app")
+    assert served_after_change(lambda: post(gw.url, key, BODY)[0], 200)
+
+    # A team's budget, set and shown by the group commands.
+    cli("group", "create", "team", "--budget-usd", str(budget_for(1)), "--budget-period", "week")
+    member = json.loads(cli("token", "create", "member", "--group", "team", "--json"))["key"]
+    assert [served(member), served(member)] == [200, 402]
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        listed = cli("group", "list")
+        if f"${COST / 1e6:.4f} / " in listed:
+            break
+        time.sleep(0.2)
+    assert f"${COST / 1e6:.4f} / ${budget_for(1):.6f} per week" in listed, listed
+    cli("group", "update", "team", "--budget-usd", str(budget_for(2)))
+    assert served_after_change(lambda: post(gw.url, member, BODY)[0], 200)
+    status, doc = admin("GET", base, "/admin/groups/team")
+    assert status == 200 and doc["budget_period"] == "week"
+
+
+def served_after_change(call: Any, want: int, timeout: float = 5.0) -> bool:
+    """`call()` answers `want` within `timeout` (a store change reaches the gateway)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if call() == want:
+            return True
+        time.sleep(0.1)
+    return False
