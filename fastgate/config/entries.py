@@ -290,12 +290,13 @@ def parse_budget(t: Table) -> None:
             t.error("budget_usd", "must be -1 (no budget) or >= 0")
             budget = None
     period = t.string("budget_period", choices=("", *BUDGET_PERIODS))
-    if budget is not None and budget >= 0 and not period:
+    has_budget = budget is not None and budget >= 0
+    if has_budget and (period == "" or (period is None and not t.has("budget_period"))):
         t.error(
             "budget_period",
             f"required with budget_usd: one of {', '.join(BUDGET_PERIODS)} (UTC)",
         )
-    elif period and (budget is None or budget < 0) and not (t.has("budget_usd") and budget is None):
+    elif period and not has_budget and not (t.has("budget_usd") and budget is None):
         t.error("budget_usd", f'required with budget_period "{period}" (USD per {period})')
 
 
