@@ -34,7 +34,14 @@ def budget_for(n: int) -> float:
     return (n * COST - 1) / 1_000_000
 
 
-def fleet_text(fake_url: str, tokens: list[dict[str, Any]], prefix: str, db: str, **kw: Any) -> str:
+def fleet_text(
+    fake_url: str,
+    tokens: list[dict[str, Any]],
+    prefix: str,
+    db: str,
+    redis: str = "",
+    on_error: str = "open",
+) -> str:
     return gateway_config(
         [channel("up", fake_url, ["gpt-4o-mini"])],
         tokens,
@@ -42,13 +49,13 @@ def fleet_text(fake_url: str, tokens: list[dict[str, Any]], prefix: str, db: str
         extra=f"""
 [ratelimit]
 backend = "redis"
-redis_url = "{redis_url()}"
+redis_url = "{redis or redis_url()}"
 key_prefix = "{prefix}"
+on_redis_error = "{on_error}"
 
 [database]
 url = "{db}"
 """,
-        **kw,
     )
 
 
@@ -274,3 +281,57 @@ def served_after_change(call: Any, want: int, timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+@pytest.mark.parametrize("on_error", ["open", "closed"])
+def test_budget_when_redis_goes_away(
+    make_gateway, make_fake, redis_prefix: str, pg_db: str, on_error: str
+) -> None:
+    """Near a budget the admission needs Redis: "closed" answers 503 while Redis is
+    gone; "open" decides on the worker's own copy (exact on one worker) and adds
+    the costs Redis missed once it is back."""
+    import redis
+
+    from tests.fleet import Relay
+
+    fake = make_fake("up")
+    fake.behaviour = Ok(prompt_tokens=PROMPT, completion_tokens=COMPLETION)
+    relay = Relay(6379)
+    key = make_key()
+    text = fleet_text(
+        fake.url,
+        [token("app", key, budget_usd=budget_for(4), budget_period="day")],
+        redis_prefix,
+        pg_db,
+        redis=redis_url(relay.port),
+        on_error=on_error,
+    )
+    try:
+        gw = make_gateway(text)
+        assert post(gw.url, key, BODY)[0] == 200
+        time.sleep(0.3)  # the first cost reached Redis
+        relay.cut()
+        if on_error == "closed":
+            status, _, body = post(gw.url, key, BODY)
+            assert (status, error_code(body)) == (503, "service_unavailable")
+            relay.restore()
+            assert served_after_change(lambda: post(gw.url, key, BODY)[0], 200)
+            return
+        statuses = [post(gw.url, key, BODY)[0] for _ in range(5)]
+        assert statuses == [200, 200, 200, 402, 402]
+        relay.restore()
+        r = redis.Redis.from_url(redis_url())
+        try:
+            deadline = time.monotonic() + 5
+            total = 0
+            while time.monotonic() < deadline:
+                (name,) = list(r.scan_iter(match=redis_prefix + "budget:*")) or [None]
+                total = int(r.get(name) or 0) if name else 0
+                if total >= 4 * COST:
+                    break
+                time.sleep(0.1)
+            assert total == 4 * COST
+        finally:
+            r.close()
+    finally:
+        relay.close()
