@@ -23,13 +23,19 @@ from fastgate.gateway.budgets import Budgets
 from fastgate.gateway.fast import dispatch as fast_dispatch
 from fastgate.gateway.limits import Limits, SharedLimits
 from fastgate.gateway.plan import bind_breakers
+from fastgate.gateway.upstream_limits import cooldown_seconds
 from fastgate.http.head import RequestHead
 from fastgate.http.upstream import Pool
-from fastgate.metrics import Metrics
+from fastgate.metrics import Metrics, declare
 from fastgate.providers.mock import MockProvider
 from fastgate.snapshot import Snapshot
 
 SWEEP_INTERVAL = 0.05
+
+COOLDOWNS = declare(
+    "fastgate_upstream_cooldowns_total",
+    "Channels put in cooldown by an upstream's rate-limit answer (429, or a budget at 0).",
+)
 
 
 class App:
@@ -115,18 +121,22 @@ class App:
         else:
             self.quota_used[token.name] = self.quota_used.get(token.name, 0) + micros
 
-    def note_rate_limited(self, channel: str, retry_after: bytes) -> None:
-        """Remember an upstream's 429 so the channel is skipped until it recovers."""
-        wait = 0.0  # without retry-after the next request may try the channel again
-        if retry_after:
-            try:
-                wait = float(retry_after)
-            except ValueError:
-                pass
-        wait = min(max(wait, 0.0), 60.0)
+    def note_limits(self, channel: str, status: int, conn: Any) -> None:
+        """An upstream said it is out of budget (a 429, or a remaining budget of 0):
+        skip the channel until it recovers, on every worker and instance."""
+        wait = cooldown_seconds(status, conn.retry_after, conn.limits, time.time())
         if wait > 0:
             self.apply_cooldown(channel, wait)
             self.limits.cool(channel, wait)  # the redis backend tells every instance
+            self.metrics.inc(
+                COOLDOWNS,
+                (("channel", channel), ("reason", "429" if status == 429 else "exhausted")),
+            )
+
+    def cooldowns(self) -> dict[str, float]:
+        """Channels skipped now for an upstream's rate limits: seconds left."""
+        now = time.monotonic()
+        return {c: round(t - now, 3) for c, t in sorted(self.channel_cooldown.items()) if t > now}
 
     def apply_cooldown(self, channel: str, seconds: float) -> None:
         """Skip `channel` for `seconds` (this worker; the fleet's announcements land here)."""

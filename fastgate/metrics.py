@@ -76,7 +76,12 @@ class Metrics:
             "# HELP fastgate_snapshot_version Version of the config snapshot in use.",
             "# TYPE fastgate_snapshot_version gauge",
             f"fastgate_snapshot_version {app.snapshot.version}",
+            "# HELP fastgate_channel_cooldown_seconds Seconds a channel is still skipped "
+            "for its upstream's rate limits (429 or a budget at 0).",
+            "# TYPE fastgate_channel_cooldown_seconds gauge",
         ]
+        for ch, left in app.cooldowns().items():
+            lines.append(f'fastgate_channel_cooldown_seconds{{channel="{ch}"}} {left}')
         for name in sorted(self.counters):
             lines += [f"# HELP {name} {COUNTERS.get(name, name)}", f"# TYPE {name} counter"]
             for labels, n in sorted(self.counters[name].items()):

@@ -273,6 +273,7 @@ class Worker:
                 for c in app.cfg.channels
             ],
             "breakers": app.breakers.states(),
+            "cooldowns": app.cooldowns(),
             "inflight": app.inflight,
             "pid": os.getpid(),
             "usage_sink": {

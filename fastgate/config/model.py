@@ -65,6 +65,7 @@ class ServerConfig:
     first_byte_timeout: float = 300.0
     idle_timeout: float = 120.0  # max silence between upstream bytes once a response started
     header_timeout: float = 10.0  # a client must send its whole request head within this
+    body_timeout: float = 30.0  # longest silence while a request body is being read (408)
     keepalive_timeout: float = 75.0  # idle client connection
     drain_timeout: float = 30.0  # SIGTERM grace
     upstream_max_connections: int = 512  # per upstream origin

@@ -55,6 +55,7 @@ def parse_server(t: Table) -> ServerConfig:
         "first_byte_timeout",
         "idle_timeout",
         "header_timeout",
+        "body_timeout",
         "keepalive_timeout",
         "drain_timeout",
     ):

@@ -16,6 +16,7 @@ from fastgate.convert import convert_error_body
 from fastgate.gateway import protocols
 from fastgate.gateway.transform import Transform
 from fastgate.http.responses import status_line
+from fastgate.vocab.redact import redact
 
 if TYPE_CHECKING:
     from fastgate.gateway.handler import Exchange
@@ -71,8 +72,19 @@ def collect_complete(ex: Exchange, conn: Any) -> None:
             return
         code = ""
     else:
-        body = convert_error_body(body, status, ex.ctx.ingress.protocol)
+        body = redact(body, channel_secrets(ex.attempts.channel))
         code = f"upstream_{status}"
+        if tr.head is not None:  # same protocol: the upstream's own error, as it was
+            tr.head.append(b"content-length: %d\r\n" % len(body))
+            w.head_out = b"".join(tr.head) + (
+                b"\r\n" if w.keep_alive() else b"connection: close\r\n\r\n"
+            )
+            w.out.append(w.head_out)
+            w.head_out = None
+            w.out.append(body)
+            ex.complete(status, code)
+            return
+        body = convert_error_body(body, status, ex.ctx.ingress.protocol)
     rid = w.upstream_request_id
     w.whole(status, body, extra=((b"x-upstream-request-id", rid),) if rid else ())
     ex.finish(status, code)
@@ -92,3 +104,12 @@ def conv_failed(ex: Exchange, exc: Exception, release: Any = None) -> None:
     if not w.chunked:
         w.force_close = True
     ex.complete(502, "upstream_error", release)
+
+
+def channel_secrets(channel: Any) -> tuple[bytes, ...]:
+    """The channel's own credentials, as they could appear in an upstream error."""
+    cfg = getattr(channel, "config", None)
+    if cfg is None:
+        return ()
+    found = (cfg.resolve_api_key(), cfg.resolve_secret_access_key(), cfg.resolve_session_token())
+    return tuple(s.encode() for s in found if s)

@@ -219,11 +219,13 @@ class FastExchange(ResponseWriter):
     # -- upstream events ---------------------------------------------------------
 
     def up_headers(self, conn: Any, status: int) -> None:
-        if status == 429 or status >= 500:
-            self._general().up_headers(conn, status)  # failover lives there
+        if status >= 400:
+            self._general().up_headers(conn, status)  # failover and error bodies live there
             return
         self.status = status
         self.t_first = time.time()
+        if conn.exhausted:  # served, but the channel's budget is spent: skip it a while
+            self.app.note_limits(self.channel.name, status, conn)
         self.breaker.failures = 0  # Breaker.success() for a closed breaker
         attempts = self.app.metrics.attempts
         key = (self.channel.name, "ok")

@@ -286,13 +286,16 @@ class Exchange(ExchangeParts):
     def up_headers(self, conn: Any, status: int) -> None:
         try:
             att = self.attempts
-            if status == 429 or status >= 500:
+            if status == 429 or status >= 500 or status == 401 or status == 403:
+                # 401/403: the channel's own credential is at fault, not the client's
                 if status == 429:
-                    self.app.note_rate_limited(att.channel.name, conn.retry_after)
+                    self.app.note_limits(att.channel.name, status, conn)
                 att.drop_conn(self.app, conn)
                 self.attempt_failed(f"HTTP {status}")
                 return
             self._to(RECEIVING)
+            if conn.exhausted:  # served, but the channel's budget is spent: skip it a while
+                self.app.note_limits(att.channel.name, status, conn)
             w = self.writer
             w.status = status
             w.t_first = time.time()
@@ -313,6 +316,10 @@ class Exchange(ExchangeParts):
             ]
             if rid:
                 parts.append(b"x-upstream-request-id: %b\r\n" % rid)
+            if status >= 400:  # held whole: key material is taken out (collect_complete)
+                self.transform = tr = Transform.collecting()
+                tr.head = parts
+                return
             inject = ctx.inject
             self.transform = Transform.passthrough(
                 ctx.ingress.protocol, 200 <= status < 300, sse, inject

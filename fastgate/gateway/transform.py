@@ -34,7 +34,7 @@ MAX_CONVERT_BODY = 64 * 1024 * 1024
 
 
 class Transform:
-    __slots__ = ("collect", "collect_size", "conv", "conv_usage", "kind", "scanner")
+    __slots__ = ("collect", "collect_size", "conv", "conv_usage", "head", "kind", "scanner")
 
     # Constructors (no __init__: each is one call on the request path).
 
@@ -44,6 +44,7 @@ class Transform:
         self = cls.__new__(cls)
         self.conv = self.collect = self.conv_usage = self.scanner = None  # _blank, inline
         self.collect_size = 0
+        self.head = None
         if not ok:
             self.kind = PLAIN
         elif protocol == protocols.ANTHROPIC:
@@ -89,6 +90,7 @@ class Transform:
         self.collect: list[bytes] | None = None
         self.collect_size = 0
         self.conv_usage: Usage | None = None
+        self.head: list[bytes] | None = None  # a held passthrough error's head parts
 
     # Body.
 

@@ -41,6 +41,7 @@ class ClientProtocol(asyncio.Protocol):
         "app",
         "body_parts",
         "body_size",
+        "body_timeout",
         "client_ip",
         "deadline",
         "exchange",
@@ -71,6 +72,7 @@ class ClientProtocol(asyncio.Protocol):
         self.max_header_bytes: int = srv.max_header_bytes
         self.max_body_bytes: int = srv.max_body_bytes
         self.header_timeout: float = srv.header_timeout
+        self.body_timeout: float = srv.body_timeout
         self.keepalive_timeout: float = srv.keepalive_timeout
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -224,8 +226,8 @@ class ClientProtocol(asyncio.Protocol):
                 self._reject(errors.FastgateError("unsupported expectation"), status=417)
                 raise _Abort
             self.transport.write(CONTINUE_100)
-        # The body may take a while; from here the keep-alive clock bounds silence.
-        self.deadline = self.app.loop.time() + self.keepalive_timeout
+        # The body may take a while: from here body_timeout bounds each silence.
+        self.deadline = self.app.loop.time() + self.body_timeout
 
     def on_body(self, body: bytes) -> None:
         self.body_size += len(body)
@@ -236,6 +238,7 @@ class ClientProtocol(asyncio.Protocol):
             )
             raise _Abort
         self.body_parts.append(body)
+        self.deadline = self.app.loop.time() + self.body_timeout
 
     def on_message_complete(self) -> None:
         head = self.head

@@ -55,12 +55,14 @@ class UpstreamProtocol(asyncio.Protocol):
         "content_length",
         "deadline",
         "eof_framed",
+        "exhausted",
         "forward",
         "framed",
         "gate",
         "got_bytes",
         "idle_timeout",
         "key",
+        "limits",
         "parser",
         "pool",
         "request_id",
@@ -83,6 +85,8 @@ class UpstreamProtocol(asyncio.Protocol):
         self.content_length = b""
         self.request_id = b""
         self.retry_after = b""
+        self.limits: list[tuple[bytes, bytes]] | None = None  # rate-limit headers, if any
+        self.exhausted = False  # one of them says a budget's remaining is 0
         self.sse = False
         self.framed = False
         self.status = 0
@@ -150,6 +154,8 @@ class UpstreamProtocol(asyncio.Protocol):
         self.content_length = b""
         self.request_id = b""
         self.retry_after = b""
+        self.limits = None
+        self.exhausted = False
         self.sse = False
         self.framed = False
         self.status = 0
@@ -188,6 +194,8 @@ class UpstreamProtocol(asyncio.Protocol):
         self.content_length = b""
         self.request_id = b""
         self.retry_after = b""
+        self.limits = None
+        self.exhausted = False
         self.sse = False
         self.framed = False
         self.status = 0
@@ -210,6 +218,14 @@ class UpstreamProtocol(asyncio.Protocol):
         elif kind == 5:
             self.retry_after = value
             self.forward.extend((name, b": ", value, b"\r\n"))
+        elif kind == 7:
+            self.forward.extend((name, b": ", value, b"\r\n"))
+            if self.limits is None:
+                self.limits = [(lname, value)]
+            else:
+                self.limits.append((lname, value))
+            if value == b"0" and b"remaining" in lname:
+                self.exhausted = True
 
     def on_headers_complete(self) -> None:
         parser = self.parser

@@ -84,6 +84,8 @@ class MockConn:
         "used",
     )
     key = None
+    limits = None  # no upstream rate-limit headers
+    exhausted = False
 
     def __init__(self, loop: asyncio.AbstractEventLoop, exchange: Any, delay: float) -> None:
         self.loop = loop

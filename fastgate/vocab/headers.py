@@ -57,6 +57,23 @@ DOWN_REQUEST_ID = 3  # the upstream's request id (sent on as x-upstream-request-
 DOWN_CONTENT_TYPE = 4  # forwarded, and tells an SSE stream
 DOWN_RETRY_AFTER = 5  # forwarded, and remembered on a 429
 DOWN_TRANSFER_ENCODING = 6  # dropped; the response is framed
+DOWN_LIMIT = 7  # forwarded, and kept: the upstream's rate-limit budget (gateway/upstream_limits.py)
+
+# The upstream rate-limit headers the gateway reads (when a budget is exhausted).
+UPSTREAM_LIMIT_HEADERS: frozenset[bytes] = frozenset(
+    {
+        b"retry-after-ms",
+        b"x-ratelimit-remaining-requests",
+        b"x-ratelimit-remaining-tokens",
+        b"x-ratelimit-reset-requests",
+        b"x-ratelimit-reset-tokens",
+        *(
+            b"anthropic-ratelimit-%s-%s" % (what, part)
+            for what in (b"requests", b"tokens", b"input-tokens", b"output-tokens")
+            for part in (b"remaining", b"reset")
+        ),
+    }
+)
 
 RESPONSE_KINDS: dict[bytes, int] = {
     **dict.fromkeys(HOP_BY_HOP - {b"transfer-encoding"}, DOWN_DROP),
@@ -70,4 +87,5 @@ RESPONSE_KINDS: dict[bytes, int] = {
     b"request-id": DOWN_REQUEST_ID,
     b"content-type": DOWN_CONTENT_TYPE,
     b"retry-after": DOWN_RETRY_AFTER,
+    **dict.fromkeys(UPSTREAM_LIMIT_HEADERS, DOWN_LIMIT),
 }

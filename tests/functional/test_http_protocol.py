@@ -28,6 +28,7 @@ MAX_HEADER = 4096
 MAX_BODY = 1000
 HEADER_TIMEOUT = 1.0
 KEEPALIVE_TIMEOUT = 1.0
+BODY_TIMEOUT = 1.5
 MSGS = [{"role": "user", "content": "hello over raw sockets"}]
 
 
@@ -219,6 +220,7 @@ def gw(make_gateway: Callable[..., Gateway], fake_openai: FakeOpenAI, key: str) 
             "max_body_bytes": MAX_BODY,
             "header_timeout": HEADER_TIMEOUT,
             "keepalive_timeout": KEEPALIVE_TIMEOUT,
+            "body_timeout": BODY_TIMEOUT,
             "first_byte_timeout": 5.0,
             "idle_timeout": 5.0,
         },
@@ -560,6 +562,49 @@ def test_half_sent_head_is_closed_after_header_timeout(gw: Gateway) -> None:
         status, headers, _ = split_head(got)
         assert status in (400, 408)
         assert [k for k, _ in headers].count(b"x-request-id") == 1
+
+
+def test_head_trickled_line_by_line_is_cut_at_header_timeout(gw: Gateway) -> None:
+    """Each header line arrives well within the timeout, the whole head does not:
+    the clock runs from the head's first byte, not from the last line."""
+    with connect(gw) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\n")
+        t0 = time.monotonic()
+        s.settimeout(0.05)
+        got = b""
+        for i in range(40):
+            try:
+                s.sendall(b"x-line-%d: v\r\n" % i)
+            except OSError:
+                break
+            try:
+                got = s.recv(4096)
+                if got:
+                    break
+            except TimeoutError:
+                pass
+            time.sleep(HEADER_TIMEOUT / 4)
+        waited = time.monotonic() - t0
+    assert got.startswith(b"HTTP/1.1 408 "), got[:80]
+    assert HEADER_TIMEOUT * 0.8 <= waited < HEADER_TIMEOUT + 1.0
+
+
+def test_stalled_body_gets_408_after_body_timeout(gw: Gateway, key: str) -> None:
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %b\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n" % key.encode()
+    )
+    with connect(gw) as s:
+        s.sendall(head + b'{"model": "mock-1", ')
+        time.sleep(BODY_TIMEOUT * 0.6)
+        s.sendall(b'"messages": ')  # a read within body_timeout restarts the clock
+        t0 = time.monotonic()
+        closed, got, waited = wait_closed(s, BODY_TIMEOUT + 3)
+    assert closed
+    assert got.startswith(b"HTTP/1.1 408 "), got[:80]
+    assert b"timed out reading the request" in got
+    assert BODY_TIMEOUT * 0.8 <= waited < BODY_TIMEOUT + 1.0
+    assert time.monotonic() - t0 < BODY_TIMEOUT + 3
 
 
 def test_idle_keep_alive_connection_is_closed_after_keepalive_timeout(gw: Gateway) -> None:
