@@ -15,9 +15,11 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from fastgate.fleet.budgets import RedisBudgets
 from fastgate.fleet.limits import RedisWindows
 from fastgate.fleet.redis import FleetRedis
 from fastgate.gateway.breaker import Breakers
+from fastgate.gateway.budgets import Budgets
 from fastgate.gateway.fast import dispatch as fast_dispatch
 from fastgate.gateway.limits import Limits, SharedLimits
 from fastgate.gateway.plan import bind_breakers
@@ -71,6 +73,13 @@ class App:
         )
         # The response cache's backend (None when [cache] enabled is false).
         self.cache: Any = build_cache(cfg.cache, loop, self.metrics)
+        # Budgets per key and group and period; counters in Redis with the redis backend.
+        self.budgets = Budgets(
+            RedisBudgets(self.fleet) if self.fleet is not None else None,
+            self.fleet.fail_open if self.fleet is not None else True,
+            self.metrics,
+        )
+        self.budgets.snapshot = snapshot
         self.clients: set[Any] = set()
         self.tasks: set[asyncio.Task[Any]] = set()  # a request's round trips (spawn)
         self.inflight = 0
@@ -108,6 +117,8 @@ class App:
         return token.quota_micros - self.quota_used.get(token.name, 0)
 
     def charge(self, token: Any, micros: int) -> None:
+        if token.budgets:
+            self.budgets.charge(token, micros)
         if self.charge_hook is not None:
             self.charge_hook(token.name, micros)
         else:
@@ -147,6 +158,7 @@ class App:
                 self.loop.create_task(old.aclose())
         self.cfg = cfg
         self.snapshot = snapshot
+        self.budgets.snapshot = snapshot
 
     # -- timeouts ------------------------------------------------------------------
 

@@ -54,6 +54,12 @@ class InsufficientQuota(FastgateError):
     status, code, type = 402, *ERRORS[402][:2]
 
 
+class BudgetExceeded(FastgateError):
+    """The key's (or its group's) spend this budget period reached its budget."""
+
+    status, code, type = 402, "budget_exceeded", ERRORS[402].type
+
+
 class PermissionDenied(FastgateError):
     status, code, type = 403, *ERRORS[403][:2]
 

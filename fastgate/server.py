@@ -27,6 +27,7 @@ from fastgate.config import Config, ConfigError, load_config
 from fastgate.http.client import ClientProtocol
 from fastgate.snapshot import build_snapshot
 from fastgate.store.base import QuotaSync, merge, store_for
+from fastgate.store.budget import BudgetSync
 from fastgate.store.writer_sink import usage_sink
 
 log = logging.getLogger("fastgate")
@@ -63,6 +64,7 @@ class Worker:
         self.state: Any = None  # last StoreState loaded
         self.store_version = -1
         self.quota: Any = None
+        self.budget_sync: Any = None
         self.admin_runner: Any = None
         self.version = 1
         self._stop = asyncio.Event()
@@ -91,8 +93,20 @@ class Worker:
             app.charge_hook = self.quota.charge
             self.quota.start()
             self._tasks.append(loop.create_task(self._refresh_loop()))
+            # Budgets: the current periods' spend before the first request, then
+            # write-behind every 0.5 s.
+            self.budget_sync = BudgetSync(self.store, app.budgets)
+            try:
+                await self.budget_sync.sync()
+            except Exception as exc:
+                log.warning("budget spend not loaded at start (retrying): %s", exc)
+            self.budget_sync.start()
+        if app.fleet is not None:
+            with contextlib.suppress(Exception):
+                await app.budgets.refresh()
         app.start_sweeper()
         self._tasks += app.limits.start(loop, app.apply_cooldown)
+        self._tasks += app.budgets.start(loop)
         self.server = await loop.create_server(
             lambda: ClientProtocol(app), sock=self.sock, backlog=4096
         )
@@ -109,6 +123,8 @@ class Worker:
             await self.admin_runner.cleanup()
         if self.quota is not None:
             await self.quota.close()
+        if self.budget_sync is not None:
+            await self.budget_sync.close()
         await sink.aclose()
         if app.fleet is not None:
             await app.fleet.close()

@@ -71,6 +71,9 @@ class Token:
     # The same, but with rpm/tpm: the fast path takes it when the limits answer
     # at once (a lease slot; max_concurrency always needs the general path).
     fast_limits: bool = False
+    # Budgets that apply to this key: (subject kind "key" | "group", subject name,
+    # budget micro-dollars, period). A key with any takes the general path.
+    budgets: tuple[tuple[str, str, int, str], ...] = ()
 
 
 @dataclass(slots=True, eq=False)
@@ -174,8 +177,18 @@ def build_snapshot(config: Any, version: int = 1) -> Snapshot:
                 models_by_group.setdefault(g, set()).add(m)
     routes = {k: Route(v) for k, v in serving.items()}
 
+    group_budget = {
+        g.name: ("group", g.name, g.budget_micros, g.budget_period)
+        for g in config.groups
+        if g.budget_micros >= 0 and g.budget_period
+    }
     tokens: dict[str, Token] = {}
     for tc in config.tokens:
+        budgets = []
+        if tc.budget_micros >= 0 and tc.budget_period:
+            budgets.append(("key", tc.name, tc.budget_micros, tc.budget_period))
+        if tc.group in group_budget:
+            budgets.append(group_budget[tc.group])
         tokens[tc.sha256] = Token(
             name=tc.name,
             sha256=tc.sha256,
@@ -189,6 +202,7 @@ def build_snapshot(config: Any, version: int = 1) -> Snapshot:
             max_concurrency=tc.max_concurrency,
             cache=tc.cache,
             limited=bool(tc.rpm or tc.tpm or tc.max_concurrency),
+            budgets=tuple(budgets),
         )
     for t in tokens.values():
         plain = (
@@ -197,6 +211,7 @@ def build_snapshot(config: Any, version: int = 1) -> Snapshot:
             and t.expires_at is None
             and t.models is None
             and not t.cache
+            and not t.budgets
         )
         t.fast = plain and not t.limited
         t.fast_limits = plain and t.limited and not t.max_concurrency

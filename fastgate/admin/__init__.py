@@ -168,6 +168,8 @@ def file_entry_dict(kind: str, entry: Any, quota_used: Mapping[str, int] | None 
             enabled=entry.enabled,
             cache=entry.cache,
             quota_used_micros=int((quota_used or {}).get(entry.name, 0)),
+            budget_usd=entry.budget_usd,
+            budget_period=entry.budget_period,
         )
     elif kind == "price":
         for f in dataclasses.fields(entry):
@@ -175,7 +177,12 @@ def file_entry_dict(kind: str, entry: Any, quota_used: Mapping[str, int] | None 
         for m in ("input", "output", "cache_read", "cache_write"):
             out[m + "_micros"] = _micros(getattr(entry, m))
     elif kind == "group":
-        out.update(name=entry.name, ratio=entry.ratio)
+        out.update(
+            name=entry.name,
+            ratio=entry.ratio,
+            budget_usd=entry.budget_usd,
+            budget_period=entry.budget_period,
+        )
     else:
         raise ValueError(f"unknown kind {kind!r}")
     out["source"] = "file"
@@ -264,6 +271,32 @@ class ControlPlane:
         used = await self._quota_used() if kind == "token" else None
         return file_entry_dict(kind, entry, used)
 
+    async def _budgets(self, kind: str, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Add each token's or group's spend in its budget's current period:
+        `budget_spent_micros`, `budget_spent_usd` and `budget_period_start` (what
+        the store holds: the gateway writes it behind within 0.5 s)."""
+        if kind not in ("token", "group"):
+            return entries
+        from fastgate.gateway.budgets import CLOCK, current_key
+        from fastgate.vocab.periods import period_label
+
+        subject = "key" if kind == "token" else "group"
+        now = CLOCK.now()
+        keys = {}
+        for e in entries:
+            e.setdefault("budget_usd", -1.0)
+            e.setdefault("budget_period", "")
+            if e["budget_period"]:
+                keys[e["name"]] = current_key(subject, e["name"], e["budget_period"], now)
+        spent = await self._store("budget_spent", list(keys.values())) if keys else {}
+        for e in entries:
+            k = keys.get(e["name"])
+            micros = spent.get(k, 0) if k is not None else 0
+            e["budget_spent_micros"] = micros
+            e["budget_spent_usd"] = micros / 1_000_000
+            e["budget_period_start"] = period_label(k[2], k[3]) if k is not None else ""
+        return entries
+
     # -- CRUD -----------------------------------------------------------------------------
 
     async def list(self, kind: str) -> list[dict[str, Any]]:
@@ -273,10 +306,13 @@ class ControlPlane:
         out = [file_entry_dict(kind, e, used) for e in files]
         rows = await self._store(f"list_{kind}s")
         out.extend(self._mark(kind, r) for r in rows)
-        return out
+        return await self._budgets(kind, out)
 
     async def get(self, kind: str, ref: str | int) -> dict[str, Any]:
         """By id (store), else by name: the file entry if the file has one."""
+        return (await self._budgets(kind, [await self._get(kind, ref)]))[0]
+
+    async def _get(self, kind: str, ref: str | int) -> dict[str, Any]:
         r = parse_ref(ref)
         if isinstance(r, int):
             try:
@@ -322,7 +358,8 @@ class ControlPlane:
             self._check_new_name(kind, {KINDS[kind]: renamed})
         if kind == "token" and (patch.get("key") or patch.get("key_sha256")):
             self._check_new_name(kind, {k: patch.get(k) for k in ("key", "key_sha256")})
-        return self._mark(kind, await self._store(f"update_{kind}", target, dict(patch)))
+        out = self._mark(kind, await self._store(f"update_{kind}", target, dict(patch)))
+        return (await self._budgets(kind, [out]))[0]
 
     async def delete(self, kind: str, ref: str | int) -> dict[str, Any]:
         target = await self._store_ref(_check_kind(kind), ref)

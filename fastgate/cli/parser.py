@@ -15,7 +15,7 @@ from typing import Any
 
 from fastgate.cli import channels, prices, serve, tokens, usage
 from fastgate.cli.session import run
-from fastgate.cli.views import CHANNEL, PRICE, TOKEN, list_command, show_command
+from fastgate.cli.views import CHANNEL, GROUP, PRICE, TOKEN, list_command, show_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,23 +70,56 @@ def add_store_commands(sub: Any) -> None:
         p.set_defaults(func=func)
         return p
 
+    def budget_options(p: Any) -> None:
+        p.add_argument(
+            "--budget-usd", type=float, help="spend allowed per budget period (-1 = no budget)"
+        )
+        p.add_argument(
+            "--budget-period", choices=("day", "week", "month"), help="UTC; weeks start Monday"
+        )
+
+    def token_options(p: Any) -> None:
+        p.add_argument("--group", help='token group (default "default")')
+        p.add_argument("--quota-usd", type=float, help="spend limit in USD (-1 = unlimited)")
+        p.add_argument("--expires-at", help="RFC 3339 time, e.g. 2030-12-31T23:59:59Z")
+        p.add_argument("--models", type=_csv, help="allow-list, comma separated")
+        p.add_argument("--rpm", type=int, help="requests per minute (0 = unlimited)")
+        p.add_argument("--tpm", type=int, help="tokens per minute (0 = unlimited)")
+        p.add_argument("--max-concurrency", type=int, help="requests in flight (0 = unlimited)")
+        budget_options(p)
+
     # token
     ts = group("token", "manage API keys in the store")
     p = leaf(ts, "create", tokens.create, "create a key (the plaintext key is shown once)")
     p.add_argument("name")
-    p.add_argument("--group", help='token group (default "default")')
-    p.add_argument("--quota-usd", type=float, help="spend limit in USD (-1 = unlimited)")
-    p.add_argument("--expires-at", help="RFC 3339 time, e.g. 2030-12-31T23:59:59Z")
-    p.add_argument("--models", type=_csv, help="allow-list, comma separated")
-    p.add_argument("--rpm", type=int, help="requests per minute (0 = unlimited)")
-    p.add_argument("--tpm", type=int, help="tokens per minute (0 = unlimited)")
-    p.add_argument("--max-concurrency", type=int, help="requests in flight (0 = unlimited)")
+    token_options(p)
+    p = leaf(ts, "update", tokens.update, "change a key's quota, budget, limits, group...")
+    p.add_argument("ref", metavar="NAME|ID")
+    token_options(p)
+    p = leaf(ts, "enable", tokens.enable, "enable a key that revoke disabled")
+    p.add_argument("ref", metavar="NAME|ID")
     leaf(ts, "list", list_command(TOKEN), "list keys (file and store)")
     p = leaf(ts, "show", show_command(TOKEN), "show one key")
     p.add_argument("ref", metavar="NAME|ID")
     p = leaf(ts, "revoke", tokens.revoke, "disable a key (or delete it with --delete)")
     p.add_argument("ref", metavar="NAME|ID")
     p.add_argument("--delete", action="store_true", help="delete the key instead of disabling it")
+
+    # group
+    gs = group("group", "manage token groups (price ratio, shared budget) in the store")
+    p = leaf(gs, "create", tokens.group_create, "create a group")
+    p.add_argument("name")
+    p.add_argument("--ratio", type=float, help="multiplies every price (default 1.0)")
+    budget_options(p)
+    p = leaf(gs, "update", tokens.group_update, "change a group's ratio or budget")
+    p.add_argument("ref", metavar="NAME|ID")
+    p.add_argument("--ratio", type=float, help="multiplies every price")
+    budget_options(p)
+    leaf(gs, "list", list_command(GROUP), "list groups (file and store), spend vs budget")
+    p = leaf(gs, "show", show_command(GROUP), "show one group")
+    p.add_argument("ref", metavar="NAME|ID")
+    p = leaf(gs, "delete", tokens.group_delete, "delete a store group")
+    p.add_argument("ref", metavar="NAME|ID")
 
     # channel
     cs = group("channel", "manage upstream channels in the store")

@@ -39,6 +39,7 @@ class View:
     kind: str
     columns: tuple[Column, ...]
     show_as_row: bool = False
+    summary: Callable[[Row], str] | None = None  # a last line under `show`
 
 
 class Out:
@@ -77,6 +78,8 @@ class Out:
             table(view.columns, [entry], align=False)
         else:
             pairs(entry)
+            if view.summary is not None:
+                print(view.summary(entry))
 
 
 def table(columns: Sequence[Column], rows: Iterable[Row], *, align: bool = True) -> None:

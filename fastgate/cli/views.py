@@ -35,6 +35,22 @@ def _limits(t: Row) -> str:
     return ",".join(parts) or "-"
 
 
+def budget_text(e: Row) -> str:
+    """ "$spent / $budget per period (current period)", or "none"."""
+    period = e.get("budget_period") or ""
+    budget_usd = e.get("budget_usd")
+    if not period or budget_usd is None or budget_usd < 0:
+        return "none"
+    budget = round(float(e["budget_usd"]) * 1_000_000)
+    spent = int(e.get("budget_spent_micros") or 0)
+    start = e.get("budget_period_start") or ""
+    return f"${usd(spent)} / ${usd(budget)} per {period}" + (f" ({start})" if start else "")
+
+
+def _budget_line(e: Row) -> str:
+    return "budget: " + budget_text(e)
+
+
 TOKEN = View(
     "token",
     (
@@ -48,7 +64,22 @@ TOKEN = View(
         Column("EXPIRES", lambda t: t.get("expires_at") or "never"),
         Column("MODELS", lambda t: show(t.get("models") or [])),
         Column("LIMITS", _limits),
+        Column("BUDGET", budget_text),
     ),
+    summary=_budget_line,
+)
+
+
+GROUP = View(
+    "group",
+    (
+        Column("ID", lambda g: show(g["id"]), right=True),
+        Column("NAME", _name),
+        Column("SOURCE", lambda g: g["source"]),
+        Column("RATIO", lambda g: g.get("ratio", 1.0), right=True),
+        Column("BUDGET", budget_text),
+    ),
+    summary=_budget_line,
 )
 
 

@@ -24,6 +24,7 @@ from fastgate.config.model import (
 )
 from fastgate.config.schema import (
     BAD_SECRET_CHARS,
+    BUDGET_PERIODS,
     CHANNEL_TYPES,
     MISSING,
     TIER_MODES,
@@ -35,6 +36,7 @@ from fastgate.config.schema import (
 
 __all__ = [
     "ENTRY_KINDS",
+    "parse_budget",
     "parse_channel",
     "parse_entry",
     "parse_group",
@@ -270,10 +272,32 @@ def parse_token(t: Table) -> tuple[TokenConfig | None, str]:
     t.integer("max_concurrency", lo=0)
     t.boolean("enabled")
     t.boolean("cache")
+    parse_budget(t)
     t.finish()
     if name is None or "sha256" not in t.kw:
         return None, key_field
     return TokenConfig(**t.kw), key_field
+
+
+def parse_budget(t: Table) -> None:
+    """`budget_usd` (-1 = none, else >= 0) and `budget_period` ("day" | "week" |
+    "month"): both or neither (a budget_usd of -1 with an empty period is none)."""
+    budget = t.number("budget_usd", store=False)
+    if budget is not None:
+        if budget == -1 or budget >= 0:
+            t.kw["budget_usd"] = budget
+        else:
+            t.error("budget_usd", "must be -1 (no budget) or >= 0")
+            budget = None
+    period = t.string("budget_period", choices=("", *BUDGET_PERIODS))
+    has_budget = budget is not None and budget >= 0
+    if has_budget and (period == "" or (period is None and not t.has("budget_period"))):
+        t.error(
+            "budget_period",
+            f"required with budget_usd: one of {', '.join(BUDGET_PERIODS)} (UTC)",
+        )
+    elif period and not has_budget and not (t.has("budget_usd") and budget is None):
+        t.error("budget_usd", f'required with budget_period "{period}" (USD per {period})')
 
 
 def _parse_tiers(t: Table) -> None:
@@ -334,6 +358,7 @@ def parse_price(t: Table) -> PriceConfig | None:
 def parse_group(t: Table) -> GroupConfig | None:
     name = t.string("name", required=True, nonempty=True)
     t.number("ratio", lo=0)
+    parse_budget(t)
     t.finish()
     if name is None:
         return None

@@ -198,13 +198,17 @@ class TokenConfig:
     max_concurrency: int = 0
     enabled: bool = True
     cache: bool = False
+    budget_usd: float = -1.0  # spend allowed per budget_period; -1 = none
+    budget_period: str = ""  # "day" | "week" | "month" (UTC); "" with no budget
     quota_micros: int = field(init=False, default=-1)  # derived from quota_usd
+    budget_micros: int = field(init=False, default=-1)  # derived from budget_usd
 
     def __post_init__(self) -> None:
         if not self.sha256 and self.key:
             object.__setattr__(self, "sha256", hash_key(self.key))
         micros = -1 if self.quota_usd < 0 else round(self.quota_usd * 1_000_000)
         object.__setattr__(self, "quota_micros", micros)
+        object.__setattr__(self, "budget_micros", _budget_micros(self.budget_usd))
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +238,16 @@ class PriceConfig:
 class GroupConfig:
     name: str
     ratio: float = 1.0
+    budget_usd: float = -1.0  # shared by every key of the group, per budget_period
+    budget_period: str = ""
+    budget_micros: int = field(init=False, default=-1)  # derived from budget_usd
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "budget_micros", _budget_micros(self.budget_usd))
+
+
+def _budget_micros(usd: float) -> int:
+    return -1 if usd < 0 else round(usd * 1_000_000)
 
 
 @dataclass(frozen=True, slots=True)

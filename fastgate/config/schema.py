@@ -22,6 +22,7 @@ from typing import Any
 __all__ = [
     "BACKENDS",
     "BAD_SECRET_CHARS",
+    "BUDGET_PERIODS",
     "CHANNEL_TYPES",
     "DB_PREFIXES",
     "LOG_LEVELS",
@@ -49,6 +50,7 @@ CHANNEL_TYPES = (
     "mock",
 )
 BACKENDS = ("memory", "redis")
+BUDGET_PERIODS = ("day", "week", "month")  # UTC; weeks start Monday 00:00 (ISO)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 TIER_MODES = ("whole", "segmented")
 DB_PREFIXES = ("sqlite:///", "postgresql://", "postgres://")

@@ -5,7 +5,8 @@
 parsed, its model resolved and checked against the key, its route found and
 the key's quota and rate limits applied; the request context is filled in and
 the candidates in the order to try them are returned. No I/O: dict lookups on
-the snapshot. Errors are raised as `errors.FastgateError` for the exchange to
+the snapshot (a step that needs a round trip, shared rate limits or a budget
+near its end, is left in `ctx.pending` for the exchange to await). Errors are raised as `errors.FastgateError` for the exchange to
 answer in the ingress protocol's shape.
 """
 
@@ -51,6 +52,15 @@ def ops_response(app: App, head: RequestHead) -> tuple[int, bytes, bytes]:
         token = authenticate(app.snapshot, presented_key(head, "openai"))
         return 200, app.snapshot.models_body(token), JSON
     raise errors.NotFound(f"no route for GET {path.decode('latin-1')}")
+
+
+async def _budget_then_limits(app: App, token: Any, wait: Any) -> tuple[bytes, Any]:
+    """A budget's round trip, then the rate limits (the `(headers, ticket)` of both)."""
+    await wait
+    if not token.limited:
+        return b"", None
+    got = app.limits.admit(token)
+    return got if type(got) is tuple else await got
 
 
 def admit(app: App, ctx: RequestContext, order: list[Any] | None) -> list[Any] | None:
@@ -102,7 +112,11 @@ def admit(app: App, ctx: RequestContext, order: list[Any] | None) -> list[Any] |
         left = app.quota_left(token)
         if left <= 0 or left < app.last_cost.get((token.name, model), 0):
             raise errors.InsufficientQuota("quota exhausted for this API key")
-    if token.limited:
+    if token.budgets:  # the key's or its group's budget for this period (budgets.py)
+        wait = app.budgets.admit(token)
+        if wait is not None:  # near a budget: the fleet's total first, then the limits
+            ctx.pending = _budget_then_limits(app, token, wait)
+    if token.limited and ctx.pending is None:
         got = app.limits.admit(token)
         if type(got) is tuple:
             ctx.rate_headers, ctx.limited = got

@@ -61,6 +61,10 @@ Interface (all async, run on the store loop; ids are integers; `ref` is an id
   `sync_quota(deltas) -> dict[str, int]`: the same, then every total, in one
   transaction (see QuotaSync). `quota_used() -> dict[str, int]`.
   `reset_quota(token_name)`. Deleting a token deletes its quota row.
+- `sync_budgets(deltas, keys) -> dict`: budget spend, keyed by (subject kind
+  "key" | "group", name, period, period start): add `deltas` as atomic
+  increments, then return the stored totals of `keys`, in one transaction (see
+  budget.py BudgetSync). `budget_spent(keys) -> dict` reads them.
 - `query_usage(group_by, since=None, until=None, tag=None, bucket=None, key_name=None)
   -> list[dict]`: group_by in "key" | "model" | "channel" | "tag" | "day" | None
   (None: one total); since/until are unix seconds (since <= ts < until); bucket

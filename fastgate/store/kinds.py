@@ -42,7 +42,17 @@ __all__ = [
 ]
 
 _READONLY_KEYS = frozenset(
-    {"id", "created_at", "updated_at", "source", "quota_used_micros", "key_sha256_prefix"}
+    {
+        "id",
+        "created_at",
+        "updated_at",
+        "source",
+        "quota_used_micros",
+        "key_sha256_prefix",
+        "budget_spent_usd",
+        "budget_spent_micros",
+        "budget_period_start",
+    }
 )
 CHANNEL_SECRETS = ("api_key", "access_key_id", "secret_access_key", "session_token")
 
@@ -221,7 +231,7 @@ class _TokenKind(Kind):
     kind = "token"
     table = "tokens"
     columns = ("name", "key_sha256", "group_name", "quota_micros", "expires_at", "enabled", "spec")
-    _spec_keys = ("models", "rpm", "tpm", "max_concurrency", "cache")
+    _spec_keys = ("models", "rpm", "tpm", "max_concurrency", "cache", "budget_usd", "budget_period")
 
     def validate(self, doc: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         return _validate("token", _token_toml(doc))
@@ -276,6 +286,8 @@ class _TokenKind(Kind):
             max_concurrency=int(spec.get("max_concurrency", 0)),
             enabled=bool(row["enabled"]),
             cache=bool(spec.get("cache", False)),
+            budget_usd=float(spec.get("budget_usd", -1.0)),
+            budget_period=str(spec.get("budget_period", "")),
         )
         object.__setattr__(tc, "quota_micros", q)  # exact, whatever the float did
         return tc
@@ -361,16 +373,23 @@ class _PriceKind(Kind):
 class _GroupKind(Kind):
     kind = "group"
     table = "groups"
-    columns = ("name", "ratio")
+    columns = ("name", "ratio", "spec")
+    _spec_keys = ("budget_usd", "budget_period")
 
     def validate(self, doc: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         return _validate("group", doc)
 
     def values(self, obj: GroupConfig, kw: dict[str, Any]) -> dict[str, Any]:
-        return {"name": obj.name, "ratio": obj.ratio}
+        spec = {k: kw[k] for k in self._spec_keys if k in kw}
+        return {"name": obj.name, "ratio": obj.ratio, "spec": orjson.dumps(spec).decode()}
 
     def doc(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        return {"name": row["name"], "ratio": float(row["ratio"])}
+        out: dict[str, Any] = {"name": row["name"], "ratio": float(row["ratio"])}
+        out.update(_loads(row["spec"]))
+        return out
+
+    def config(self, row: Mapping[str, Any]) -> GroupConfig:
+        return GroupConfig(**self.doc(row))
 
 
 CHANNELS = _ChannelKind()

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from fastgate.config import GroupConfig, generate_key
+from fastgate.config import generate_key
 from fastgate.store.base import Store
 from fastgate.store.errors import Conflict, InvalidEntry, NotFound, SecretKeyMissing
 from fastgate.store.kinds import (
@@ -41,6 +41,14 @@ log = logging.getLogger("fastgate.store")
 
 GROUP_BY = ("key", "model", "channel", "tag", "day")
 BUCKETS = {"hour": 3600, "day": 86400}
+
+
+def _budget_patch(patch: dict[str, Any]) -> dict[str, Any]:
+    """Removing a budget (budget_usd -1 or None) also removes its period, unless
+    the patch names one (which the validator then refuses: a period needs a budget)."""
+    if "budget_usd" in patch and patch["budget_usd"] in (None, -1) and "budget_period" not in patch:
+        patch = {**patch, "budget_usd": None, "budget_period": None}
+    return patch
 
 
 class Tx(abc.ABC):
@@ -302,7 +310,7 @@ class SQLStore(Store):
             patch.setdefault("quota_micros", None)
             if patch["quota_usd"] is None and patch["quota_micros"] is None:
                 patch["quota_micros"] = -1
-        return await self._patch(TOKENS, ref, patch)
+        return await self._patch(TOKENS, ref, _budget_patch(patch))
 
     async def delete_token(self, ref: int | str) -> dict[str, Any]:
         return await self._delete(TOKENS, ref)
@@ -362,7 +370,7 @@ class SQLStore(Store):
         return await self._create(GROUPS, spec)
 
     async def update_group(self, ref: int | str, patch: Mapping[str, Any]) -> dict[str, Any]:
-        return await self._patch(GROUPS, ref, patch)
+        return await self._patch(GROUPS, ref, _budget_patch(clean_input("group", patch)))
 
     async def delete_group(self, ref: int | str) -> dict[str, Any]:
         return await self._delete(GROUPS, ref)
@@ -403,7 +411,11 @@ class SQLStore(Store):
                 state.prices.append(PRICES.config(row))
             except (TypeError, ValueError) as exc:
                 state.problems.append(f'store price "{row["model"]}" skipped: {exc}')
-        state.groups = [GroupConfig(name=r["name"], ratio=float(r["ratio"])) for r in group_rows]
+        for row in group_rows:
+            try:
+                state.groups.append(GROUPS.config(row))
+            except (TypeError, ValueError) as exc:
+                state.problems.append(f'store group "{row["name"]}" skipped: {exc}')
         state.quota_used = {r["token_name"]: int(r["used_micros"]) for r in quota_rows}
         for p in state.problems:
             log.error("%s", p)
@@ -448,6 +460,53 @@ class SQLStore(Store):
         """Forget a token's used quota (admin action)."""
         async with self._tx(write=True) as tx:
             await tx.execute("DELETE FROM quota_usage WHERE token_name = $1", token_name)
+
+    # -- budgets ------------------------------------------------------------------------
+
+    _BUDGET_UPSERT = (
+        "INSERT INTO budget_spend (subject_kind, subject_name, period, period_start, "
+        "spent_micros, updated_at) VALUES ($1, $2, $3, $4, $5, $6) "
+        "ON CONFLICT (subject_kind, subject_name, period, period_start) DO UPDATE SET "
+        "spent_micros = budget_spend.spent_micros + excluded.spent_micros, "
+        "updated_at = excluded.updated_at"
+    )
+
+    async def _budget_totals(self, tx: Tx, keys: Sequence[tuple[str, str, str, int]]) -> dict:
+        if not keys:
+            return {}
+        wanted = set(keys)
+        rows = await tx.fetch(
+            "SELECT subject_kind, subject_name, period, period_start, spent_micros "
+            "FROM budget_spend WHERE period_start >= $1",
+            min(k[3] for k in keys),
+        )
+        out = {}
+        for r in rows:
+            k = (r["subject_kind"], r["subject_name"], r["period"], int(r["period_start"]))
+            if k in wanted:
+                out[k] = int(r["spent_micros"])
+        return out
+
+    async def sync_budgets(
+        self,
+        deltas: Mapping[tuple[str, str, str, int], int],
+        keys: Sequence[tuple[str, str, str, int]],
+    ) -> dict[tuple[str, str, str, int], int]:
+        """Add `deltas` (key: (subject kind, name, period, period start) -> micro-dollars)
+        as atomic increments, then return the totals of `keys`, in one transaction."""
+        now = time.time()
+        rows = [(*k, int(v), now) for k, v in sorted(deltas.items()) if v]
+        async with self._tx(write=True) as tx:
+            if rows:
+                await tx.executemany(self._BUDGET_UPSERT, rows)
+            return await self._budget_totals(tx, keys)
+
+    async def budget_spent(
+        self, keys: Sequence[tuple[str, str, str, int]]
+    ) -> dict[tuple[str, str, str, int], int]:
+        """The stored spend of each key (absent: nothing spent)."""
+        async with self._tx(write=False) as tx:
+            return await self._budget_totals(tx, keys)
 
     # -- usage queries --------------------------------------------------------------------
 

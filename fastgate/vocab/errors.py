@@ -11,7 +11,10 @@ Anthropic types are Anthropic's own, by the status Anthropic documents for each
 (SPEC section 3 names the types of 400/401/403/404/429/5xx; for the statuses it
 does not name, Anthropic's documented types are used: 402 `billing_error`, 413
 `request_too_large`, 504 `timeout_error`, 529 `overloaded_error`). A 408 (the
-client was too slow) is `timeout_error` / `DEADLINE_EXCEEDED`. A status with no
+client was too slow) is `timeout_error` / `DEADLINE_EXCEEDED`. A 402 has two
+codes: `insufficient_quota` (the key's quota) and `budget_exceeded` (its
+period's budget), both `insufficient_quota_error` / `billing_error` /
+`RESOURCE_EXHAUSTED`. A status with no
 row is classed by its range: 5xx as `server_error` / `api_error` / `INTERNAL`,
 others as `invalid_request_error` / `INVALID_ARGUMENT`.
 
@@ -72,6 +75,7 @@ _OPENAI_TO_ANTHROPIC_TYPE = {
     "server_error": "api_error",
     "insufficient_quota_error": "billing_error",
     "insufficient_quota": "billing_error",
+    "budget_exceeded": "billing_error",
     "invalid_request": "invalid_request_error",
     "upstream_error": "api_error",
     "upstream_timeout": "timeout_error",
@@ -114,6 +118,7 @@ _STATUS_BY_TYPE = {
     "billing_error": 402,
     "insufficient_quota_error": 402,
     "insufficient_quota": 402,
+    "budget_exceeded": 402,
     "permission_error": 403,
     "not_found_error": 404,
     "request_too_large": 413,

@@ -25,7 +25,19 @@ def test_views_render_rows(capsys: pytest.CaptureFixture[str]) -> None:
     token = {"id": None, "name": "t", "shadowed": True, "source": "file", "group": "g"}
     token.update(enabled=True, quota_micros=2_500_000, models=["a", "b"], rpm=5, tpm=0)
     cells = [c.cell(token) for c in TOKEN.columns]
-    want = ["-", "t (shadowed)", "file", "g", "yes", "2.50", "0.00", "never", "a,b", "rpm=5"]
+    want = [
+        "-",
+        "t (shadowed)",
+        "file",
+        "g",
+        "yes",
+        "2.50",
+        "0.00",
+        "never",
+        "a,b",
+        "rpm=5",
+        "none",
+    ]
     assert cells == want
     channel = {"id": 3, "name": "c", "source": "store", "type": "openai", "api_key_env": "K"}
     assert [c.cell(channel) for c in CHANNEL.columns][4:] == ["yes", 0, 1, "-", "env:K", "-"]

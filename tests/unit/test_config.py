@@ -819,3 +819,38 @@ def test_config_imports_nothing_above_it() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT
     ).stdout.split()
     assert out and all(m == "fastgate" or m.startswith("fastgate.config") for m in out), out
+
+
+def test_budgets_need_both_keys_with_a_clear_message() -> None:
+    tok = {"name": "t", "key": "fg-" + "a" * 43}
+    msg = one_problem({"tokens": [{**tok, "budget_usd": 5}]})
+    assert msg.startswith("tokens[0].budget_period:") and "day, week, month" in msg
+    msg = one_problem({"tokens": [{**tok, "budget_period": "week"}]})
+    assert msg.startswith("tokens[0].budget_usd:") and "required" in msg
+    msg = one_problem({"groups": [{"name": "g", "budget_usd": 1, "budget_period": "year"}]})
+    assert msg.startswith("groups[0].budget_period:")
+    msg = one_problem({"groups": [{"name": "g", "budget_usd": -2, "budget_period": "day"}]})
+    assert msg.startswith("groups[0].budget_usd:")
+    cfg = parse_config(
+        {
+            "tokens": [{**tok, "budget_usd": 1.5, "budget_period": "month"}],
+            "groups": [{"name": "g", "budget_usd": 0, "budget_period": "day"}],
+        }
+    )
+    assert (cfg.tokens[0].budget_micros, cfg.tokens[0].budget_period) == (1_500_000, "month")
+    assert (cfg.groups[0].budget_micros, cfg.groups[0].budget_period) == (0, "day")
+    assert parse_config({"tokens": [tok]}).tokens[0].budget_micros == -1
+
+
+def test_budget_periods_are_utc_days_iso_weeks_and_months() -> None:
+    from fastgate.vocab.periods import period_bounds
+
+    t = dt.datetime(2026, 12, 6, 23, 59, 59, tzinfo=dt.UTC).timestamp()  # a Sunday
+    day = period_bounds("day", t)
+    week = period_bounds("week", t)
+    month = period_bounds("month", t)
+    utc = dt.UTC
+    assert day == (int(dt.datetime(2026, 12, 6, tzinfo=utc).timestamp()), int(t) + 1)
+    assert dt.datetime.fromtimestamp(week[0], utc) == dt.datetime(2026, 11, 30, tzinfo=utc)
+    assert week[1] - week[0] == 7 * 86400
+    assert dt.datetime.fromtimestamp(month[1], utc) == dt.datetime(2027, 1, 1, tzinfo=utc)

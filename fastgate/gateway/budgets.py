@@ -1,0 +1,274 @@
+"""Budgets: spend allowed per key or per group (a team) per UTC day, week or month.
+
+A key is refused with 402 `budget_exceeded` once the current period's spend of
+any of its budgets (its own, its group's) reaches the budget; the next period
+starts from zero. A subject's spend in a period is counted under the key
+`(kind, name, period, period start)`, so a new period needs no reset.
+
+`spent[key]` is this worker's best knowledge of the fleet's total for the
+period. Every source is a lower bound of the truth, so it only ever grows (the
+max of them): this worker's own charges (at once), the store's totals plus the
+charges not yet written (`store/budget.py` BudgetSync, every 0.5 s: durable,
+and the only sharing without Redis), and with the redis backend a counter per
+key (`fleet/budgets.py`): INCRBY at the end of each request (the reply is the
+fleet's total) and a read of every budget's counter every `REFRESH` seconds.
+
+Admission reads only `spent`: no round trip while the spend is far from the
+budget. Near it (what is left is within `NEAR` times the subject's last request
+cost, plus twice what the rest of the fleet was seen spending between two
+observations, or the worker has not charged the subject yet this period) the
+admission reads the fleet's counters first (`ctx.pending`, awaited by the
+exchange): the cap is then exact across the fleet, overspend bounded by the
+requests in flight. A Redis outage follows `[ratelimit] on_redis_error`: "open"
+decides on `spent`, "closed" answers 503 when a round trip was needed.
+
+`CLOCK` is the budgets' UTC clock. For tests only, `FASTGATE_TEST_CLOCK_FILE`
+names a file holding an offset in seconds that is added to the system time
+(re-read every `REFRESH` seconds), so a test can move every process of a fleet
+into the next period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+from fastgate import errors
+from fastgate.metrics import declare
+from fastgate.vocab.periods import period_bounds
+
+log = logging.getLogger("fastgate.gateway")
+
+REFRESH = 0.5  # seconds between reads of the fleet's counters (redis backend)
+NEAR = 4  # a fresh read when what is left is within NEAR x the last request's cost
+
+REFUSED = declare("fastgate_budget_exceeded_total", "Requests refused with 402 budget_exceeded.")
+FRESH_READS = declare(
+    "fastgate_budget_fresh_reads_total",
+    "Admissions that read the fleet's budget counters first (spend near a budget).",
+)
+
+Key = tuple[str, str, str, int]  # (kind, name, period, period start)
+
+
+class Clock:
+    """UTC seconds for budget periods; `offset` moves it (tests only)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+        self.path = os.environ.get("FASTGATE_TEST_CLOCK_FILE", "")
+        self.refresh()
+
+    def refresh(self) -> None:
+        if not self.path:
+            return
+        try:
+            with open(self.path) as f:
+                self.offset = float(f.read().strip() or 0)
+        except (OSError, ValueError):
+            pass
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+
+CLOCK = Clock()
+
+
+def current_key(kind: str, name: str, period: str, now: float | None = None) -> Key:
+    """The counter key of a subject's current period."""
+    start, _ = period_bounds(period, CLOCK.now() if now is None else now)
+    return (kind, name, period, start)
+
+
+class Budgets:
+    """The budgets of one worker (see the module doc)."""
+
+    def __init__(self, counters: Any = None, fail_open: bool = True, metrics: Any = None) -> None:
+        self.counters = counters  # fleet.budgets.RedisBudgets, or None (memory backend)
+        self.fail_open = fail_open
+        self.metrics = metrics
+        self.spent: dict[Key, int] = {}
+        self.stored: dict[Key, int] = {}  # the store's totals at the last sync
+        self.pending: dict[Key, int] = {}  # charged, not yet written to the store
+        self.unsent: dict[Key, int] = {}  # charged, not yet added to Redis (outage)
+        self.last: dict[tuple[str, str], int] = {}  # subject -> its last request's cost here
+        self.margin: dict[Key, int] = {}  # 2 x the rest of the fleet's spend per observation
+        self.snapshot: Any = None  # set by the App: which budgets exist
+        self._bounds: dict[str, tuple[int, int]] = {}  # period -> (start, end) now
+
+    # -- keys ----------------------------------------------------------------------------
+
+    def _start(self, period: str, now: float) -> int:
+        b = self._bounds.get(period)
+        if b is None or not b[0] <= now < b[1]:
+            b = self._bounds[period] = period_bounds(period, now)
+            self._forget(b[0], period)
+        return b[0]
+
+    def _forget(self, start: int, period: str) -> None:
+        """A new period began: drop what this worker kept of the old ones."""
+        for d in (self.spent, self.stored, self.margin):
+            for k in [k for k in d if k[2] == period and k[3] < start]:
+                del d[k]
+
+    def keys(self, snapshot: Any = None) -> list[Key]:
+        """The current period's key of every budget in the snapshot."""
+        snap = snapshot if snapshot is not None else self.snapshot
+        now = CLOCK.now()
+        seen: dict[Key, None] = {}
+        for t in snap.tokens.values() if snap is not None else ():
+            for kind, name, _, period in t.budgets:
+                seen[(kind, name, period, self._start(period, now))] = None
+        return list(seen)
+
+    # -- admission -----------------------------------------------------------------------
+
+    def admit(self, token: Any) -> Any:
+        """None (admitted), or an awaitable to await first; raises BudgetExceeded."""
+        now = CLOCK.now()
+        near: list[tuple[Key, int]] | None = None
+        spent = self.spent
+        for kind, name, budget, period in token.budgets:
+            k = (kind, name, period, self._start(period, now))
+            left = budget - spent.get(k, 0)
+            if left <= 0:
+                self._refuse(kind, name, period)
+            if self.counters is not None:
+                last = self.last.get((kind, name))
+                if last is None or left <= NEAR * last + self.margin.get(k, 0):
+                    if near is None:
+                        near = []
+                    near.append((k, budget))
+        if near is None:
+            return None
+        return self._fresh(near)
+
+    def _refuse(self, kind: str, name: str, period: str) -> None:
+        if self.metrics is not None:
+            self.metrics.inc(REFUSED)
+        whose = "this API key" if kind == "key" else f'the group "{name}" of this API key'
+        raise errors.BudgetExceeded(
+            f"the {period}ly budget of {whose} is used up; it starts again next {period} (UTC)"
+            if period != "day"
+            else f"the daily budget of {whose} is used up; it starts again tomorrow (UTC)"
+        )
+
+    async def _fresh(self, near: list[tuple[Key, int]]) -> tuple[bytes, Any]:
+        """Read the fleet's totals of `near`, then decide (the `(headers, ticket)` shape
+        of an admission's pending step)."""
+        if self.metrics is not None:
+            self.metrics.inc(FRESH_READS)
+        try:
+            totals = await self.counters.read([k for k, _ in near])
+        except errors.SharedStateUnavailable:
+            if not self.fail_open:
+                raise errors.ServiceUnavailable(
+                    "budgets cannot be checked (shared state unavailable)"
+                ) from None
+            totals = [None] * len(near)
+        for (k, budget), total in zip(near, totals, strict=True):
+            if total is not None:
+                self._saw(k, int(total))
+            if self.spent.get(k, 0) >= budget:
+                self._refuse(k[0], k[1], k[2])
+        return b"", None
+
+    # -- spend ---------------------------------------------------------------------------
+
+    def charge(self, token: Any, micros: int) -> None:
+        """A request of `token` cost `micros`: count it against each of its budgets."""
+        now = CLOCK.now()
+        keys = []
+        for kind, name, _, period in token.budgets:
+            k = (kind, name, period, self._start(period, now))
+            self.spent[k] = self.spent.get(k, 0) + micros
+            self.pending[k] = self.pending.get(k, 0) + micros
+            self.last[(kind, name)] = micros
+            keys.append(k)
+        if self.counters is not None and keys:
+            self.counters.spawn(self._add(keys, micros))
+
+    async def _add(self, keys: list[Key], micros: int) -> None:
+        seeds = [self.stored.get(k, 0) for k in keys]
+        try:
+            totals = await self.counters.add(keys, micros, seeds)
+        except errors.SharedStateUnavailable:
+            for k in keys:
+                self.unsent[k] = self.unsent.get(k, 0) + micros
+            return
+        for k, total in zip(keys, totals, strict=True):
+            self._saw(k, int(total))
+
+    def _saw(self, k: Key, total: int) -> None:
+        """The fleet's total for `k` is `total` (this worker's charges are in `spent`
+        already, so what exceeds it the rest of the fleet spent since the last look)."""
+        others = total - self.spent.get(k, 0)
+        if others > 0:
+            self.spent[k] = total
+            if 2 * others > self.margin.get(k, 0):
+                self.margin[k] = 2 * others
+
+    def synced(self, totals: dict[Key, int]) -> None:
+        """The store's totals after a write-behind sync (BudgetSync)."""
+        for k, total in totals.items():
+            self.stored[k] = total
+            best = total + self.pending.get(k, 0)
+            if best > self.spent.get(k, 0):
+                self.spent[k] = best
+
+    def take_pending(self) -> dict[Key, int]:
+        batch, self.pending = self.pending, {}
+        return batch
+
+    def restore_pending(self, batch: dict[Key, int]) -> None:
+        for k, v in batch.items():
+            self.pending[k] = self.pending.get(k, 0) + v
+
+    # -- background (redis backend) --------------------------------------------------------
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH)
+            CLOCK.refresh()
+            if self.counters is None:
+                continue
+            try:
+                await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("budget refresh failed: %s", exc)
+
+    async def refresh(self) -> None:
+        """Add what an outage held back, then read every budget's fleet total."""
+        for k, micros in list(self.unsent.items()):
+            del self.unsent[k]
+            try:
+                (total,) = await self.counters.add([k], micros, [self.stored.get(k, 0)])
+            except errors.SharedStateUnavailable:
+                self.unsent[k] = self.unsent.get(k, 0) + micros
+                return
+            self._saw(k, int(total))
+        keys = self.keys()
+        if not keys:
+            return
+        try:
+            totals = await self.counters.read(keys)
+        except errors.SharedStateUnavailable:
+            return
+        margin = {}
+        for k, total in zip(keys, totals, strict=True):
+            if total is None:
+                continue
+            grew = int(total) - self.spent.get(k, 0)
+            if grew > 0:
+                self.spent[k] = int(total)
+                margin[k] = 2 * grew
+        self.margin = margin  # the last interval's growth: old bursts age out
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> list[asyncio.Task[Any]]:
+        return [loop.create_task(self._refresh_loop())]

@@ -1,0 +1,81 @@
+"""Budget write-behind: the spend charged against budgets on the data plane,
+written to the store in the background (atomic increments, totals back).
+
+Why the store: a period's spend must survive a restart, and without Redis it is
+what instances share (bounded by one sync interval). Like QuotaSync: every
+`interval` seconds the deltas charged since the last sync are added in one
+transaction that also reads back the current period's total of every budget in
+the snapshot; `budgets.synced` keeps the larger of what it knew and the total
+plus what was charged meanwhile. A failed sync keeps its deltas for the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fastgate.store.base import Store
+
+__all__ = ["BudgetSync"]
+
+log = logging.getLogger("fastgate.store")
+
+
+class BudgetSync:
+    """Runs on the data plane's loop; `budgets` is the App's `gateway.budgets.Budgets`."""
+
+    def __init__(self, store: Store, budgets: Any, interval: float = 0.5) -> None:
+        self.store = store
+        self.budgets = budgets
+        self.interval = interval
+        self.failures = 0
+        self._task: asyncio.Task[None] | None = None
+        self._last_warn = 0.0
+
+    async def sync(self) -> None:
+        budgets = self.budgets
+        batch = budgets.take_pending()
+        keys = list(dict.fromkeys([*budgets.keys(), *batch]))
+        if not keys:
+            return
+        try:
+            totals = await self.store.call(self.store.sync_budgets(batch, keys))
+        except BaseException:
+            budgets.restore_pending(batch)
+            raise
+        budgets.synced(totals)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.sync()
+                self.failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.failures += 1
+                now = time.monotonic()
+                if now - self._last_warn >= 5:
+                    self._last_warn = now
+                    log.warning("budget sync failed (%d in a row): %s", self.failures, exc)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Stop the loop and make a last attempt to flush (SIGTERM)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if any(self.budgets.pending.values()):
+            try:
+                await asyncio.wait_for(self.sync(), timeout)
+            except Exception as exc:
+                log.error("budget spend not saved at exit: %s (%s)", exc, self.budgets.pending)
