@@ -124,9 +124,13 @@ class Worker:
             self._tasks.append(loop.create_task(self._refresh_loop()))
         app.start_sweeper()
         if self.run_dir is not None:
-            self.fleet = Fleet(self.run_dir, self.index, self.count, app, self.status)
-            await self.fleet.start()
-            app.fleet = self.fleet
+            fleet = Fleet(self.run_dir, self.index, self.count, app, self.status)
+            try:
+                await fleet.start()
+                self.fleet = app.fleet = fleet
+            except OSError as exc:  # serve anyway; /metrics is then this worker's own
+                log.error("worker %d cannot reach its siblings: %s", self.index, exc)
+                await fleet.close()
         self.server = await loop.create_server(
             lambda: ClientProtocol(app), sock=self.sock, backlog=4096
         )
@@ -389,6 +393,9 @@ def serve(
     if workers <= 1:
         return _run_worker(cfg, sock)
     run_dir = tempfile.mkdtemp(prefix="fastgate-")  # 0700: the workers' sockets and counters
+    if len(run_dir) > 90:  # a Unix socket path must fit in 108 bytes
+        os.rmdir(run_dir)
+        run_dir = tempfile.mkdtemp(prefix="fastgate-", dir="/tmp")
     try:
         return _supervise(cfg, sock, host, bound, workers, run_dir)
     finally:

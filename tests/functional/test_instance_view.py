@@ -227,7 +227,9 @@ def test_a_killed_workers_replacement_is_in_the_scrape(make_gateway, fake_openai
         os.kill(old[1], signal.SIGCONT)
     assert stalled[("fastgate_workers_reporting", ())] == 1
     assert worker_pids(stalled) == {0: old[0]}
-    assert requests_total(stalled, 200) >= requests_total(before, 200) + 1
+    # Not lower than before (the 200 of the scrape before is counted after the
+    # report it answered with: it is in only if the live worker answered that one).
+    assert requests_total(stalled, 200) >= requests_total(before, 200)
 
     victim = old[0]  # worker 0: the inherited listening socket and the admin API
     os.kill(victim, signal.SIGKILL)
