@@ -5,7 +5,7 @@ contracts in pyproject.toml):
 
 5. composition: `cli/`, `server` (bind, workers, signals, drain, reload), `app`
    (the per-process runtime state), `admin/` (control-plane API), `store/`
-   (SQLite/Postgres, and the usage writer process fed in batches), `fleet`
+   (SQLite/Postgres, and the usage writer process fed in batches), `siblings`
    (what the workers of `--workers N` tell each other: metrics, status, breakers).
 4. policy: `gateway/` (admission, route plans, the fast path, the general
    exchange as a state machine, limits, breaker, billing, accounting),

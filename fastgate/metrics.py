@@ -9,7 +9,7 @@ publishing its numbers) reads them from.
 `Metrics.report` turns one process's numbers into a JSON-able dict;
 `render_reports` renders one report (one process) or a whole instance's
 (`--workers N`: counters summed over every worker slot, gauges summed over the
-workers that answered, plus per-worker series; see fastgate/fleet.py).
+workers that answered, plus per-worker series; see fastgate/siblings.py).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 One process by default. `--workers N` forks N processes that each accept on
 the same port through their own SO_REUSEPORT socket (the kernel spreads
 connections); the workers describe the whole instance to each other
-(`fleet.py`: one scrape of /metrics, the admin status, breaker changes).
+(`siblings.py`: one scrape of /metrics, the admin status, breaker changes).
 SIGTERM/SIGINT: stop accepting, let in-flight requests finish
 (bounded by drain_timeout), flush the usage sink, exit 0. SIGHUP: reload the
 config file and swap the snapshot without dropping a connection.
@@ -28,8 +28,8 @@ import uvloop
 
 from fastgate.app import App
 from fastgate.config import Config, ConfigError, load_config
-from fastgate.fleet import Fleet
 from fastgate.http.client import ClientProtocol
+from fastgate.siblings import Siblings
 from fastgate.snapshot import build_snapshot
 from fastgate.store.base import QuotaSync, merge, store_for
 from fastgate.store.writer_sink import usage_sink
@@ -87,7 +87,7 @@ class Worker:
         self.index = index
         self.run_dir = run_dir  # the supervisor's run directory (None: one process)
         self.count = count
-        self.fleet: Fleet | None = None
+        self.siblings: Siblings | None = None
         self.app: App | None = None
         self.server: asyncio.base_events.Server | None = None
         self.store: Any = None
@@ -124,13 +124,13 @@ class Worker:
             self._tasks.append(loop.create_task(self._refresh_loop()))
         app.start_sweeper()
         if self.run_dir is not None:
-            fleet = Fleet(self.run_dir, self.index, self.count, app, self.status)
+            siblings = Siblings(self.run_dir, self.index, self.count, app, self.status)
             try:
-                await fleet.start()
-                self.fleet = app.fleet = fleet
+                await siblings.start()
+                self.siblings = app.siblings = siblings
             except OSError as exc:  # serve anyway; /metrics is then this worker's own
                 log.error("worker %d cannot reach its siblings: %s", self.index, exc)
-                await fleet.close()
+                await siblings.close()
         self.server = await loop.create_server(
             lambda: ClientProtocol(app), sock=self.sock, backlog=4096
         )
@@ -145,8 +145,8 @@ class Worker:
             task.cancel()
         if self.admin_runner is not None:
             await self.admin_runner.cleanup()
-        if self.fleet is not None:
-            await self.fleet.close()
+        if self.siblings is not None:
+            await self.siblings.close()
         if self.quota is not None:
             await self.quota.close()
         await sink.aclose()
@@ -314,8 +314,10 @@ class Worker:
         `inflight` summed over them."""
         own = self.status()
         answers = [own]
-        if self.fleet is not None:
-            answers += [st for _i, st in await self.fleet.gather(b"status") if isinstance(st, dict)]
+        if self.siblings is not None:
+            answers += [
+                st for _i, st in await self.siblings.gather(b"status") if isinstance(st, dict)
+            ]
         out = dict(own)
         out["workers"] = [{k: st.get(k) for k in WORKER_FIELDS} for st in answers]
         out["workers_expected"] = self.count

@@ -6,7 +6,7 @@ probe goes through; its success closes the breaker, its failure reopens it.
 
 With `--workers N` the workers keep one picture: a breaker that opens (from
 closed or half-open) or closes (a success while not closed) calls its owner's
-`on_change` (set by the worker's fleet link, which tells the siblings), and a
+`on_change` (set by the worker's siblings link, which tells the siblings), and a
 sibling's news is applied with `Breakers.apply` (no echo). Consecutive failures
 are counted per worker; the half-open move is each worker's own (the opening
 time is shared: CLOCK_MONOTONIC is one clock for every process of the machine).

@@ -125,8 +125,8 @@ class Exchange(ExchangeParts):
         try:
             ctx = self.ctx
             if ctx.head.method == b"GET":
-                if ctx.head.path == b"/metrics" and app.fleet is not None:
-                    app.fleet.metrics(self.respond_later)  # every worker's numbers
+                if ctx.head.path == b"/metrics" and app.siblings is not None:
+                    app.siblings.metrics(self.respond_later)  # every worker's numbers
                     return
                 self.respond(*ops_response(app, ctx.head))
                 return

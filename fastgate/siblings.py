@@ -42,14 +42,14 @@ import orjson
 from fastgate.gateway.breaker import Breaker, Breakers
 from fastgate.metrics import Metrics, render_reports
 
-log = logging.getLogger("fastgate.fleet")
+log = logging.getLogger("fastgate.siblings")
 
 ASK_TIMEOUT = 0.5  # seconds a scrape waits for a sibling
 METRICS_TYPE = b"text/plain; version=0.0.4"
 OPS = (b"report", b"status", b"breakers")
 
 
-class Fleet:
+class Siblings:
     """A worker's link to its siblings (one per worker process, made by server.Worker)."""
 
     def __init__(
@@ -134,7 +134,7 @@ class Fleet:
             writer.write(body)
             await writer.drain()
         except Exception as exc:  # a sibling gave up, or a bug: never the loop
-            log.debug("fleet request failed: %r", exc)
+            log.debug("sibling request failed: %r", exc)
         finally:
             writer.close()
 
