@@ -6,7 +6,10 @@ contracts in pyproject.toml):
 5. composition: `cli/`, `server` (bind, workers, signals, drain, reload), `app`
    (the per-process runtime state), `admin/` (control-plane API), `store/`
    (SQLite/Postgres, and the usage writer process fed in batches),
-   `respcache/` (the response cache's memory and Redis backends).
+   `respcache/` (the response cache's memory and Redis backends), `fleet/`
+   (state shared through Redis: rate-limit leases, budgets, cooldowns),
+   `siblings` (what the workers of `--workers N` tell each other: metrics,
+   status, breakers).
 4. policy: `gateway/` (admission, route plans, the fast path, the general
    exchange as a state machine, limits, breaker, billing, accounting, the
    response cache's policy),

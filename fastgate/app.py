@@ -92,6 +92,9 @@ class App:
         self.store_error = ""  # last store refresh failure ("" = fine), shown in /ready
         self.file_cfg = cfg
         self.pid = os.getpid()  # which worker answered (/ready)
+        # The link to the sibling workers under --workers N (siblings.Siblings), else None:
+        # /metrics is then gathered from every worker.
+        self.siblings: Any = None
         self._rid_prefix = b"fg-" + os.urandom(8).hex().encode() + b"-"
         self._rid = 0
         # Each complete request goes to the fast path's dispatch, which hands

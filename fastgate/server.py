@@ -2,7 +2,9 @@
 
 One process by default. `--workers N` forks N processes that each accept on
 the same port through their own SO_REUSEPORT socket (the kernel spreads
-connections). SIGTERM/SIGINT: stop accepting, let in-flight requests finish
+connections); the workers describe the whole instance to each other
+(`siblings.py`: one scrape of /metrics, the admin status, breaker changes).
+SIGTERM/SIGINT: stop accepting, let in-flight requests finish
 (bounded by drain_timeout), flush the usage sink, exit 0. SIGHUP: reload the
 config file and swap the snapshot without dropping a connection.
 """
@@ -14,9 +16,11 @@ import contextlib
 import gc
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -25,6 +29,7 @@ import uvloop
 from fastgate.app import App
 from fastgate.config import Config, ConfigError, load_config
 from fastgate.http.client import ClientProtocol
+from fastgate.siblings import Siblings
 from fastgate.snapshot import build_snapshot
 from fastgate.store.base import QuotaSync, merge, store_for
 from fastgate.store.budget import BudgetSync
@@ -45,6 +50,22 @@ def bind(host: str, port: int, reuse_port: bool = True) -> socket.socket:
     return sock
 
 
+# What the admin status lists per worker (from each worker's Worker.status()).
+WORKER_FIELDS = (
+    "index",
+    "pid",
+    "ready",
+    "inflight",
+    "client_connections",
+    "upstream_connections",
+    "snapshot_version",
+    "store_version",
+    "breakers",
+    "responses",
+    "usage_sink",
+)
+
+
 class Worker:
     """One serving process: an event loop, an App, a listening socket, the store.
 
@@ -54,10 +75,20 @@ class Worker:
     the file's entries and keeps retrying; /ready says so.
     """
 
-    def __init__(self, cfg: Config, sock: socket.socket, index: int = 0) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        sock: socket.socket,
+        index: int = 0,
+        run_dir: str | None = None,
+        count: int = 1,
+    ) -> None:
         self.cfg = cfg
         self.sock = sock
         self.index = index
+        self.run_dir = run_dir  # the supervisor's run directory (None: one process)
+        self.count = count
+        self.siblings: Siblings | None = None
         self.app: App | None = None
         self.server: asyncio.base_events.Server | None = None
         self.store: Any = None
@@ -107,6 +138,14 @@ class Worker:
         app.start_sweeper()
         self._tasks += app.limits.start(loop, app.apply_cooldown)
         self._tasks += app.budgets.start(loop)
+        if self.run_dir is not None:
+            siblings = Siblings(self.run_dir, self.index, self.count, app, self.status)
+            try:
+                await siblings.start()
+                self.siblings = app.siblings = siblings
+            except OSError as exc:  # serve anyway; /metrics is then this worker's own
+                log.error("worker %d cannot reach its siblings: %s", self.index, exc)
+                await siblings.close()
         self.server = await loop.create_server(
             lambda: ClientProtocol(app), sock=self.sock, backlog=4096
         )
@@ -121,6 +160,8 @@ class Worker:
             task.cancel()
         if self.admin_runner is not None:
             await self.admin_runner.cleanup()
+        if self.siblings is not None:
+            await self.siblings.close()
         if self.quota is not None:
             await self.quota.close()
         if self.budget_sync is not None:
@@ -242,7 +283,7 @@ class Worker:
             store=self.store,
             token=token,
             config=lambda: self.cfg,
-            status=self.status,
+            status=self.instance_status,
         )
         runner = web.AppRunner(build_admin_app(ctx), access_log=None)
         await runner.setup()
@@ -278,12 +319,32 @@ class Worker:
             "cooldowns": app.cooldowns(),
             "inflight": app.inflight,
             "pid": os.getpid(),
+            "index": self.index,
+            "client_connections": len(app.clients),
+            "upstream_connections": len(app.pool.all),
+            "responses": {str(k): n for k, n in sorted(app.metrics.status.items())},
             "usage_sink": {
                 "written": app.sink.written,
                 "dropped": app.sink.dropped,
                 "spooled": getattr(app.sink, "spooled", 0),
             },
         }
+
+    async def instance_status(self) -> dict[str, Any]:
+        """The admin API's status: this worker's (top level, as one process shows
+        it) plus `workers`, every worker that answered (itself first), and
+        `inflight` summed over them."""
+        own = self.status()
+        answers = [own]
+        if self.siblings is not None:
+            answers += [
+                st for _i, st in await self.siblings.gather(b"status") if isinstance(st, dict)
+            ]
+        out = dict(own)
+        out["workers"] = [{k: st.get(k) for k in WORKER_FIELDS} for st in answers]
+        out["workers_expected"] = self.count
+        out["inflight"] = sum(st.get("inflight", 0) for st in answers)
+        return out
 
     # -- signals --------------------------------------------------------------------------
 
@@ -329,9 +390,11 @@ def _tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def _run_worker(cfg: Config, sock: socket.socket, index: int = 0) -> int:
+def _run_worker(
+    cfg: Config, sock: socket.socket, index: int = 0, run_dir: str | None = None, count: int = 1
+) -> int:
     _tune_gc()
-    worker = Worker(cfg, sock, index)
+    worker = Worker(cfg, sock, index, run_dir, count)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(worker.run())
     return 0
@@ -364,11 +427,25 @@ def serve(
             ", ".join(limited[:5]) + (" ..." if len(limited) > 5 else ""),
             workers,
         )
-    return _supervise(cfg, sock, host, bound, workers)
+    run_dir = tempfile.mkdtemp(prefix="fastgate-")  # 0700: the workers' sockets and counters
+    if len(run_dir) > 90:  # a Unix socket path must fit in 108 bytes
+        os.rmdir(run_dir)
+        run_dir = tempfile.mkdtemp(prefix="fastgate-", dir="/tmp")
+    try:
+        return _supervise(cfg, sock, host, bound, workers, run_dir)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _supervise(cfg: Config, sock: socket.socket, host: str, port: int, workers: int) -> int:
-    """Fork the workers, forward signals, restart one that crashes, exit when all stopped."""
+def _supervise(
+    cfg: Config, sock: socket.socket, host: str, port: int, workers: int, run_dir: str
+) -> int:
+    """Fork the workers, forward signals, restart one that crashes, exit when all stopped.
+
+    A restarted worker keeps its slot index: the same run-directory sockets and
+    counters, and for worker 0 the inherited listening socket (still open here,
+    so connections queued on it while no one accepted are served) and the admin API.
+    """
     children: dict[int, int] = {}
     stopping = False
 
@@ -382,7 +459,7 @@ def _supervise(cfg: Config, sock: socket.socket, host: str, port: int, workers: 
                 own = sock if index == 0 else bind(host, port)
                 if index != 0:
                     sock.close()
-                code = _run_worker(cfg, own, index)
+                code = _run_worker(cfg, own, index, run_dir, workers)
             finally:
                 os._exit(code)
         children[pid] = index
@@ -415,6 +492,6 @@ def _supervise(cfg: Config, sock: socket.socket, host: str, port: int, workers: 
             if not stopping and index is not None:
                 log.error("worker %d (pid %d) exited with %d; restarting", index, pid, code)
                 exit_code = 0
-                spawn(index if index != 0 else workers)  # a new socket for a respawned worker 0
+                spawn(index)
     sock.close()
     return exit_code

@@ -22,8 +22,9 @@ refresh task picks it up; nothing here touches the running snapshot.
 from __future__ import annotations
 
 import hmac
+import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,8 @@ class AdminContext:
     store: Store  # started, running its own thread
     token: str  # admin bearer token; "" = admin API disabled (every request 401)
     config: Callable[[], Config]  # the current FILE config (read-only entries)
-    status: Callable[[], dict[str, Any]]  # runtime status from the data plane
+    # runtime status from the data plane (a coroutine when it gathers every worker's)
+    status: Callable[[], dict[str, Any] | Awaitable[dict[str, Any]]]
 
 
 CTX = web.AppKey("fastgate_admin_ctx", AdminContext)
@@ -344,7 +346,10 @@ async def usage(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     try:
-        out = dict(ctx.status())
+        got = ctx.status()
+        if inspect.isawaitable(got):  # --workers N: gathered from every worker
+            got = await got
+        out = dict(got)
     except Exception as exc:
         log.exception("admin status: the data plane's status failed")
         out = {"error": f"runtime status unavailable: {exc}"}

@@ -3,25 +3,51 @@
 Closed: every attempt goes through; `failures` consecutive failures open it.
 Open: attempts are refused until `cooldown` has passed. Then half-open: one
 probe goes through; its success closes the breaker, its failure reopens it.
+
+With `--workers N` the workers keep one picture: a breaker that opens (from
+closed or half-open) or closes (a success while not closed) calls its owner's
+`on_change` (set by the worker's siblings link, which tells the siblings), and a
+sibling's news is applied with `Breakers.apply` (no echo). Consecutive failures
+are counted per worker; the half-open move is each worker's own (the opening
+time is shared: CLOCK_MONOTONIC is one clock for every process of the machine).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
 
 class Breaker:
-    __slots__ = ("cooldown", "failures", "opened_at", "probe_out", "state", "threshold")
+    __slots__ = (
+        "cooldown",
+        "failures",
+        "key",
+        "opened_at",
+        "owner",
+        "probe_out",
+        "state",
+        "threshold",
+    )
 
-    def __init__(self, threshold: int, cooldown: float) -> None:
+    def __init__(
+        self,
+        threshold: int,
+        cooldown: float,
+        key: tuple[str, str] = ("", ""),
+        owner: Breakers | None = None,
+    ) -> None:
         self.threshold = threshold
         self.cooldown = cooldown
         self.failures = 0
         self.state = CLOSED
         self.opened_at = 0.0
         self.probe_out = False
+        self.key = key  # (channel, model)
+        self.owner = owner  # told of state changes (None: a lone breaker)
 
     def allow(self, now: float | None = None) -> bool:
         """May an attempt go to this channel now? (Claims the probe when half-open.)"""
@@ -40,15 +66,21 @@ class Breaker:
 
     def success(self) -> None:
         self.failures = 0
-        self.state = CLOSED
-        self.probe_out = False
+        if self.state is not CLOSED:
+            self.state = CLOSED
+            self.probe_out = False
+            if self.owner is not None:
+                self.owner.changed(self)
 
     def failure(self, now: float | None = None) -> None:
         self.failures += 1
         if self.state == HALF_OPEN or self.failures >= self.threshold:
+            was = self.state
             self.state = OPEN
             self.opened_at = time.monotonic() if now is None else now
             self.probe_out = False
+            if was is not OPEN and self.owner is not None:
+                self.owner.changed(self)
 
     def release_probe(self) -> None:
         """A probe that ended without a verdict (client went away) frees the slot."""
@@ -62,13 +94,40 @@ class Breakers:
         self.threshold = threshold
         self.cooldown = cooldown
         self._by_key: dict[tuple[str, str], Breaker] = {}
+        # Called with a breaker that opened or closed here (not on news applied).
+        self.on_change: Callable[[Breaker], None] | None = None
 
     def get(self, channel: str, model: str) -> Breaker:
         key = (channel, model)
         b = self._by_key.get(key)
         if b is None:
-            b = self._by_key[key] = Breaker(self.threshold, self.cooldown)
+            b = self._by_key[key] = Breaker(self.threshold, self.cooldown, key, self)
         return b
+
+    def changed(self, breaker: Breaker) -> None:
+        if self.on_change is not None:
+            self.on_change(breaker)
+
+    def apply(self, channel: str, model: str, state: str, opened_at: float, failures: int) -> None:
+        """A sibling worker's breaker for (channel, model) opened or closed: do the same."""
+        b = self.get(channel, model)
+        if state in (OPEN, HALF_OPEN):  # half-open: its cooldown is over here too
+            b.state = OPEN  # the module's constant: the fast path compares identity
+            b.opened_at = opened_at
+            b.failures = max(failures, b.failures)
+        else:
+            b.state = CLOSED
+            b.failures = 0
+        b.probe_out = False
+
+    def export(self) -> list[list[Any]]:
+        """The breakers that are not closed, as [channel, model, state, opened_at,
+        failures] (what a worker that starts takes over from a sibling)."""
+        return [
+            [c, m, b.state, b.opened_at, b.failures]
+            for (c, m), b in self._by_key.items()
+            if b.state is not CLOSED
+        ]
 
     def configure(self, threshold: int, cooldown: float) -> None:
         self.threshold, self.cooldown = threshold, cooldown

@@ -128,6 +128,9 @@ class Exchange(ExchangeParts):
         try:
             ctx = self.ctx
             if ctx.head.method == b"GET":
+                if ctx.head.path == b"/metrics" and app.siblings is not None:
+                    app.siblings.metrics(self.respond_later)  # every worker's numbers
+                    return
                 self.respond(*ops_response(app, ctx.head))
                 return
             order = admit(app, ctx, self.attempts.order)
@@ -457,6 +460,10 @@ class Exchange(ExchangeParts):
         if self.state is DONE:
             return
         try:
+            if self.ctx.head.method == b"GET":  # an ops answer still being gathered
+                self._to(DONE)
+                self.app.inflight -= 1
+                return
             att = self.attempts
             att.cancel(self.app)
             if att.breaker is not None and not self.writer.status:
@@ -486,6 +493,16 @@ class Exchange(ExchangeParts):
         app.inflight -= 1
         app.metrics.count_status(status)
         self.client.finish(keep)
+
+    def respond_later(self, status: int, body: bytes, content_type: bytes) -> None:
+        """`respond` for an answer that took a moment (gathered from the sibling
+        workers); nothing if the client left meanwhile."""
+        if self.state is DONE:
+            return
+        try:
+            self.respond(status, body, content_type)
+        except Exception:
+            self._crash()
 
     def local_error(self, err: errors.FastgateError) -> None:
         """An error the gateway answers itself, in the ingress protocol's shape."""

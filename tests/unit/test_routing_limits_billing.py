@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from fastgate import errors
 from fastgate.gateway import limits as limits_mod
 from fastgate.gateway.billing import cost_micros, ratio_ppm, to_int_price
-from fastgate.gateway.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
+from fastgate.gateway.breaker import CLOSED, HALF_OPEN, OPEN, Breaker, Breakers
 from fastgate.gateway.limits import Limits
 from fastgate.gateway.routing import Route, attempt_plan
 from fastgate.vocab.usage import Usage
@@ -98,6 +98,28 @@ def test_breaker_success_resets_the_count() -> None:
     b.success()
     b.failure(now=1)
     assert b.state == CLOSED
+
+
+def test_breakers_report_opens_and_closes_and_apply_news_without_echo() -> None:
+    told: list[tuple[tuple[str, str], str]] = []
+    brs = Breakers(threshold=2, cooldown=10.0)
+    brs.on_change = lambda b: told.append((b.key, b.state))
+    b = brs.get("ch", "m")
+    b.failure(now=0.0)
+    b.success()  # closed -> closed: not a change
+    b.failure(now=1.0)
+    b.failure(now=2.0)
+    b.failure(now=3.0)  # still open: not a change
+    assert told == [(("ch", "m"), OPEN)]
+    assert b.allow(now=13.0) and b.state == HALF_OPEN
+    b.success()
+    assert told[-1] == (("ch", "m"), CLOSED) and len(told) == 2
+    # A sibling's news: applied, not told again; the state is the module's constant.
+    brs.apply("ch", "m", "".join(["o", "pen"]), 20.0, 2)
+    assert b.state is OPEN and b.opened_at == 20.0 and not b.allow(now=25.0)
+    assert brs.export() == [["ch", "m", OPEN, 20.0, 2]]
+    brs.apply("ch", "m", "closed", 0.0, 0)
+    assert b.state is CLOSED and brs.export() == [] and len(told) == 2
 
 
 # ----------------------------------------------------------------- limits
