@@ -12,10 +12,10 @@ plus what was charged meanwhile. A failed sync keeps its deltas for the next.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from typing import TYPE_CHECKING, Any
+
+from fastgate.store.quota import WriteBehind
 
 if TYPE_CHECKING:
     from fastgate.store.base import Store
@@ -25,8 +25,10 @@ __all__ = ["BudgetSync"]
 log = logging.getLogger("fastgate.store")
 
 
-class BudgetSync:
+class BudgetSync(WriteBehind):
     """Runs on the data plane's loop; `budgets` is the App's `gateway.budgets.Budgets`."""
+
+    what = "budget spend"
 
     def __init__(self, store: Store, budgets: Any, interval: float = 0.5) -> None:
         self.store = store
@@ -49,33 +51,5 @@ class BudgetSync:
             raise
         budgets.synced(totals)
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.sync()
-                self.failures = 0
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.failures += 1
-                now = time.monotonic()
-                if now - self._last_warn >= 5:
-                    self._last_warn = now
-                    log.warning("budget sync failed (%d in a row): %s", self.failures, exc)
-
-    async def close(self, timeout: float = 5.0) -> None:
-        """Stop the loop and make a last attempt to flush (SIGTERM)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if any(self.budgets.pending.values()):
-            try:
-                await asyncio.wait_for(self.sync(), timeout)
-            except Exception as exc:
-                log.error("budget spend not saved at exit: %s (%s)", exc, self.budgets.pending)
+    def unsaved(self) -> dict[str, int]:
+        return self.budgets.pending

@@ -13,12 +13,63 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from fastgate.store.base import Store
 
-__all__ = ["QuotaSync"]
+__all__ = ["QuotaSync", "WriteBehind"]
 
 log = logging.getLogger("fastgate.store")
 
 
-class QuotaSync:
+class WriteBehind:
+    """The loop of a write-behind: `sync()` every `interval` seconds on the data
+    plane's loop; failures warned at most every 5 s; `close` stops it and makes
+    a last attempt to flush. Subclasses give `sync`, `unsaved` and `what`."""
+
+    what = "sync"  # in the warning: "<what> sync failed"
+    interval: float
+    failures: int
+    _task: asyncio.Task[None] | None
+    _last_warn: float
+
+    async def sync(self) -> None:
+        raise NotImplementedError
+
+    def unsaved(self) -> dict[str, int]:
+        """What `close` must still write (empty: nothing)."""
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.sync()
+                self.failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.failures += 1
+                now = time.monotonic()
+                if now - self._last_warn >= 5:
+                    self._last_warn = now
+                    log.warning("%s sync failed (%d in a row): %s", self.what, self.failures, exc)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Stop the loop and make a last attempt to flush (SIGTERM)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        pending = self.unsaved()
+        if any(pending.values()):
+            try:
+                await asyncio.wait_for(self.sync(), timeout)
+            except Exception as exc:
+                log.error("%s not saved at exit: %s (%s)", self.what, exc, pending)
+
+
+class QuotaSync(WriteBehind):
     """Write-behind of per-token quota usage, for the data plane (runs on ITS loop).
 
     `used` is the in-memory dict the hot path reads (token name -> micro-dollars
@@ -30,6 +81,8 @@ class QuotaSync:
     sync keeps its deltas for the next one (a failure after the commit reached
     the database can count a delta twice: quotas err on the safe side).
     """
+
+    what = "quota"
 
     def __init__(self, store: Store, used: dict[str, int], interval: float = 0.5) -> None:
         self.store = store
@@ -57,33 +110,5 @@ class QuotaSync:
         for name in set(used) | set(totals):
             used[name] = totals.get(name, 0) + pending.get(name, 0)
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.sync()
-                self.failures = 0
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.failures += 1
-                now = time.monotonic()
-                if now - self._last_warn >= 5:
-                    self._last_warn = now
-                    log.warning("quota sync failed (%d in a row): %s", self.failures, exc)
-
-    async def close(self, timeout: float = 5.0) -> None:
-        """Stop the loop and make a last attempt to flush (SIGTERM)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if any(self.pending.values()):
-            try:
-                await asyncio.wait_for(self.sync(), timeout)
-            except Exception as exc:
-                log.error("quota deltas not saved at exit: %s (%s)", exc, self.pending)
+    def unsaved(self) -> dict[str, int]:
+        return self.pending
