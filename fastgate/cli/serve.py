@@ -28,7 +28,7 @@ def serve(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         print("fastgate: --workers must be >= 1", file=sys.stderr)
         return 2
-    from fastgate.server import serve as serve_forever
+    from fastgate.supervisor import serve as serve_forever
 
     return serve_forever(cfg, host=args.host, port=args.port, workers=args.workers)
 
