@@ -32,6 +32,10 @@ def account(
     attempts: int,
     client_ip: str,
     cache_hit: bool = False,
+    unpriced: bool = False,
+    router: str = "",
+    service_tier: str = "",
+    gateway_ms: float = 0.0,
 ) -> int:
     """Price `usage`, charge the key, queue the usage record; returns the cost.
     A response cache hit costs nothing (its tokens are recorded as they were)."""
@@ -71,6 +75,10 @@ def account(
             head.tag.decode("latin-1") if head.tag else "",
             cache_hit,
             (app.new_request_id() if head.request_id else request_id).decode("latin-1"),
+            unpriced,
+            router,
+            service_tier,
+            gateway_ms,
         )
     )
     return cost

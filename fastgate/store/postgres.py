@@ -51,6 +51,8 @@ _PG_TYPES = {
     "ttfb_ms": "float8",
     "attempts": "integer",
     "cache_hit": "boolean",
+    "unpriced": "boolean",
+    "gateway_ms": "float8",
 }
 _STAGE_DDL = (
     f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} ("

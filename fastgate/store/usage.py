@@ -46,6 +46,10 @@ USAGE_COLUMNS: tuple[str, ...] = (
     "client_ip",
     "tag",
     "cache_hit",
+    "unpriced",
+    "router",
+    "service_tier",
+    "gateway_ms",
 )
 _RECORD_ATTRS = tuple("group" if c == "group_name" else c for c in USAGE_COLUMNS)
 if sorted(_RECORD_ATTRS) != sorted(RECORD_FIELDS):  # pragma: no cover - a schema edit
@@ -72,6 +76,8 @@ _KINDS_OF_COLUMN: dict[str, type] = {
     "ttfb_ms": float,
     "attempts": int,
     "cache_hit": bool,
+    "unpriced": bool,
+    "gateway_ms": float,
 }
 _COLUMN_TYPES = tuple(_KINDS_OF_COLUMN.get(c, str) for c in USAGE_COLUMNS)
 _ATTR_TYPES = tuple(zip(_RECORD_ATTRS, _COLUMN_TYPES, strict=True))

@@ -36,6 +36,12 @@ RECORD_FIELDS: tuple[str, ...] = (
     "tag",  # the client's x-fastgate-tag header
     "cache_hit",
     "uid",  # unique per record: replays never duplicate a row
+    # Added in schema version 3 (after uid, so that older spooled tuples keep
+    # their positions and read these as missing -> defaults):
+    "unpriced",  # the model had no price: served, cost 0
+    "router",  # the [[routers]] entry that chose the model ("" none)
+    "service_tier",  # as the upstream reported it ("priority", "flex", ...)
+    "gateway_ms",  # time spent in the gateway itself (latency minus upstream time)
 )
 FIELD_INDEX: dict[str, int] = {name: i for i, name in enumerate(RECORD_FIELDS)}
 UID = FIELD_INDEX["uid"]
@@ -78,3 +84,7 @@ class UsageRecord:
     tag: str  # the client's x-fastgate-tag header
     cache_hit: bool = False
     uid: str = ""  # unique per record (the gateway's own id): replays never duplicate a row
+    unpriced: bool = False  # the model had no price (cost 0)
+    router: str = ""  # the [[routers]] entry that chose the model
+    service_tier: str = ""  # as the upstream reported it
+    gateway_ms: float = 0.0  # time spent in the gateway itself

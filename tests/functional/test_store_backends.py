@@ -168,6 +168,10 @@ def usage(i: int, **kw: Any) -> dict[str, Any]:
         "tag": "bench" if i % 4 == 0 else "",
         "cache_hit": False,
         "uid": f"uid-{i:06d}",
+        "unpriced": bool(i % 3 == 1),
+        "router": "smart" if i % 2 else "",
+        "service_tier": "flex" if i % 4 == 3 else "",
+        "gateway_ms": 0.25 + i,
     }
     d.update(kw)
     return d
@@ -662,7 +666,7 @@ def test_usage_rows_keep_every_field(db_url: str, make_store: Callable) -> None:
         "uid, ts, request_id, key_name, group_name, ingress, channel, provider, model, "
         "upstream_model, stream, status, error_code, prompt_tokens, completion_tokens, "
         "cached_tokens, cache_write_tokens, estimated, cost_micros, latency_ms, ttfb_ms, "
-        "attempts, client_ip, tag, cache_hit"
+        "attempts, client_ip, tag, cache_hit, unpriced, router, service_tier, gateway_ms"
     )
     (row,) = raw_rows(db_url, f"SELECT {cols} FROM usage_records")
     names = [c.strip() for c in cols.split(",")]
@@ -686,12 +690,13 @@ def test_write_usage_accepts_record_tuples(db_url: str, make_store: Callable) ->
     assert store.sync.write_usage(batch) == 4
     assert store.sync.write_usage([as_tuple(r) for r in recs]) == 2  # uids 0-3 exist
     assert store.sync.write_usage([as_tuple(r) for r in recs], coerce=True) == 0
-    short = as_tuple(usage(99))[:-1]  # no uid: gets a fresh one
+    uid_at = RECORD_FIELDS.index("uid")
+    short = as_tuple(usage(99))[:uid_at]  # no uid (nor later fields): gets a fresh one
     assert store.sync.write_usage([short]) == 1
     assert usage_count(db_url) == (7, 7)
 
     cols = ", ".join("group_name" if f == "group" else f for f in RECORD_FIELDS)
-    rows = {r[-1]: r for r in raw_rows(db_url, f"SELECT {cols} FROM usage_records")}
+    rows = {r[uid_at]: r for r in raw_rows(db_url, f"SELECT {cols} FROM usage_records")}
     for rec in recs:
         row = rows[rec["uid"]]
         for i, name in enumerate(RECORD_FIELDS):
