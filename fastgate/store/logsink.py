@@ -51,6 +51,8 @@ there is one, else the access log), `dropped`, `rejected`, `replayed`,
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import logging
 import os
 import sys
@@ -389,6 +391,7 @@ class LogSink:
             self.replayed += stored
         if done:
             log.info("usage store reachable again: replayed %d spooled records", done)
+            _trim_heap()
 
     def _report_drops(self) -> None:
         lost = getattr(self._backlog, "lost", 0)
@@ -460,3 +463,13 @@ class LogSink:
                 with contextlib.suppress(OSError):
                     f.close()
         self._file = None
+
+
+def _trim_heap() -> None:
+    """Give the memory an outage's backlog used back to the system (glibc keeps
+    freed heap pages otherwise, and the process looks as if it had grown for good)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass

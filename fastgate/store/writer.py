@@ -89,7 +89,7 @@ class _Writer:
             batch_size=cfg.get("batch_size", 1000),
             write_timeout=cfg.get("write_timeout", 10.0),
             close_timeout=cfg.get("close_timeout", 10.0),
-            spool_file_records=cfg.get("spool_file_records", 50_000),
+            spool_file_records=cfg.get("spool_file_records", 2_000),
         )
         self.acked = 0
         self.reported: dict[str, Any] = {}  # the last message sent
