@@ -217,12 +217,15 @@ class Webhooks:
         deadline = time.monotonic() + grace
         while (self.queue.qsize() or self._busy) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
+        left = self.queue.qsize() + (1 if self._busy else 0)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
         while not self.queue.empty():
             event, _, _ = self.queue.get_nowait()
             self.metrics.inc(DROPPED, (("event", event), ("reason", "shutdown")))
+        if left:
+            log.warning("webhooks: %d event(s) not posted at shutdown", left)
 
     _busy = False
 

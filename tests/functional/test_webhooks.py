@@ -22,12 +22,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import openai
 import pytest
 
-from tests.fakes.base import Fail, Ok
+from tests.fakes.base import Fail, Ok, closed_port
 from tests.fakes.webhook import HANG, WebhookReceiver
 from tests.fleet import get, post, redis_url
 from tests.functional.test_durable_e2e import ADMIN_TOKEN, admin_toml, admin_url
@@ -221,34 +222,60 @@ def _workers_served(gw: Any) -> list[int]:
 
 
 @pytest.mark.parametrize("backend", ["redis", "memory"])
-def test_unpriced_model_with_two_workers(
+def test_two_workers_post_fleet_news_once_with_redis_else_once_per_worker(
     make_gateway, make_fake, receiver, redis_prefix, backend
 ) -> None:
-    """Redis backend: once for the fleet (SET NX); memory: once per worker."""
-    fake = make_fake("up")
-    key = make_key()
+    """unpriced_model, budget thresholds and a cooldown's channel_down seen by both
+    workers: once with the redis backend (SET NX), once per worker without."""
+    up, limited = make_fake("up"), make_fake("limited")
+    up.behaviour = Ok(prompt_tokens=1000, completion_tokens=1)  # 0.3 USD at the price below
+    limited.behaviour = Fail(429, retry_after="30", delay=0.3)
+    key, solo = make_key(), make_key()
     limits = toml_table(
         "ratelimit", {"backend": backend, "redis_url": redis_url(), "key_prefix": redis_prefix}
     )
     gw = make_gateway(
         gateway_config(
-            [channel("up", fake.url, [MODEL])],
-            [token("app", key)],
+            [
+                channel("limited", limited.url, [MODEL], priority=10),
+                channel("up", up.url, [MODEL, "free"]),
+            ],
+            [token("app", key), token("solo", solo, budget_usd=1.0, budget_period="day")],
+            prices=[{"model": MODEL, "input": 300.0, "output": 0.0}],
+            routing={"breaker_failures": 20},  # the 429s alone, not a breaker
             extra=limits + admin_toml() + hooks_toml(receiver.url),
         ),
         args=["--workers", "2"],
     )
-    for _ in range(40):  # fresh connections: the kernel spreads them over both workers
-        assert chat(gw, key) == 200
+    # Eight at once on fresh connections (spread over both workers): each meets
+    # limited's 429 before anyone knows of the cooldown.
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(lambda _: chat(gw, key), range(8))) == [200] * 8
+    assert len(limited.requests) >= 2
+    for _ in range(40):  # an unpriced model, on both workers
+        assert chat(gw, key, "free") == 200
+    for _ in range(4):  # 1.2 of 1.0 USD: 80 % and 100 %
+        assert chat(gw, solo) == 200
     served = _workers_served(gw)
     assert len(served) == 2 and all(n > 0 for n in served), served
-    receiver.wait_for("unpriced_model")
-    settle()
-    events = receiver.events("unpriced_model")
+    per_worker = 1 if backend == "redis" else 2
+    receiver.wait_for("budget", 2 * per_worker)
+    receiver.wait_for("unpriced_model", per_worker)
+    settle(1.2)  # a second worker's copy of the spend: store sync + threshold check
+    downs = receiver.events("channel_down")
+    unpriced = receiver.events("unpriced_model")
+    budget = receiver.events("budget")
+    assert [e["reason"] for e in downs] == ["rate_limited"] * len(downs)
     if backend == "redis":
-        assert len(events) == 1
+        assert len(downs) == 1
+        assert len(unpriced) == 1
+        assert sorted(e["threshold"] for e in budget) == [80, 100]
     else:
-        assert len(events) == 2 and len({e["pid"] for e in events}) == 2
+        assert 1 <= len(downs) <= 2 and len({e["pid"] for e in downs}) == len(downs)
+        assert len(unpriced) == 2 and len({e["pid"] for e in unpriced}) == 2
+        assert sorted((e["threshold"], e["pid"]) for e in budget) == sorted(
+            (t, e["pid"]) for e in unpriced for t in (80, 100)
+        )
 
 
 def test_budget_80_and_100_percent_once_each(make_gateway, make_fake, receiver) -> None:
@@ -303,7 +330,7 @@ def test_a_failing_receiver_gets_the_event_once_after_retries(
     receiver.script(500, 500)  # then 200
     gw = make_gateway(
         gateway_config(
-            [channel("up", fake.url, ["a", "b", "c"])],
+            [channel("up", fake.url, ["a", "b", "c", "d"])],
             [token("app", key)],
             extra=hooks_toml(receiver.url, max_attempts=3),
         )
@@ -314,17 +341,17 @@ def test_a_failing_receiver_gets_the_event_once_after_retries(
     assert [d.answered for d in tries] == [500, 500, 200]
     assert {d.headers["x-fastgate-delivery"] for d in tries} == {ev["id"]}
     assert tries[1].at - tries[0].at >= 0.45 and tries[2].at - tries[1].at >= 0.95  # backoff
-    # Given up after max_attempts: counted as failed; a 4xx is not retried.
-    receiver.script(503, 503, 503, 400)
-    assert chat(gw, key, "b") == 200
-    assert chat(gw, key, "c") == 200
+    # Given up after max_attempts: counted as failed; a 4xx or a redirect is not retried.
+    receiver.script(503, 503, 503, 400, 302)
+    for model in "bcd":
+        assert chat(gw, key, model) == 200
     deadline = time.monotonic() + 10
-    while len(receiver.deliveries) < 7 and time.monotonic() < deadline:
+    while len(receiver.deliveries) < 8 and time.monotonic() < deadline:
         time.sleep(0.05)
     settle(0.3)
-    assert [d.answered for d in receiver.deliveries] == [500, 500, 200, 503, 503, 503, 400]
+    assert [d.answered for d in receiver.deliveries] == [500, 500, 200, 503, 503, 503, 400, 302]
     assert series(gw, "fastgate_webhooks_sent_total") == {'{event="unpriced_model"}': 1}
-    assert series(gw, "fastgate_webhooks_failed_total") == {'{event="unpriced_model"}': 2}
+    assert series(gw, "fastgate_webhooks_failed_total") == {'{event="unpriced_model"}': 3}
 
 
 def _latencies(gw: Any, key: str, models: list[str]) -> list[float]:
@@ -372,6 +399,11 @@ def test_a_hanging_receiver_slows_no_request_and_the_queue_stays_bounded(
     dropped = series(gw, "fastgate_webhooks_dropped_total")
     assert dropped == {'{event="unpriced_model",reason="queue"}': n_events - 1 - queue}
     assert series(gw, "fastgate_webhooks_sent_total") == {}
+    # SIGTERM: the queue gets 2 s more, then what is left is dropped (and said).
+    t = time.monotonic()
+    assert gw.stop() == 0
+    assert time.monotonic() - t < 5
+    assert f"webhooks: {1 + queue} event(s) not posted at shutdown" in gw.stderr_text()
 
 
 def test_max_per_minute_drops_the_excess(make_gateway, make_fake, receiver) -> None:
@@ -479,3 +511,22 @@ def test_sighup_adds_changes_and_removes_webhooks(make_gateway, make_fake, recei
         assert [e["model"] for e in other.events()] == ["b"]
     finally:
         other.stop()
+
+
+def test_an_unreachable_redis_posts_rather_than_never(make_gateway, make_fake, receiver) -> None:
+    fake = make_fake("up")
+    key = make_key()
+    limits = toml_table("ratelimit", {"backend": "redis", "redis_url": redis_url(closed_port())})
+    gw = make_gateway(
+        gateway_config(
+            [channel("up", fake.url, [MODEL])],
+            [token("app", key)],
+            extra=limits + hooks_toml(receiver.url),
+        )
+    )
+    for _ in range(3):
+        assert chat(gw, key) == 200
+    (ev,) = receiver.wait_for("unpriced_model")
+    assert ev["model"] == MODEL
+    settle(0.5)
+    assert len(receiver.events()) == 1  # the worker's own memory still dedupes
