@@ -157,14 +157,17 @@ def test_rate_limited_and_exhausted_channels_are_down_until_their_reset(
     assert receiver.events("channel_up") == []  # not asked for
 
 
-def test_an_upstream_401_is_the_channels_credential(make_gateway, make_fake, receiver) -> None:
-    locked, spare = make_fake("locked"), make_fake("spare")
-    locked.behaviour = Fail(401)
+def test_an_upstream_401_or_403_is_the_channels_credential(
+    make_gateway, make_fake, receiver
+) -> None:
+    locked, forbidden, spare = make_fake("locked"), make_fake("forbidden"), make_fake("spare")
+    locked.behaviour, forbidden.behaviour = Fail(401), Fail(403)
     key = make_key()
     gw = make_gateway(
         gateway_config(
             [
                 channel("locked", locked.url, [MODEL], priority=10),
+                channel("forbidden", forbidden.url, [MODEL], priority=5),
                 channel("spare", spare.url, [MODEL]),
             ],
             [token("app", key)],
@@ -172,13 +175,17 @@ def test_an_upstream_401_is_the_channels_credential(make_gateway, make_fake, rec
             extra=hooks_toml(receiver.url, events=["channel_down", "channel_up"]),
         )
     )
-    for _ in range(4):  # the client never sees the channel's 401: spare serves
+    for _ in range(4):  # the client never sees a channel's 401/403: spare serves
         assert chat(gw, key) == 200
-    assert len(locked.requests) == 2  # counted against the channel: its breaker opened
-    (down,) = receiver.wait_for("channel_down")
-    assert (down["channel"], down["reason"], down["error"]) == ("locked", "credential", "HTTP 401")
+    # Counted against each channel: both breakers opened after two.
+    assert (len(locked.requests), len(forbidden.requests)) == (2, 2)
+    downs = receiver.wait_for("channel_down", 2)
+    assert sorted((d["channel"], d["reason"], d["error"]) for d in downs) == [
+        ("forbidden", "credential", "HTTP 403"),
+        ("locked", "credential", "HTTP 401"),
+    ]
     settle()
-    assert len(receiver.events("channel_down")) == 1
+    assert len(receiver.events()) == 2
 
 
 def test_unpriced_model_once_for_many_requests_and_signed(
