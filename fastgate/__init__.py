@@ -9,7 +9,8 @@ contracts in pyproject.toml):
    `respcache/` (the response cache's memory and Redis backends), `fleet/`
    (state shared through Redis: rate-limit leases, budgets, cooldowns),
    `siblings` (what the workers of `--workers N` tell each other: metrics,
-   status, breakers).
+   status, breakers), `webhooks` (events posted to an operator's URL by a
+   background task; the policy layer calls its hooks on transitions).
 4. policy: `gateway/` (admission, route plans, the fast path, the general
    exchange as a state machine, limits, breaker, billing, accounting, the
    response cache's policy),

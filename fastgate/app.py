@@ -30,6 +30,8 @@ from fastgate.metrics import Metrics, declare
 from fastgate.providers.mock import MockProvider
 from fastgate.respcache import build_cache
 from fastgate.snapshot import Snapshot
+from fastgate.webhooks import build_webhooks
+from fastgate.webhooks import reconfigure as reconfigure_webhooks
 
 SWEEP_INTERVAL = 0.05
 
@@ -80,6 +82,10 @@ class App:
             self.metrics,
         )
         self.budgets.snapshot = snapshot
+        self.workers = 1  # the instance's --workers (set by the Worker)
+        # `[webhooks]`: the sender the hooks queue events to (None: no url); the
+        # Worker starts it.
+        self.hooks: Any = build_webhooks(self, cfg.webhooks)
         self.clients: set[Any] = set()
         self.tasks: set[asyncio.Task[Any]] = set()  # a request's round trips (spawn)
         self.inflight = 0
@@ -132,6 +138,8 @@ class App:
         skip the channel until it recovers, on every worker and instance."""
         wait = cooldown_seconds(status, conn.retry_after, conn.limits, time.time())
         if wait > 0:
+            if self.hooks is not None and self.channel_cooldown.get(channel, 0) <= time.monotonic():
+                self.hooks.cooldown(channel, status, wait)  # a new cooldown: channel_down
             self.apply_cooldown(channel, wait)
             self.limits.cool(channel, wait)  # the redis backend tells every instance
             self.metrics.inc(
@@ -159,6 +167,8 @@ class App:
             self.cache = build_cache(cfg.cache, self.loop, self.metrics)
             if old is not None:
                 self.loop.create_task(old.aclose())
+        if cfg.webhooks != self.cfg.webhooks:
+            self.hooks = reconfigure_webhooks(self, cfg.webhooks)
         self.cfg = cfg
         self.snapshot = snapshot
         self.budgets.snapshot = snapshot

@@ -100,6 +100,9 @@ class Worker:
         sink.start()
         app = self.app = App(merged, build_snapshot(merged, self.version), loop, sink)
         app.file_cfg = cfg
+        app.workers = self.count
+        if app.hooks is not None:
+            app.hooks.start(self.count)
         if self.state is not None:
             app.quota_used.update(self.state.quota_used)
         if self.store is not None:
@@ -139,6 +142,8 @@ class Worker:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         await self._stop.wait()
         await self.drain()
+        if app.hooks is not None:
+            await app.hooks.aclose()
         for task in self._tasks:
             task.cancel()
         if self.admin_runner is not None:

@@ -40,6 +40,7 @@ from fastgate.config.model import (
     RoutingConfig,
     ServerConfig,
     TokenConfig,
+    WebhooksConfig,
     generate_key,
     hash_key,
 )
@@ -50,6 +51,7 @@ from fastgate.config.schema import (
     LOG_LEVELS,
     REDIS_PREFIXES,
     TIER_MODES,
+    WEBHOOK_EVENTS,
 )
 
 __all__ = [
@@ -59,6 +61,7 @@ __all__ = [
     "LOG_LEVELS",
     "REDIS_PREFIXES",
     "TIER_MODES",
+    "WEBHOOK_EVENTS",
     "AdminConfig",
     "CacheConfig",
     "ChannelConfig",
@@ -73,6 +76,7 @@ __all__ = [
     "RoutingConfig",
     "ServerConfig",
     "TokenConfig",
+    "WebhooksConfig",
     "check_config_main",
     "config_warnings",
     "generate_key",

@@ -43,11 +43,21 @@ from fastgate.config.sections import (
     parse_ratelimit,
     parse_routing,
     parse_server,
+    parse_webhooks,
 )
 
 __all__ = ["check_config_main", "config_warnings", "load_config", "parse_config"]
 
-_TABLE_SECTIONS = ("server", "admin", "database", "routing", "aliases", "ratelimit", "cache")
+_TABLE_SECTIONS = (
+    "server",
+    "admin",
+    "database",
+    "routing",
+    "aliases",
+    "ratelimit",
+    "cache",
+    "webhooks",
+)
 _SECTIONS = (*_TABLE_SECTIONS, "logging", "channels", "tokens", "prices", "groups")
 
 
@@ -116,6 +126,7 @@ def _build(data: Any, base_dir: Path | None, path: Path | None, source: str) -> 
     ratelimit = parse_ratelimit(table("ratelimit"))
     cache = parse_cache(table("cache"))
     logging = parse_logging(table("logging"), base)
+    webhooks = parse_webhooks(table("webhooks"))
 
     channels: list[ChannelConfig] = []
     served: set[str] = set()
@@ -201,6 +212,7 @@ def _build(data: Any, base_dir: Path | None, path: Path | None, source: str) -> 
         ratelimit=ratelimit,
         cache=cache,
         logging=logging,
+        webhooks=webhooks,
         channels=tuple(channels),
         tokens=tuple(tokens),
         prices=tuple(prices),
@@ -256,6 +268,8 @@ def config_warnings(cfg: Config) -> list[str]:
             out.append(f'{where}: environment variable "{env}" is not set')
 
     check("admin.token_env", cfg.admin.token, cfg.admin.token_env)
+    if cfg.webhooks.url:
+        check("webhooks.secret_env", "", cfg.webhooks.secret_env)
     for i, ch in enumerate(cfg.channels):
         check(f"channels[{i}].api_key_env", ch.api_key, ch.api_key_env)
         check(f"channels[{i}].access_key_id_env", ch.access_key_id, ch.access_key_id_env)

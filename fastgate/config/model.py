@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from fastgate.config.schema import WEBHOOK_EVENTS
+
 __all__ = [
     "AdminConfig",
     "CacheConfig",
@@ -33,6 +35,7 @@ __all__ = [
     "RoutingConfig",
     "ServerConfig",
     "TokenConfig",
+    "WebhooksConfig",
     "generate_key",
     "hash_key",
 ]
@@ -135,6 +138,22 @@ class LoggingConfig:
     access_log: str = ""  # "" none, "-" stdout, else an absolute path (after parsing)
     usage_spool_dir: str = ""  # "" none, else an absolute path (after parsing)
     level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class WebhooksConfig:
+    url: str = ""  # "" = no webhooks
+    events: tuple[str, ...] = WEBHOOK_EVENTS
+    secret_env: str = ""  # HMAC-SHA256 key of x-fastgate-signature ("" = unsigned)
+    timeout: float = 5.0  # seconds per delivery attempt
+    max_attempts: int = 5  # attempts per event (errors, timeouts, 408/429/5xx are retried)
+    max_per_minute: int = 60  # per instance (token bucket); excess dropped and counted
+    queue_size: int = 1000  # events waiting per worker; beyond it dropped and counted
+    instance: str = ""  # the body's "instance" ("" = the host name)
+
+    def resolve_secret(self) -> str:
+        """The signing key: the `secret_env` variable ("" when unset or not named)."""
+        return _env_or("", self.secret_env)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +279,7 @@ class Config:
     ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     channels: tuple[ChannelConfig, ...] = ()
     tokens: tuple[TokenConfig, ...] = ()
     prices: tuple[PriceConfig, ...] = ()

@@ -29,6 +29,7 @@ __all__ = [
     "MISSING",
     "REDIS_PREFIXES",
     "TIER_MODES",
+    "WEBHOOK_EVENTS",
     "Problems",
     "Table",
     "join_key",
@@ -55,6 +56,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 TIER_MODES = ("whole", "segmented")
 DB_PREFIXES = ("sqlite:///", "postgresql://", "postgres://")
 REDIS_PREFIXES = ("redis://", "rediss://", "unix://")
+WEBHOOK_EVENTS = ("channel_down", "channel_up", "unpriced_model", "budget")
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

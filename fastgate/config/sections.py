@@ -1,5 +1,5 @@
 """Parsers of the single-table sections: server, admin, database, routing,
-ratelimit, cache, logging, aliases.
+ratelimit, cache, logging, webhooks, aliases.
 
 Each takes a `Table` (see `fastgate.config.schema`), asks for its keys, and
 returns the section's dataclass built from the values that passed.
@@ -7,6 +7,7 @@ returns the section's dataclass built from the values that passed.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,14 @@ from fastgate.config.model import (
     RateLimitConfig,
     RoutingConfig,
     ServerConfig,
+    WebhooksConfig,
 )
 from fastgate.config.schema import (
     BACKENDS,
     DB_PREFIXES,
     LOG_LEVELS,
     REDIS_PREFIXES,
+    WEBHOOK_EVENTS,
     Problems,
     Table,
     join_key,
@@ -41,6 +44,7 @@ __all__ = [
     "parse_ratelimit",
     "parse_routing",
     "parse_server",
+    "parse_webhooks",
 ]
 
 
@@ -154,6 +158,38 @@ def parse_logging(t: Table, base: Path) -> LoggingConfig:
             t.error("level", f'must be one of {quote_list(LOG_LEVELS)}; got "{level}"')
     t.finish()
     return LoggingConfig(**t.kw)
+
+
+def parse_webhooks(t: Table) -> WebhooksConfig:
+    url = t.string("url", required=bool(t.data), nonempty=True, store=False)
+    if url is not None:
+        if url.startswith(("http://", "https://")) and len(url.split("/", 3)[2]) > 0:
+            t.kw["url"] = url
+        else:
+            # The URL itself is not echoed: webhook URLs often carry a token.
+            t.error(
+                "url", 'must be an http:// or https:// URL, e.g. "https://hooks.example.com/fg"'
+            )
+    events = t.str_list("events", nonempty=True, store=False)
+    if events is not None:
+        bad = [e for e in events if e not in WEBHOOK_EVENTS]
+        for e in bad:
+            where = f"{t.at('events')}[{events.index(e)}]"
+            close = difflib.get_close_matches(e, WEBHOOK_EVENTS, n=1, cutoff=0.6)
+            hint = f' (did you mean "{close[0]}"?)' if close else ""
+            t.probs.add(
+                where, f'unknown event "{e}"{hint}; the events are {quote_list(WEBHOOK_EVENTS)}'
+            )
+        if not bad:
+            t.kw["events"] = events
+    t.string("secret_env", env_name=True)
+    t.number("timeout", gt=0)
+    t.integer("max_attempts", lo=1, hi=20)
+    t.integer("max_per_minute", lo=1)
+    t.integer("queue_size", lo=1)
+    t.string("instance")
+    t.finish()
+    return WebhooksConfig(**t.kw)
 
 
 def parse_aliases(probs: Problems, data: dict[str, Any]) -> dict[str, str]:

@@ -46,6 +46,10 @@ def account(
         if cost:
             app.charge(token, cost)
             app.last_cost[(token.name, model)] = cost
+    if price is None and channel is not None and status < 400:
+        hooks = app.hooks  # the unpriced_model webhook: first sight of the model here
+        if hooks is not None and model not in hooks.unpriced_seen:
+            hooks.unpriced(model, channel, upstream_model)
     t0 = head.t0
     latency = int((time.time() - t0) * 1_000_000) / 1000
     app.sink.append(

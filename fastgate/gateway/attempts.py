@@ -104,7 +104,7 @@ class Attempts:
         """The current attempt failed before any byte reached the client."""
         name = self.channel.name
         self.failures.append((name, kind))
-        self.breaker.failure()
+        self.breaker.failure(None, kind)
         app.metrics.attempt(name, kind)
 
     def give_up_error(self, model: str) -> errors.FastgateError:

@@ -10,6 +10,11 @@ closed or half-open) or closes (a success while not closed) calls its owner's
 sibling's news is applied with `Breakers.apply` (no echo). Consecutive failures
 are counted per worker; the half-open move is each worker's own (the opening
 time is shared: CLOCK_MONOTONIC is one clock for every process of the machine).
+
+`Breakers.on_transition(breaker, was)` (the webhooks, when configured) hears the
+same changes with the state before them, so that "closed -> open" (a channel
+down) can be told from a failed probe reopening it; `Breaker.last_error` is the
+kind of the failure that opened it (e.g. "HTTP 401", "timeout").
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ class Breaker:
         "cooldown",
         "failures",
         "key",
+        "last_error",
         "opened_at",
         "owner",
         "probe_out",
@@ -46,6 +52,7 @@ class Breaker:
         self.state = CLOSED
         self.opened_at = 0.0
         self.probe_out = False
+        self.last_error = ""  # the kind of the last failure
         self.key = key  # (channel, model)
         self.owner = owner  # told of state changes (None: a lone breaker)
 
@@ -67,20 +74,22 @@ class Breaker:
     def success(self) -> None:
         self.failures = 0
         if self.state is not CLOSED:
+            was = self.state
             self.state = CLOSED
             self.probe_out = False
             if self.owner is not None:
-                self.owner.changed(self)
+                self.owner.changed(self, was)
 
-    def failure(self, now: float | None = None) -> None:
+    def failure(self, now: float | None = None, kind: str = "") -> None:
         self.failures += 1
+        self.last_error = kind
         if self.state == HALF_OPEN or self.failures >= self.threshold:
             was = self.state
             self.state = OPEN
             self.opened_at = time.monotonic() if now is None else now
             self.probe_out = False
             if was is not OPEN and self.owner is not None:
-                self.owner.changed(self)
+                self.owner.changed(self, was)
 
     def release_probe(self) -> None:
         """A probe that ended without a verdict (client went away) frees the slot."""
@@ -96,6 +105,8 @@ class Breakers:
         self._by_key: dict[tuple[str, str], Breaker] = {}
         # Called with a breaker that opened or closed here (not on news applied).
         self.on_change: Callable[[Breaker], None] | None = None
+        # The same, with the state before the change (the webhooks).
+        self.on_transition: Callable[[Breaker, str], None] | None = None
 
     def get(self, channel: str, model: str) -> Breaker:
         key = (channel, model)
@@ -104,9 +115,11 @@ class Breakers:
             b = self._by_key[key] = Breaker(self.threshold, self.cooldown, key, self)
         return b
 
-    def changed(self, breaker: Breaker) -> None:
+    def changed(self, breaker: Breaker, was: str = CLOSED) -> None:
         if self.on_change is not None:
             self.on_change(breaker)
+        if self.on_transition is not None:
+            self.on_transition(breaker, was)
 
     def apply(self, channel: str, model: str, state: str, opened_at: float, failures: int) -> None:
         """A sibling worker's breaker for (channel, model) opened or closed: do the same."""

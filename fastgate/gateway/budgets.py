@@ -22,6 +22,11 @@ exchange): the cap is then exact across the fleet, overspend bounded by the
 requests in flight. A Redis outage follows `[ratelimit] on_redis_error`: "open"
 decides on `spent`, "closed" answers 503 when a round trip was needed.
 
+Thresholds (the `budget` webhook): every `REFRESH` seconds, when `on_threshold`
+is set, the loop compares each budget's `spent` with 80 % and 100 % of it and
+calls `on_threshold` once per threshold per period (`told`), in order: off the
+hot path, whoever's spend (this worker's, the store's, the fleet's) crossed it.
+
 `CLOCK` is the budgets' UTC clock. For tests only, `FASTGATE_TEST_CLOCK_FILE`
 names a file holding an offset in seconds that is added to the system time
 (re-read every `REFRESH` seconds), so a test can move every process of a fleet
@@ -44,6 +49,7 @@ log = logging.getLogger("fastgate.gateway")
 
 REFRESH = 0.5  # seconds between reads of the fleet's counters (redis backend)
 NEAR = 4  # a fresh read when what is left is within NEAR x the last request's cost
+THRESHOLDS = (80, 100)  # percent of a budget announced by on_threshold
 
 REFUSED = declare("fastgate_budget_exceeded_total", "Requests refused with 402 budget_exceeded.")
 FRESH_READS = declare(
@@ -98,6 +104,11 @@ class Budgets:
         self.last: dict[tuple[str, str], int] = {}  # subject -> its last request's cost here
         self.margin: dict[Key, int] = {}  # 2 x the rest of the fleet's spend per observation
         self.snapshot: Any = None  # set by the App: which budgets exist
+        # (kind, name, period, start, budget, spent, percent): a threshold crossed
+        self.on_threshold: Any = None
+        self.told: dict[Key, int] = {}  # the highest threshold announced per key
+        self._listed: Any = None  # the snapshot `_all` was listed from
+        self._all: list[tuple[str, str, int, str]] = []  # every (kind, name, budget, period)
         self._bounds: dict[str, tuple[int, int]] = {}  # period -> (start, end) now
 
     # -- keys ----------------------------------------------------------------------------
@@ -111,7 +122,7 @@ class Budgets:
 
     def _forget(self, start: int, period: str) -> None:
         """A new period began: drop what this worker kept of the old ones."""
-        for d in (self.spent, self.stored, self.margin):
+        for d in (self.spent, self.stored, self.margin, self.told):
             for k in [k for k in d if k[2] == period and k[3] < start]:
                 del d[k]
 
@@ -228,20 +239,46 @@ class Budgets:
         for k, v in batch.items():
             self.pending[k] = self.pending.get(k, 0) + v
 
-    # -- background (redis backend) --------------------------------------------------------
+    # -- background ------------------------------------------------------------------------
+
+    def check_thresholds(self) -> None:
+        """Tell `on_threshold` of each budget whose spend crossed 80 % or 100 % of it
+        since the last look (each threshold once per period)."""
+        snap = self.snapshot
+        if snap is None:
+            return
+        if self._listed is not snap:  # the budgets of a new snapshot, each once
+            self._listed = snap
+            self._all = list({b: None for t in snap.tokens.values() for b in t.budgets})
+        now = CLOCK.now()
+        spent, told = self.spent, self.told
+        for kind, name, budget, period in self._all:
+            k = (kind, name, period, self._start(period, now))
+            s = spent.get(k, 0)
+            if s <= 0 or 100 * s < THRESHOLDS[0] * budget:
+                continue
+            done = told.get(k, 0)
+            for pct in THRESHOLDS:
+                if pct > done and 100 * s >= pct * budget:
+                    told[k] = pct
+                    self.on_threshold(kind, name, period, k[3], budget, s, pct)
 
     async def _refresh_loop(self) -> None:
         while True:
             await asyncio.sleep(REFRESH)
             CLOCK.refresh()
-            if self.counters is None:
-                continue
-            try:
-                await self.refresh()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.debug("budget refresh failed: %s", exc)
+            if self.counters is not None:
+                try:
+                    await self.refresh()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.debug("budget refresh failed: %s", exc)
+            if self.on_threshold is not None:
+                try:
+                    self.check_thresholds()
+                except Exception:
+                    log.exception("budget thresholds check failed")
 
     async def refresh(self) -> None:
         """Add what an outage held back, then read every budget's fleet total."""

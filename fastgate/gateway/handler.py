@@ -419,7 +419,7 @@ class Exchange(ExchangeParts):
             # Bytes already reached the client: no failover. End the stream with an
             # error event in its format, or cut the connection if it is not a stream.
             app.metrics.attempt(att.channel.name, kind)
-            att.breaker.failure()
+            att.breaker.failure(None, kind)
             tr = self.transform
             tr.abort()
             w = self.writer
