@@ -26,8 +26,9 @@ from fastgate.config import Config, ConfigError, load_config
 from fastgate.http.client import ClientProtocol
 from fastgate.siblings import Siblings
 from fastgate.snapshot import build_snapshot
-from fastgate.store.base import QuotaSync, merge, store_for
+from fastgate.store.base import QuotaSync, merge
 from fastgate.store.budget import BudgetSync
+from fastgate.store.link import StoreLink
 from fastgate.store.writer_sink import usage_sink
 
 log = logging.getLogger("fastgate")
@@ -46,6 +47,7 @@ WORKER_FIELDS = (
     "breakers",
     "responses",
     "usage_sink",
+    "store",
 )
 
 
@@ -80,6 +82,8 @@ class Worker:
         self.quota: Any = None
         self.budget_sync: Any = None
         self.admin_runner: Any = None
+        self._admin_started = False
+        self.link = StoreLink(cfg.database)  # the store's state: connecting, ok, unreachable
         self.version = 1
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -93,7 +97,7 @@ class Worker:
         sink = usage_sink(  # a writer process (store writes, access log, spool)
             cfg.logging.access_log,
             database=cfg.database.url,
-            store=self.store,
+            store=self.store,  # None: the writer spools until told the store is up
             spool_dir=self._spool_dir(cfg),
             batch_size=1000,  # bounds the memory a batch in flight holds
         )
@@ -103,21 +107,11 @@ class Worker:
         app.workers = self.count
         if app.hooks is not None:
             app.hooks.start(self.count)
-        if self.state is not None:
-            app.quota_used.update(self.state.quota_used)
+        app.store_status = self.link.view
         if self.store is not None:
-            self.quota = QuotaSync(self.store, app.quota_used)
-            app.charge_hook = self.quota.charge
-            self.quota.start()
-            self._tasks.append(loop.create_task(self._refresh_loop()))
-            # Budgets: the current periods' spend before the first request, then
-            # write-behind every 0.5 s.
-            self.budget_sync = BudgetSync(self.store, app.budgets)
-            try:
-                await self.budget_sync.sync()
-            except Exception as exc:
-                log.warning("budget spend not loaded at start (retrying): %s", exc)
-            self.budget_sync.start()
+            await self._store_up(at_start=True)
+        else:  # serve the file's entries; retry in the background
+            self._tasks.append(loop.create_task(self._connect_loop()))
         if app.fleet is not None:
             with contextlib.suppress(Exception):
                 await app.budgets.refresh()
@@ -170,22 +164,65 @@ class Worker:
             return cfg.logging.usage_spool_dir
         return str(cfg.base_dir / "usage-spool")
 
-    async def _open_store(self, loop: asyncio.AbstractEventLoop) -> None:
-        try:
-            store = store_for(self.cfg.database)
-            await loop.run_in_executor(None, store.start)
-        except Exception as exc:
-            log.error("database unavailable, serving the config file only: %s", exc)
-            self.store_error = str(exc)
-            return
+    async def _open_store(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """One attempt to open the store and load its state (see store/link.py);
+        False: not reached (recorded in `self.link`), the file's entries serve."""
+        store = await self.link.start()
+        if store is None:
+            return False
         self.store = store
         try:
             await self._load()
         except Exception as exc:
-            log.error("loading state from the database failed: %s", exc)
-            self.store_error = str(exc)
+            self.store, self.state = None, None
+            await loop.run_in_executor(None, store.stop)
+            self.link.failed(exc)
+            return False
+        self.link.reached()
+        return True
 
-    store_error = ""
+    async def _connect_loop(self) -> None:
+        """The store was not reached at start: retry with backoff until it is, then
+        merge its entries into the snapshot and start what needs it."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await self.link.wait_retry()
+            if await self._open_store(loop):
+                break
+        self._install(self.cfg)
+        log.info("store entries merged: snapshot %d", self.version)
+        await self._store_up(at_start=False)
+
+    async def _store_up(self, at_start: bool) -> None:
+        """The store is reached: quota and budget write-behinds, the refresh task,
+        the writer's replay of the spool, the admin API (worker 0)."""
+        app = self.app
+        assert app is not None and self.store is not None and self.state is not None
+        # Charges made while the store was away (file tokens) are deltas to add.
+        quota = self.quota = QuotaSync(self.store, app.quota_used)
+        quota.pending = {name: used for name, used in app.quota_used.items() if used}
+        for name, used in self.state.quota_used.items():
+            app.quota_used[name] = used + quota.pending.get(name, 0)
+        app.charge_hook = quota.charge
+        quota.start()
+        self._tasks.append(asyncio.get_running_loop().create_task(self._refresh_loop()))
+        # Budgets: the current periods' spend (and what was charged meanwhile)
+        # before the first request, then write-behind every 0.5 s.
+        self.budget_sync = BudgetSync(self.store, app.budgets)
+        try:
+            await self.budget_sync.sync()
+        except Exception as exc:
+            log.warning("budget spend not loaded at start (retrying): %s", exc)
+        self.budget_sync.start()
+        if not at_start:
+            store_up = getattr(app.sink, "store_up", None)  # (no writer for :memory:)
+            if store_up is not None:
+                store_up()  # the writer opens the database and replays the spool
+            if self.index == 0:  # (at start, run() starts it once the data plane listens)
+                try:
+                    await self._start_admin()
+                except Exception as exc:
+                    log.error("admin API not started: %s", exc)
 
     async def _load(self) -> bool:
         """Load the store's state if its version moved; True if it did."""
@@ -244,25 +281,20 @@ class Worker:
                 if await self._load():
                     self._install(self.cfg)
                     log.info("store changed: snapshot %d", self.version)
-                if self.store_error:
-                    log.info("store reachable again")
-                self.store_error = ""
+                self.link.reached()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if not self.store_error:
-                    log.error("store refresh failed, serving the last good snapshot: %s", exc)
-                self.store_error = str(exc) or exc.__class__.__name__
-            if self.app is not None:
-                self.app.store_error = self.store_error
+                self.link.failed(exc)  # logged when it begins and when it ends
 
     # -- admin --------------------------------------------------------------------------
 
     async def _start_admin(self) -> None:
         admin = self.cfg.admin
         token = admin.resolve_token()
-        if not token or self.store is None:
-            return
+        if not token or self.store is None or self._admin_started:
+            return  # without a store it starts when the store is reached (_store_up)
+        self._admin_started = True
         from aiohttp import web
 
         from fastgate.admin.app import AdminContext, build_admin_app
@@ -290,7 +322,7 @@ class Worker:
             "snapshot_version": snap.version,
             "store_version": self.store_version,
             "ready": app.ready,
-            "store": {"ok": not self.store_error, "error": self.store_error},
+            "store": self.link.status(),
             "channels": [
                 {
                     "name": c.name,

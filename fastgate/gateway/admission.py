@@ -42,7 +42,7 @@ def ops_response(app: App, head: RequestHead) -> tuple[int, bytes, bytes]:
                 "status": "ready",
                 "snapshot": app.snapshot.version,
                 "pid": app.pid,
-                "store": "ok" if not app.store_error else "error: " + app.store_error,
+                **app.store_status,  # "store": "ok" | "connecting" | "unreachable"
             }
         )
         return 200, body, JSON

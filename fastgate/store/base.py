@@ -75,9 +75,9 @@ Interface (all async, run on the store loop; ids are integers; `ref` is an id
   by bucket, then value; without bucket by cost_micros descending.
 - `listen(callback)`: `callback(version: int)` is called ON THE STORE THREAD after
   every write made through this store and, on Postgres, for every NOTIFY from
-  any instance (version -1 means "(re)connected: changes may have been missed,
-  check"); a version may be reported more than once (Postgres: by the write
-  itself and by its NOTIFY). It must be quick and thread-safe, e.g.
+  any instance (version -1 means "(re)connected or disconnected: changes may
+  have been missed, check"); a version may be reported more than once
+  (Postgres: by the write itself and by its NOTIFY). It must be quick and thread-safe, e.g.
   `lambda v: data_loop.call_soon_threadsafe(wake.set)`. The Postgres listener
   reconnects by itself (0.5 s .. 5 s backoff); `listening` says whether it is up.
   Polling `version()` every `refresh_interval` is the CALLER's fallback, and is
@@ -103,8 +103,10 @@ Wiring (server side)
 Per worker process, AFTER fork (threads do not survive a fork):
 `store = store_for(cfg.database); store.start()`; `state = store.run(store.load())`;
 serve `merge(cfg, state)`; seed the quota dict from `state.quota_used`; charge
-through `QuotaSync(store, app.quota_used)`; hand the store to
-`LogSink(..., store=store, spool_dir=...)`. A refresh task on the data-plane loop
+through `QuotaSync(store, app.quota_used)`; usage records go to the worker's
+writer process (writer_sink.py), which opens the database itself. A store that
+cannot be reached at start is retried in the background (link.py) while the
+file's entries serve and the writer spools. A refresh task on the data-plane loop
 waits for a listen() wake-up or `refresh_interval`, compares `await
 store.call(store.version())` with the last one, and on change loads, merges,
 builds and swaps the snapshot; when that fails it keeps the last good snapshot

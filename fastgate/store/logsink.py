@@ -114,6 +114,7 @@ class LogSink:
         self._thread: threading.Thread | None = None
         self._backoff = _BACKOFF_START
         self._retry_at = 0.0
+        self._down = False  # a write failed and none succeeded since
         self._dropped_reported = 0
         self._warned: dict[str, float] = {}
 
@@ -169,6 +170,23 @@ class LogSink:
             self._retry_at = 0.0
             self._cycle()
 
+    def tick(self) -> None:
+        """Write what is queued now; retry the spool only when its backoff is over."""
+        with self._lock:
+            self._cycle()
+
+    def note_outage(self, message: str) -> None:
+        """The caller knows the database is away (and says so): log `message` once
+        instead of the first failed write."""
+        if not self._down:
+            self._down = True
+            log.warning("%s", message)
+
+    def retry_now(self) -> None:
+        """The database is back (the caller knows): the next cycle replays the spool."""
+        self._retry_at = 0.0
+        self._backoff = _BACKOFF_START
+
     def write_batch(self, batch: list[Any]) -> None:
         """Settle `batch` now, in the calling thread: when this returns, every record
         is in the store, in the fsync'd spool, rejected (set aside) or counted as
@@ -221,6 +239,8 @@ class LogSink:
                 if self.queue:  # an append that raced with _closed being set
                     self._cycle(deadline=deadline)
                 backlog = self._backlog
+                if not getattr(self.store, "started", True):
+                    backlog = None  # never opened (the writer waits for its worker): keep the spool
                 while backlog is not None and backlog.pending():
                     left = deadline - time.monotonic()
                     if left <= 0:
@@ -318,6 +338,7 @@ class LogSink:
             self._failed(exc)
             return None
         self._backoff = _BACKOFF_START
+        self._down = False
         return len(records)
 
     def _isolate(self, records: list[Any], exc: Exception) -> int | None:
@@ -358,12 +379,12 @@ class LogSink:
         self.last_error = f"{type(exc).__name__}: {exc}"
         self._retry_at = time.monotonic() + self._backoff
         self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
-        self._warn(
-            "db",
-            "usage store write failed (%s); spooling, retry in %.1f s",
-            self.last_error,
-            self._retry_at - time.monotonic(),
-        )
+        # Logged once per outage (the replay that ends it is logged too).
+        if not self._down:
+            self._down = True
+            log.warning("usage store write failed (%s); spooling, retrying", self.last_error)
+        else:
+            log.debug("usage store write failed again: %s", self.last_error)
 
     def _replay(self, deadline: float | None) -> None:
         backlog = self._backlog

@@ -278,6 +278,7 @@ class PostgresStore(SQLStore):
 
     async def _listen_loop(self) -> None:
         delay = 0.5
+        failures = 0  # logged at the first failure of an outage and when it ends
         while not self._closing:
             con: asyncpg.Connection | None = None
             try:
@@ -288,6 +289,9 @@ class PostgresStore(SQLStore):
                 self._listen_con = con
                 self._listening = True
                 delay = 0.5
+                if failures:
+                    log.info("LISTEN on %s restored", redact_url(self.url))
+                failures = 0
                 self._fire(-1)  # notifications may have been missed while not listening
                 while not lost.is_set():
                     try:
@@ -296,20 +300,24 @@ class PostgresStore(SQLStore):
                         # A half-open connection shows no termination: probe it.
                         await con.fetchval("SELECT 1", timeout=self.connect_timeout)
                 log.warning("LISTEN connection to %s lost; reconnecting", redact_url(self.url))
+                failures = 1
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning(
+                failures += 1
+                (log.warning if failures == 1 else log.debug)(
                     "LISTEN on %s failed (%s); retrying in %.1f s",
                     redact_url(self.url),
                     exc,
                     delay,
                 )
             finally:
-                self._listening = False
+                was_listening, self._listening = self._listening, False
                 self._listen_con = None
                 if con is not None and not con.is_closed():
                     con.terminate()
+                if was_listening and not self._closing:
+                    self._fire(-1)  # lost: let the caller check the database now
             if self._closing:
                 break
             await asyncio.sleep(delay)

@@ -37,7 +37,10 @@ def connect(path: str, busy_timeout: float) -> sqlite3.Connection:
     """The connection fastgate uses: WAL, synchronous=NORMAL, foreign keys, our own
     transactions. Raises sqlite3.Error subclasses as StoreError's cause upstream."""
     if path != ":memory:":
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        except OSError as exc:  # a directory that cannot be made (yet): unavailable
+            raise ConnectionError(f"cannot open SQLite database {path}: {exc}") from exc
     try:
         con = sqlite3.connect(
             path,

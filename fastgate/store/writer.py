@@ -20,7 +20,7 @@ stream socket (the inherited fd):
 
 The writing itself is `LogSink` (logsink.py) driven without its thread:
 `write_batch` per received batch (frames that arrived together are merged up
-to `batch_size`), `flush` on idle ticks for the spool replay with backoff, and
+to `batch_size`), `tick` on idle ticks for the spool replay with backoff, and
 `close` at EOF. Records carry a uid before they leave the worker, so a batch
 re-sent after a writer crash is inserted at most once.
 
@@ -50,7 +50,10 @@ HEADER = struct.Struct("<IQ")
 
 log = logging.getLogger("fastgate.writer")
 
-_START_RETRY = 2.0  # seconds between attempts to open a store that failed to start
+# Attempts to open a store that failed to start: 0.5 s doubling to 30 s (the
+# worker's "store up" frame makes the next attempt at once).
+_START_RETRY = 0.5
+_START_RETRY_MAX = 30.0
 
 
 def _records(payload: bytes) -> list[Any]:
@@ -67,6 +70,11 @@ class _Writer:
         self.cfg = cfg
         self.store: Any = None
         self.next_start = 0.0
+        self.retry = _START_RETRY
+        self.unavailable = False  # logged once per outage, and when it ends
+        # The worker has not reached the store yet: spool until its "store up" frame
+        # (it migrates the database; opening it first could create an empty file).
+        self.waiting = bool(cfg.get("wait_store"))
         database = cfg.get("database") or ""
         if database.startswith("sqlite:///") and not database.endswith(":memory:"):
             # Usage inserts only, in this thread: no config, event loop or store
@@ -98,13 +106,29 @@ class _Writer:
         """Start the store if it is not; while it cannot start, writes fail as an
         outage (the store is "not started") and go to the spool."""
         store = self.store
-        if store is None or store.started or time.monotonic() < self.next_start:
+        if store is None or store.started or self.waiting or time.monotonic() < self.next_start:
             return
         try:
             store.start(migrate=False, timeout=5.0)
         except Exception as exc:
-            self.next_start = time.monotonic() + _START_RETRY
-            log.warning("usage writer: database unavailable (%s); spooling", exc)
+            self.next_start = time.monotonic() + self.retry
+            self.retry = min(self.retry * 2, _START_RETRY_MAX)
+            if not self.unavailable:
+                self.unavailable = True
+                self.sink.note_outage(f"usage writer: database unavailable ({exc}); spooling")
+            return
+        self.retry = _START_RETRY
+        if self.unavailable:
+            self.unavailable = False
+            log.info("usage writer: database opened; replaying the spool")
+        self.sink.retry_now()
+
+    def store_is_up(self) -> None:
+        """The worker reached the store: open it now (and replay the spool)."""
+        self.waiting = False
+        self.next_start = 0.0
+        self.retry = _START_RETRY
+        self.open_store()
 
     def send(self, final: bool = False) -> None:
         msg = dict(self.sink.counters(), ack=self.acked)
@@ -124,6 +148,8 @@ class _Writer:
                 ctl = orjson.loads(payload)
                 if "access_log" in ctl:
                     self.sink.access_log = ctl["access_log"]
+                if ctl.get("store") == "up":
+                    self.store_is_up()
                 continue
             try:
                 batch.extend(_records(payload))
@@ -144,6 +170,11 @@ class _Writer:
 
     def run(self) -> None:
         self.sink.open()
+        if self.waiting and self.store is not None:
+            self.sink.note_outage(
+                "usage writer: the worker has not reached the database yet; records go "
+                "to the spool until it does"
+            )
         self.open_store()
         tick = float(self.cfg.get("flush_interval", 0.1))
         buf = bytearray()
@@ -153,7 +184,7 @@ class _Writer:
             ready, _, _ = select.select([sock], [], [], tick)
             if not ready:
                 self.open_store()
-                self.sink.flush()  # spool replay when due, access log reopen
+                self.sink.tick()  # spool replay when due (backoff), access log reopen
                 self.send()
                 continue
             data = sock.recv(1 << 20)
@@ -172,6 +203,7 @@ class _Writer:
                 self.handle(frames)
         if buf:
             log.error("usage writer: %d bytes of a partial frame at EOF (not acked)", len(buf))
+        self.next_start = 0.0  # one last attempt, whatever the backoff says
         self.open_store()
         self.sink.close()
         try:

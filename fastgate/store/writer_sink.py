@@ -72,8 +72,12 @@ class WriterSink:
         close_timeout: float = 10.0,
         spool_file_records: int = 2_000,  # a replay holds one file in memory
         store_options: dict[str, Any] | None = None,
+        wait_store: bool = False,
     ) -> None:
         self._access_log = access_log
+        # True: the worker has not reached the store yet; the writer spools and
+        # opens the database only once told (`store_up`), after the worker migrated it.
+        self.wait_store = wait_store
         self.store_options = store_options or {}  # store_for keywords (busy_timeout=...)
         self.database = database
         self.spool_dir = spool_dir
@@ -162,6 +166,14 @@ class WriterSink:
         if path != self._access_log:
             self._access_log = path
             self._send(self._control({"access_log": path}))  # no writer: its config has it
+
+    def store_up(self) -> None:
+        """The worker reached the store (after a start without it): the writer opens
+        the database now and replays its spool (a control frame; a writer started
+        later is told by its config)."""
+        if self.wait_store:
+            self.wait_store = False
+            self._send(self._control({"store": "up"}))
 
     # -- hot path -----------------------------------------------------------------------
 
@@ -312,6 +324,7 @@ class WriterSink:
             "close_timeout": self.close_timeout,
             "spool_file_records": self.spool_file_records,
             "store_options": self.store_options,
+            "wait_store": self.wait_store,
             "log_level": logging.getLogger("fastgate").getEffectiveLevel(),
         }
 
@@ -459,13 +472,14 @@ class WriterSink:
 
 def usage_sink(access_log: str, *, database: str, store: Any, spool_dir: str, **kw: Any) -> Any:
     """The worker's usage sink: a `WriterSink` feeding a writer process that opens
-    `database` itself (None store: the database was unreachable at start, records
-    go to the access log only, as before). An in-memory SQLite database cannot be
-    shared with another process: its records stay with an in-process `LogSink`."""
-    if store is not None and database.endswith(":memory:"):
+    `database` itself. `store` None: the worker has not reached the database yet;
+    the writer spools every record until `store_up()`. An in-memory SQLite
+    database cannot be shared with another process: its records stay with an
+    in-process `LogSink`."""
+    if database.endswith(":memory:"):
         from fastgate.store.logsink import LogSink
 
         return LogSink(access_log, store=store, spool_dir=spool_dir, **kw)
     return WriterSink(
-        access_log, database=database if store is not None else "", spool_dir=spool_dir, **kw
+        access_log, database=database, spool_dir=spool_dir, wait_store=store is None, **kw
     )
