@@ -23,8 +23,10 @@ from fastgate.config.model import (
     ConfigError,
     GroupConfig,
     PriceConfig,
+    RouterConfig,
     TokenConfig,
 )
+from fastgate.config.routers import check_routers, parse_router
 from fastgate.config.schema import (
     MISSING,
     Problems,
@@ -48,7 +50,7 @@ from fastgate.config.sections import (
 __all__ = ["check_config_main", "config_warnings", "load_config", "parse_config"]
 
 _TABLE_SECTIONS = ("server", "admin", "database", "routing", "aliases", "ratelimit", "cache")
-_SECTIONS = (*_TABLE_SECTIONS, "logging", "channels", "tokens", "prices", "groups")
+_SECTIONS = (*_TABLE_SECTIONS, "logging", "channels", "tokens", "prices", "groups", "routers")
 
 
 def _section(probs: Problems, data: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -190,6 +192,13 @@ def _build(data: Any, base_dir: Path | None, path: Path | None, source: str) -> 
         elif target not in served:
             probs.add(where, f'target "{target}" is not served by any channel')
 
+    routers: list[tuple[str, RouterConfig]] = []
+    for t in _array(probs, data, "routers"):
+        r = parse_router(t)
+        if r is not None:
+            routers.append((t.path, r))
+    check_routers(probs, routers, served, aliases)
+
     if probs.items:
         raise ConfigError(probs.items, source)
     return Config(
@@ -205,6 +214,7 @@ def _build(data: Any, base_dir: Path | None, path: Path | None, source: str) -> 
         tokens=tuple(tokens),
         prices=tuple(prices),
         groups=tuple(groups),
+        routers=tuple(r for _, r in routers),
         path=path,
         base_dir=base,
     )

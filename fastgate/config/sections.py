@@ -24,6 +24,7 @@ from fastgate.config.schema import (
     DB_PREFIXES,
     LOG_LEVELS,
     REDIS_PREFIXES,
+    ROUTING_STRATEGIES,
     Problems,
     Table,
     join_key,
@@ -104,6 +105,7 @@ def parse_routing(t: Table) -> RoutingConfig:
     t.integer("max_attempts", lo=1)
     t.integer("breaker_failures", lo=1)
     t.number("breaker_cooldown", gt=0)
+    t.string("strategy", choices=ROUTING_STRATEGIES)
     t.finish()
     return RoutingConfig(**t.kw)
 

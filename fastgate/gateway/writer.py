@@ -164,6 +164,7 @@ class ResponseWriter:
         release: Any = None,
         terminate: bool = False,
         cache_hit: bool = False,
+        router: str = "",
     ) -> None:
         """The end of a proxied request, fast path and general exchange alike:
         flush -> release the connection -> account -> hand the client connection
@@ -207,6 +208,7 @@ class ResponseWriter:
             attempts,
             self.client.client_ip,
             cache_hit,
+            router=router,
         )
         if limited is not None:  # the admission's ticket
             app.limits.done(
