@@ -170,7 +170,8 @@ class ResponseWriter:
         flush -> release the connection -> account -> hand the client connection
         back. `terminate`: end the body's framing first (the head if no body byte
         came, the last chunk). `cache_hit`: answered from the response cache (no
-        cost, and no tokens counted against the key's tpm)."""
+        cost, and no tokens counted against the key's tpm). `router`: the [[routers]]
+        name that chose `model` (the record's router)."""
         out = self.out
         if terminate:
             if self.head_out is not None:

@@ -118,3 +118,17 @@ def test_router_candidates_carry_their_member_model() -> None:
     (r,) = [x for x in report["routers"] if x["name"] == "r"]
     assert r["models"] == ["y", "m", "x"]
     assert r["order"][0]["why"] == "models[0] = y, priority -5"
+
+
+def test_a_latency_router_measures_each_member_on_its_channel() -> None:
+    snap = snapshot(routers=[{"name": "fast", "models": ["x", "y"], "strategy": "latency"}])
+    route = snap.routes[("default", "fast")]
+    assert route.measure and route.router == "fast"
+    table = Latency()
+    bind_latency(snap.routes, table)
+    assert [(c.member, c.name) for c in route.order()] == [("x", "dear"), ("y", "home")]
+    table.sample("dear", "x", 0.4)
+    table.sample("dear", "m", 0.01)  # the same channel for another model: not this pair
+    assert [(c.member, c.name) for c in route.order()] == [("y", "home"), ("x", "dear")]
+    table.sample("home", "y", 0.5)
+    assert [(c.member, c.name) for c in route.order()] == [("x", "dear"), ("y", "home")]
