@@ -23,6 +23,7 @@ from fastgate.gateway.budgets import Budgets
 from fastgate.gateway.fast import dispatch as fast_dispatch
 from fastgate.gateway.limits import Limits, SharedLimits
 from fastgate.gateway.plan import bind_breakers
+from fastgate.gateway.strategies import Latency, bind_latency
 from fastgate.gateway.upstream_limits import cooldown_seconds
 from fastgate.http.head import RequestHead
 from fastgate.http.upstream import Pool
@@ -58,6 +59,9 @@ class App:
         )
         self.breakers = Breakers(cfg.routing.breaker_failures, cfg.routing.breaker_cooldown)
         bind_breakers(snapshot.plans, self.breakers)
+        # The latency strategy's EWMA of time to first byte, this worker's own.
+        self.latency = Latency()
+        bind_latency(snapshot.routes, self.latency)
         self.metrics = Metrics()
         self.mock = MockProvider(loop)
         rl = cfg.ratelimit
@@ -163,6 +167,7 @@ class App:
         """Install a new snapshot (and config) as one reference each."""
         self.breakers.configure(cfg.routing.breaker_failures, cfg.routing.breaker_cooldown)
         bind_breakers(snapshot.plans, self.breakers)
+        bind_latency(snapshot.routes, self.latency)
         if cfg.cache != self.cfg.cache:  # [cache] changed: a new backend, empty
             old = self.cache
             self.cache = build_cache(cfg.cache, self.loop, self.metrics)

@@ -304,6 +304,7 @@ class Worker:
             token=token,
             config=lambda: self.cfg,
             status=self.instance_status,
+            routers=self.routers_report,
         )
         runner = web.AppRunner(build_admin_app(ctx), access_log=None)
         await runner.setup()
@@ -349,6 +350,14 @@ class Worker:
                 "spooled": getattr(app.sink, "spooled", 0),
             },
         }
+
+    def routers_report(self) -> dict[str, Any]:
+        """GET /admin/routers: this worker's routing order and latency measurements."""
+        from fastgate.gateway.route_report import describe
+
+        app = self.app
+        assert app is not None
+        return {**describe(app.snapshot, app.latency), "worker": self.index, "pid": os.getpid()}
 
     async def instance_status(self) -> dict[str, Any]:
         """The admin API's status: this worker's (top level, as one process shows

@@ -18,6 +18,7 @@ import orjson
 from fastgate.gateway.billing import IntPrice, ratio_ppm, to_int_price
 from fastgate.gateway.plan import RoutePlan, build_plans
 from fastgate.gateway.routing import Route
+from fastgate.gateway.strategies import build_routes
 from fastgate.providers import registry
 
 
@@ -45,6 +46,10 @@ class Channel:
     config: Any = None
     origin: tuple[str, str, int] = ("http", "", 0)  # the pool's key (scheme, host, port)
     kind: Any = None  # the channel type's registry entry (providers/registry.py)
+    local: bool = False  # on this machine or network (the local-first strategy)
+    # A router's candidate: the member model this copy of the channel serves
+    # ("": the request's own model). See gateway/strategies.py.
+    member: str = ""
 
     @property
     def is_mock(self) -> bool:
@@ -90,6 +95,9 @@ class Snapshot:
     built_at: float = field(default_factory=time.time)
     models_json: dict[tuple[str, frozenset[str] | None], bytes] = field(default_factory=dict)
     plans: dict[tuple[str, str], RoutePlan] = field(default_factory=dict)
+    # [[routers]] by name; and per group, the routers with a member served there.
+    routers: dict[str, Any] = field(default_factory=dict)
+    routers_by_group: dict[str, list[str]] = field(default_factory=dict)
 
     def resolve_model(self, name: str) -> str:
         return self.aliases.get(name, name)
@@ -104,6 +112,7 @@ class Snapshot:
             for alias, target in self.aliases.items():
                 if target in allowed:
                     names.append(alias)
+            names += self.routers_by_group.get(token.group, ())
             if token.models is not None:
                 names = [
                     n for n in names if n in token.models or self.aliases.get(n) in token.models
@@ -136,6 +145,7 @@ def _channel_from_config(cc: Any) -> Channel:
         default_max_tokens=cc.default_max_tokens,
         config=cc,
         kind=kind,
+        local=bool(cc.local),
     )
     if kind.in_process:
         return ch
@@ -175,7 +185,6 @@ def build_snapshot(config: Any, version: int = 1) -> Snapshot:
             for m in ch.models:
                 serving.setdefault((g, m), []).append(ch)
                 models_by_group.setdefault(g, set()).add(m)
-    routes = {k: Route(v) for k, v in serving.items()}
 
     group_budget = {
         g.name: ("group", g.name, g.budget_micros, g.budget_period)
@@ -224,6 +233,7 @@ def build_snapshot(config: Any, version: int = 1) -> Snapshot:
             prices[pc.model] = prices[pc.alias_of]
     group_ratio = {g.name: ratio_ppm(g.ratio) for g in config.groups}
     aliases = dict(config.aliases)
+    routes, routers, routers_by_group = _routes(config, serving, prices)
 
     return Snapshot(
         version=version,
@@ -236,4 +246,20 @@ def build_snapshot(config: Any, version: int = 1) -> Snapshot:
         prices=prices,
         group_ratio=group_ratio,
         plans=build_plans(routes, aliases, prices, group_ratio),
+        routers=routers,
+        routers_by_group=routers_by_group,
     )
+
+
+def _routes(
+    config: Any, serving: dict[tuple[str, str], list[Channel]], prices: dict[str, IntPrice]
+) -> tuple[dict[tuple[str, str], Route], dict[str, Any], dict[str, list[str]]]:
+    """Routes by (group, model or router) under the configured strategies; the
+    routers by name; per group, the routers it can use (gateway/strategies.py)."""
+    routers = {r.name: r for r in config.routers}
+    routes = build_routes(serving, config.routing.strategy, routers.values(), prices.get)
+    by_group: dict[str, list[str]] = {}
+    for g, name in routes:
+        if name in routers:
+            by_group.setdefault(g, []).append(name)
+    return routes, routers, by_group

@@ -8,6 +8,7 @@ JSON in and out; errors are OpenAI-shaped, `{"error": {"message", "type",
 Routes (`{id}` is a store id or a name; for prices the model, slashes allowed):
   GET    /admin/status                     runtime status + store health
   GET    /admin/usage?group_by=&since=&until=&tag=&bucket=&key=
+  GET    /admin/routers                    each router's and model's candidate order, why
   GET    /admin/{channels|tokens|prices|groups}          list (file entries too)
   POST   /admin/{channels|tokens|prices|groups}          create -> 201
   GET    /admin/{kind}s/{id}   PATCH /admin/{kind}s/{id}   DELETE /admin/{kind}s/{id}
@@ -74,6 +75,8 @@ class AdminContext:
     config: Callable[[], Config]  # the current FILE config (read-only entries)
     # runtime status from the data plane (a coroutine when it gathers every worker's)
     status: Callable[[], dict[str, Any] | Awaitable[dict[str, Any]]]
+    # the routing report of the worker serving the admin API (gateway/route_report.py)
+    routers: Callable[[], dict[str, Any]] | None = None
 
 
 CTX = web.AppKey("fastgate_admin_ctx", AdminContext)
@@ -359,6 +362,15 @@ async def status(request: web.Request) -> web.Response:
     return _json(out)
 
 
+async def routers(request: web.Request) -> web.Response:
+    """The current order of every router and model route, and why (the answering
+    worker's: each worker measures its own latency)."""
+    ctx = request.app[CTX]
+    if ctx.routers is None:
+        raise ApiError(404, "not_found", "no routing report in this process")
+    return _json(ctx.routers())
+
+
 # --------------------------------------------------------------------------- dashboard
 
 
@@ -403,6 +415,7 @@ def build_admin_app(ctx: AdminContext) -> web.Application:
     kinds = "{kind:" + "|".join(_PLURALS) + "}"
     r.add_get("/admin/status", status)
     r.add_get("/admin/usage", usage)
+    r.add_get("/admin/routers", routers)
     r.add_post("/admin/channels/{id:.+}/test", test_channel)
     r.add_get("/admin/channels/{id:.+}/models", channel_models)
     r.add_get(f"/admin/{kinds}", list_entries)

@@ -13,7 +13,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from fastgate.cli import channels, prices, serve, tokens, usage
+from fastgate.cli import channels, prices, routers, serve, tokens, usage
 from fastgate.cli.session import run
 from fastgate.cli.views import CHANNEL, GROUP, PRICE, TOKEN, list_command, show_command
 
@@ -170,6 +170,18 @@ def add_store_commands(sub: Any) -> None:
     p.add_argument("source", metavar="FILE|URL")
     p.add_argument(
         "--provider", type=_csv, help="only these litellm_provider values, comma separated"
+    )
+
+    # router
+    rs = group("router", "routers and routing strategies: the current order and why")
+    p = leaf(rs, "list", routers.list_routers, "each router's candidate order and why")
+    p.add_argument(
+        "--models", action="store_true", help="also every model's route ([routing] strategy)"
+    )
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="do not ask the running gateway's admin API (EWMA then unknown)",
     )
 
     # usage

@@ -16,6 +16,7 @@ The package, by seam (this module re-exports the public names, so
 - `sections`: one parser per single-table section (server, admin, database, ...);
 - `entries`: the parsers of channels, tokens, prices and groups, and
   `parse_entry` (one entry alone: what the store validates admin input with);
+- `routers`: the [[routers]] parser and its cross-entry rules;
 - `loader`: file -> Config with the cross-entry rules, and `check-config`.
 
 This package sits below the store, server, admin and CLI: it imports none of them.
@@ -37,6 +38,7 @@ from fastgate.config.model import (
     PriceConfig,
     PriceTier,
     RateLimitConfig,
+    RouterConfig,
     RoutingConfig,
     ServerConfig,
     TokenConfig,
@@ -50,6 +52,8 @@ from fastgate.config.schema import (
     DB_PREFIXES,
     LOG_LEVELS,
     REDIS_PREFIXES,
+    ROUTER_STRATEGIES,
+    ROUTING_STRATEGIES,
     TIER_MODES,
     WEBHOOK_EVENTS,
 )
@@ -60,6 +64,8 @@ __all__ = [
     "DB_PREFIXES",
     "LOG_LEVELS",
     "REDIS_PREFIXES",
+    "ROUTER_STRATEGIES",
+    "ROUTING_STRATEGIES",
     "TIER_MODES",
     "WEBHOOK_EVENTS",
     "AdminConfig",
@@ -73,6 +79,7 @@ __all__ = [
     "PriceConfig",
     "PriceTier",
     "RateLimitConfig",
+    "RouterConfig",
     "RoutingConfig",
     "ServerConfig",
     "TokenConfig",

@@ -198,6 +198,7 @@ def parse_channel(t: Table) -> tuple[ChannelConfig | None, tuple[str, ...]]:
         t.string(key + "_env", env_name=True)
     t.number("delay_ms", lo=0)
     t.number("timeout", lo=0)
+    t.boolean("local")
     t.finish()
 
     served = models or ()

@@ -23,8 +23,10 @@ from fastgate.config.model import (
     ConfigError,
     GroupConfig,
     PriceConfig,
+    RouterConfig,
     TokenConfig,
 )
+from fastgate.config.routers import check_routers, parse_router
 from fastgate.config.schema import (
     MISSING,
     Problems,
@@ -58,7 +60,7 @@ _TABLE_SECTIONS = (
     "cache",
     "webhooks",
 )
-_SECTIONS = (*_TABLE_SECTIONS, "logging", "channels", "tokens", "prices", "groups")
+_SECTIONS = (*_TABLE_SECTIONS, "logging", "channels", "tokens", "prices", "groups", "routers")
 
 
 def _section(probs: Problems, data: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -201,6 +203,13 @@ def _build(data: Any, base_dir: Path | None, path: Path | None, source: str) -> 
         elif target not in served:
             probs.add(where, f'target "{target}" is not served by any channel')
 
+    routers: list[tuple[str, RouterConfig]] = []
+    for t in _array(probs, data, "routers"):
+        r = parse_router(t)
+        if r is not None:
+            routers.append((t.path, r))
+    check_routers(probs, routers, served, aliases)
+
     if probs.items:
         raise ConfigError(probs.items, source)
     return Config(
@@ -217,6 +226,7 @@ def _build(data: Any, base_dir: Path | None, path: Path | None, source: str) -> 
         tokens=tuple(tokens),
         prices=tuple(prices),
         groups=tuple(groups),
+        routers=tuple(r for _, r in routers),
         path=path,
         base_dir=base,
     )

@@ -32,6 +32,7 @@ __all__ = [
     "PriceConfig",
     "PriceTier",
     "RateLimitConfig",
+    "RouterConfig",
     "RoutingConfig",
     "ServerConfig",
     "TokenConfig",
@@ -39,6 +40,10 @@ __all__ = [
     "generate_key",
     "hash_key",
 ]
+
+
+# Channel types whose `local` defaults to true (a model served on this machine or network).
+LOCAL_TYPES = ("ollama",)
 
 
 def _empty_map() -> Mapping[str, str]:
@@ -112,6 +117,16 @@ class RoutingConfig:
     max_attempts: int = 3
     breaker_failures: int = 5
     breaker_cooldown: float = 30.0
+    strategy: str = "priority"  # how a model's channels are ordered (gateway/strategies.py)
+
+
+@dataclass(frozen=True, slots=True)
+class RouterConfig:
+    """A public model name served by several models ([[routers]])."""
+
+    name: str
+    models: tuple[str, ...] = ()
+    strategy: str = "ordered"  # how the (model, channel) candidates are ordered
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +199,13 @@ class ChannelConfig:
     session_token_env: str = ""
     delay_ms: float = 0.0
     timeout: float = 0.0  # 0 = server.first_byte_timeout
+    # A model on this machine or network (the local-first strategy tries it first).
+    # None = the type's default: true for ollama, false otherwise.
+    local: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.local is None:
+            object.__setattr__(self, "local", self.type in LOCAL_TYPES)
 
     def resolve_api_key(self) -> str:
         """`api_key` if set, else the `api_key_env` variable, else "" (never raises)."""
@@ -284,6 +306,7 @@ class Config:
     tokens: tuple[TokenConfig, ...] = ()
     prices: tuple[PriceConfig, ...] = ()
     groups: tuple[GroupConfig, ...] = ()
+    routers: tuple[RouterConfig, ...] = ()
     path: Path | None = None
     base_dir: Path = field(default_factory=Path.cwd)
 

@@ -28,6 +28,8 @@ __all__ = [
     "LOG_LEVELS",
     "MISSING",
     "REDIS_PREFIXES",
+    "ROUTER_STRATEGIES",
+    "ROUTING_STRATEGIES",
     "TIER_MODES",
     "WEBHOOK_EVENTS",
     "Problems",
@@ -54,6 +56,11 @@ BACKENDS = ("memory", "redis")
 BUDGET_PERIODS = ("day", "week", "month")  # UTC; weeks start Monday 00:00 (ISO)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 TIER_MODES = ("whole", "segmented")
+# How candidates are ordered (gateway/strategies.py): a model's channels ([routing]
+# strategy), a router's (model, channel) pairs ([[routers]] strategy; "ordered":
+# the router's list order).
+ROUTING_STRATEGIES = ("priority", "cost", "latency", "local-first")
+ROUTER_STRATEGIES = ("ordered", *ROUTING_STRATEGIES)
 DB_PREFIXES = ("sqlite:///", "postgresql://", "postgres://")
 REDIS_PREFIXES = ("redis://", "rediss://", "unix://")
 WEBHOOK_EVENTS = ("channel_down", "channel_up", "unpriced_model", "budget")

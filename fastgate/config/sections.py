@@ -26,6 +26,7 @@ from fastgate.config.schema import (
     DB_PREFIXES,
     LOG_LEVELS,
     REDIS_PREFIXES,
+    ROUTING_STRATEGIES,
     WEBHOOK_EVENTS,
     Problems,
     Table,
@@ -108,6 +109,7 @@ def parse_routing(t: Table) -> RoutingConfig:
     t.integer("max_attempts", lo=1)
     t.integer("breaker_failures", lo=1)
     t.number("breaker_cooldown", gt=0)
+    t.string("strategy", choices=ROUTING_STRATEGIES)
     t.finish()
     return RoutingConfig(**t.kw)
 

@@ -106,6 +106,8 @@ def admit(app: App, ctx: RequestContext, order: list[Any] | None) -> list[Any] |
         raise errors.ModelNotFound(
             f"The model '{requested}' does not exist or is not available to this key"
         )
+    ctx.router = route.router
+    ctx.measure = route.measure
     if token.quota_micros >= 0:
         # Served while the quota left covers what this key's last request on
         # this model cost (the first needs only some quota left).

@@ -3,8 +3,9 @@
 `Attempts` walks the route's attempt plan (skipping channels cooling down,
 over their rpm, or with an open breaker), counts attempts and remembers each
 failure for the final error, and holds what belongs to the current attempt:
-the channel, its breaker, the upstream model name, the pool's pending acquire
-or the connection. A stale kept-alive connection is retried once, on the same
+the channel, its breaker, the model (a router's candidate serves its member
+model: `Channel.member`) and its upstream name, the pool's pending acquire
+or the connection, and when the attempt started (latency routes only). A stale kept-alive connection is retried once, on the same
 channel, without counting as a failure (`stale_retry`).
 """
 
@@ -30,8 +31,10 @@ class Attempts:
         "count",
         "failures",
         "last_channel",
+        "model",
         "order",
         "plan",
+        "sent",
         "skipped_open",
         "stale_retry",
         "upstream_model",
@@ -47,6 +50,7 @@ class Attempts:
         upstream_model: str = "",
         conn: Any = None,
         cancel_acquire: Any = None,
+        model: str = "",
     ) -> None:
         self.order = order  # candidates already drawn from the route (by the fast path)
         self.plan = plan
@@ -55,6 +59,8 @@ class Attempts:
         self.last_channel = channel
         self.breaker = breaker
         self.upstream_model = upstream_model
+        self.model = model  # the current attempt's model ("" before the first)
+        self.sent = 0.0  # time.time() the current attempt started (latency routes)
         self.conn = conn
         self.cancel_acquire = cancel_acquire
         self.failures: list[tuple[str, str]] = []
@@ -90,6 +96,7 @@ class Attempts:
 
     def use(self, app: Any, ch: Any, model: str, now: float) -> Any:
         """Make `ch` current if its breaker lets a request through (else None)."""
+        model = ch.member or model  # a router's candidate serves its member model
         br = app.breakers.get(ch.name, model)
         if not br.allow(now):
             self.skipped_open += 1
@@ -97,6 +104,7 @@ class Attempts:
         self.count += 1
         self.channel = self.last_channel = ch
         self.breaker = br
+        self.model = model
         self.upstream_model = ch.model_map.get(model, model)
         return ch
 

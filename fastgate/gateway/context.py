@@ -24,12 +24,14 @@ class RequestContext:
         "ingress",
         "inject",
         "limited",
+        "measure",
         "model",
         "obj",
         "pending",
         "rate_headers",
         "request_id",
         "requested",
+        "router",
         "stream",
         "token",
     )
@@ -65,3 +67,5 @@ class RequestContext:
         # An admission step still to await (a Redis round trip of the shared limits).
         self.pending: Any = None
         self.rate_headers = b""  # x-ratelimit-* lines for the response
+        self.router = ""  # the [[routers]] name when `model` is a router's
+        self.measure = False  # the route's strategy is latency: time the response heads

@@ -364,6 +364,7 @@ class FastExchange(ResponseWriter):
             self.upstream_model,
             self.conn,
             self.cancel_acquire,
+            self.plan.model,
         )
         scanner = self.scanner
         if scanner is None and self.tail is not None:

@@ -224,6 +224,8 @@ class Exchange(ExchangeParts):
         att = self.attempts
         ctx = self.ctx
         self._to(CONNECTING)
+        if ctx.measure:  # the latency strategy: time this attempt to its response head
+            att.sent = time.time()
         convert = att.convert = ch.protocol != ctx.ingress.protocol
         if ch.is_mock:
             if convert:
@@ -251,7 +253,7 @@ class Exchange(ExchangeParts):
             if not att.convert and ctx.ingress is OPENAI_INGRESS:
                 # the channel type decides the URL (Azure: its deployment path)
                 path, query = ch.kind.openai_target(
-                    ch, ctx.model, att.upstream_model, head.path, head.query
+                    ch, att.model, att.upstream_model, head.path, head.query
                 )
                 body = openai_proto.edit_body(
                     head.body, ctx.obj, ctx.requested, att.upstream_model, ctx.inject
@@ -310,6 +312,8 @@ class Exchange(ExchangeParts):
             w = self.writer
             w.status = status
             w.t_first = time.time()
+            if self.ctx.measure:  # the latency strategy's moving average
+                self.app.latency.sample(att.channel.name, att.model, w.t_first - att.sent)
             att.breaker.success()
             attempts = self.app.metrics.attempts
             key = (att.channel.name, "ok")
@@ -549,6 +553,7 @@ class Exchange(ExchangeParts):
         att = self.attempts
         snap = self.app.snapshot
         cap = self.cache
+        model = att.model or ctx.model  # a router's: the member model that answered
         self.writer.end(
             status,
             error_code,
@@ -556,16 +561,17 @@ class Exchange(ExchangeParts):
             token,
             ctx.ingress.protocol,
             att.channel,
-            ctx.model,
+            model,
             att.upstream_model,
             ctx.stream,
-            snap.prices.get(ctx.model),
+            snap.prices.get(model),
             snap.group_ratio.get(token.group, 1_000_000) if token is not None else 1_000_000,
             att.count,
             ctx.limited,
             release,
             terminate,
             cap is not None and cap.hit,
+            ctx.router,
         )
 
     def _crash(self) -> None:

@@ -60,7 +60,8 @@ class ExchangeParts(Machine):
 
     @property
     def model(self) -> str:
-        return self.ctx.model
+        """The current attempt's model (a router's member), else the request's."""
+        return self.attempts.model or self.ctx.model
 
     @property
     def stream(self) -> bool:

@@ -8,8 +8,11 @@ the route may take the fast path (`gateway/fast.py`). Breakers live in the App
 
 A route is fast-path eligible when every candidate speaks the OpenAI protocol
 at a plain OpenAI URL (no Azure deployment paths, no in-process mock) and has
-no per-channel rate limit; everything else about a request (its key, its body)
-is checked per request, inline, by the fast path itself.
+no per-channel rate limit, and its order is static (not the latency strategy,
+whose responses are measured on the general path) and it is not a router's
+(whose model changes per attempt: gateway/strategies.py); everything else
+about a request (its key, its body) is checked per request, inline, by the
+fast path itself.
 """
 
 from __future__ import annotations
@@ -30,14 +33,18 @@ class RoutePlan:
         self.ratio = ratio  # the group's price ratio, parts per million
         self.breaker: Any = None  # the single candidate's breaker, bound by the App
         channels = [c for level in route.levels for c in level.channels]
-        self.fast = all(c.kind.fast_path and not c.rpm for c in channels)
+        self.fast = (
+            route.static
+            and not route.router
+            and all(c.kind.fast_path and not c.rpm for c in channels)
+        )
 
 
 def bind_breakers(plans: dict[tuple[str, str], RoutePlan], breakers: Any) -> None:
     """Give each single-candidate plan a direct reference to its breaker (breakers
     live in the App and outlive snapshots, so this runs when a snapshot is installed)."""
     for plan in plans.values():
-        if plan.single is not None:
+        if plan.single is not None and plan.fast:  # only the fast path reads it
             plan.breaker = breakers.get(plan.single.name, plan.model)
 
 

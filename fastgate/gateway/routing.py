@@ -1,15 +1,17 @@
 """Routing: the ordered candidates for one request.
 
 A `Route` is precomputed per (group, model) when the snapshot is built: channels
-grouped by priority (highest first), each level with cumulative weights so that
-a weighted pick is one bisect. All weights 0 in a level means round robin.
+grouped in levels by a sort key (by default the priority, highest first; the
+strategies of `gateway/strategies.py` give other keys: price, locality, a
+router's list), each level with cumulative weights so that a weighted pick is
+one bisect. All weights 0 in a level means round robin.
 """
 
 from __future__ import annotations
 
 import random
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import accumulate
 from typing import Any
 
@@ -54,17 +56,43 @@ class Level:
         return out
 
 
+def by_priority(c: Any) -> Any:
+    """The default level key: higher priority first."""
+    return -c.priority
+
+
 class Route:
-    """Candidates for a (group, model): priority levels, highest first."""
+    """Candidates for a (group, model): levels in ascending key order (by default
+    priority levels, highest first).
 
-    __slots__ = ("levels", "single")
+    `strategy` names how the key was chosen; `router` is the [[routers]] name for a
+    router's route ("" for a model's); `measure`: responses on this route feed the
+    latency EWMA (gateway/strategies.py LatencyRoute); `static`: `order()` depends on
+    nothing but the route itself (the fast path may take it)."""
 
-    def __init__(self, channels: list[Any]) -> None:
-        by_prio: dict[int, list[Any]] = {}
+    __slots__ = ("keys", "levels", "router", "single", "strategy")
+    measure = False
+    static = True
+
+    def __init__(
+        self,
+        channels: list[Any],
+        key: Callable[[Any], Any] = by_priority,
+        strategy: str = "priority",
+        router: str = "",
+    ) -> None:
+        by_key: dict[Any, list[Any]] = {}
         for c in channels:
-            by_prio.setdefault(c.priority, []).append(c)
-        self.levels = [Level(by_prio[p]) for p in sorted(by_prio, reverse=True)]
+            by_key.setdefault(key(c), []).append(c)
+        self.keys = sorted(by_key)
+        self.levels = [Level(by_key[k]) for k in self.keys]
         self.single = channels[0] if len(channels) == 1 else None
+        self.strategy = strategy
+        self.router = router
+
+    def channels(self) -> list[Any]:
+        """Every candidate, level by level (the configured order within a level)."""
+        return [c for level in self.levels for c in level.channels]
 
     def order(self) -> list[Any]:
         """Every channel once, in the order they should be tried."""

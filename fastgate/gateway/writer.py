@@ -164,12 +164,14 @@ class ResponseWriter:
         release: Any = None,
         terminate: bool = False,
         cache_hit: bool = False,
+        router: str = "",
     ) -> None:
         """The end of a proxied request, fast path and general exchange alike:
         flush -> release the connection -> account -> hand the client connection
         back. `terminate`: end the body's framing first (the head if no body byte
         came, the last chunk). `cache_hit`: answered from the response cache (no
-        cost, and no tokens counted against the key's tpm)."""
+        cost, and no tokens counted against the key's tpm). `router`: the [[routers]]
+        name that chose `model` (the record's router)."""
         out = self.out
         if terminate:
             if self.head_out is not None:
@@ -207,6 +209,7 @@ class ResponseWriter:
             attempts,
             self.client.client_ip,
             cache_hit,
+            router=router,
         )
         if limited is not None:  # the admission's ticket
             app.limits.done(
