@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from fastgate.gateway.billing import IntPrice, ratio_ppm, to_int_price
+from fastgate.gateway.billing import IntPrice, price_table, ratio_ppm
 from fastgate.gateway.plan import RoutePlan, build_plans
 from fastgate.gateway.routing import Route
 from fastgate.providers import registry
@@ -90,6 +90,7 @@ class Snapshot:
     built_at: float = field(default_factory=time.time)
     models_json: dict[tuple[str, frozenset[str] | None], bytes] = field(default_factory=dict)
     plans: dict[tuple[str, str], RoutePlan] = field(default_factory=dict)
+    unpriced: tuple[str, ...] = ()  # routed models with no price (cost 0, `unpriced`)
 
     def resolve_model(self, name: str) -> str:
         return self.aliases.get(name, name)
@@ -216,12 +217,7 @@ def build_snapshot(config: Any, version: int = 1) -> Snapshot:
         t.fast = plain and not t.limited
         t.fast_limits = plain and t.limited and not t.max_concurrency
 
-    prices: dict[str, IntPrice] = {}
-    for pc in config.prices:
-        prices[pc.model] = to_int_price(pc.input, pc.output, pc.cache_read, pc.cache_write)
-    for pc in config.prices:
-        if pc.alias_of and pc.alias_of in prices:
-            prices[pc.model] = prices[pc.alias_of]
+    prices = price_table(config.prices)
     group_ratio = {g.name: ratio_ppm(g.ratio) for g in config.groups}
     aliases = dict(config.aliases)
 
@@ -236,4 +232,12 @@ def build_snapshot(config: Any, version: int = 1) -> Snapshot:
         prices=prices,
         group_ratio=group_ratio,
         plans=build_plans(routes, aliases, prices, group_ratio),
+        unpriced=tuple(sorted({m for ms in models_by_group.values() for m in ms} - prices.keys())),
     )
+
+
+def unpriced_models(config: Any) -> list[str]:
+    """The models routed by `config` (an enabled channel serves them) that have
+    no price (`alias_of` followed): served with cost 0 and recorded `unpriced`."""
+    routed = {m for cc in config.channels if cc.enabled and cc.groups for m in cc.models}
+    return sorted(routed - price_table(config.prices).keys())
