@@ -100,6 +100,11 @@ class Worker:
         sink.start()
         app = self.app = App(merged, build_snapshot(merged, self.version), loop, sink)
         app.file_cfg = cfg
+        if self.index == 0 and app.snapshot.unpriced:  # once per instance, at start
+            log.warning(
+                "models routed with no price (served at cost 0, recorded unpriced): %s",
+                ", ".join(app.snapshot.unpriced),
+            )
         if self.state is not None:
             app.quota_used.update(self.state.quota_used)
         if self.store is not None:
