@@ -69,9 +69,9 @@ class ResponseWriter:
         self.last = b""  # the last bytes written to the client (see Exchange.client_lost)
         self.cache_state = b""  # b"hit" / b"miss" for a cacheable request (x-fastgate-cache)
         # For a usage estimate (only read when the upstream reported none): the body
-        # bytes given to the client, and the first of them (bytes, then a list).
+        # bytes given to the client, and the first of them (the chunks, by reference).
         self.sent = 0
-        self.sample: Any = b""
+        self.sample: list[bytes] = []
 
     def keep_alive(self) -> bool:
         return self.head.keep_alive and not self.force_close and not self.app.stopping
@@ -100,15 +100,10 @@ class ResponseWriter:
 
     def frame(self, data: bytes) -> None:
         """Frame bytes already in the client's format."""
-        n = self.sent
-        self.sent = n + len(data)
-        if n < SAMPLE:  # the first bytes, kept by reference for an estimate
-            if not n:
-                self.sample = data
-            elif type(self.sample) is list:
-                self.sample.append(data)
-            else:
-                self.sample = [self.sample, data]
+        sent = self.sent
+        if sent < SAMPLE:  # the first bytes, kept by reference for an estimate
+            self.sample.append(data)
+        self.sent = sent + len(data)
         out = self.out
         if self.head_out is not None:
             out.append(self.head_out)
@@ -139,7 +134,7 @@ class ResponseWriter:
         return whether the connection is kept alive."""
         keep = self.keep_alive()
         if 200 <= status < 300:  # a converted non-stream answer: what an estimate reads
-            self.sample = body
+            self.sample = [body]
             self.sent = len(body)
         if self.cache_state:
             extra = (*extra, (b"x-fastgate-cache", self.cache_state))
@@ -165,7 +160,7 @@ class ResponseWriter:
         self.t_first = 0.0
         self.upstream_request_id = b""
         self.sent = 0
-        self.sample = b""
+        self.sample = []
 
     def end(
         self,

@@ -124,14 +124,12 @@ def estimate_usage(
     """The estimated usage of a request whose upstream reported none (`reported`
     is returned as it is for a path that is not a generation endpoint).
 
-    `sample`: the first bytes sent to the client (bytes, or a list of bytes);
+    `sample`: the first chunks sent to the client (bytes, or a list of them);
     `sent`: how many bytes were sent in all."""
     if not estimable(path):
         return reported
-    if type(sample) is list:
+    if type(sample) is not bytes:
         sample = b"".join(sample)
-    elif not sample:
-        sample = b""
     u = Usage(found=True, estimated=True)
     if reported.found:  # partial: the input counts came (message_start), the output not
         u.prompt_tokens = reported.prompt_tokens
