@@ -108,6 +108,11 @@ class Worker:
         if app.hooks is not None:
             app.hooks.start(self.count)
         app.store_status = self.link.view
+        if self.index == 0 and app.snapshot.unpriced:  # once per instance, at start
+            log.warning(
+                "models routed with no price (served at cost 0, recorded unpriced): %s",
+                ", ".join(app.snapshot.unpriced),
+            )
         if self.store is not None:
             await self._store_up(at_start=True)
         else:  # serve the file's entries; retry in the background

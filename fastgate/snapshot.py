@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from fastgate.gateway.billing import IntPrice, ratio_ppm, to_int_price
+from fastgate.gateway.billing import IntPrice, price_table, ratio_ppm
 from fastgate.gateway.plan import RoutePlan, build_plans
 from fastgate.gateway.routing import Route
 from fastgate.gateway.strategies import build_routes
@@ -98,6 +98,7 @@ class Snapshot:
     # [[routers]] by name; and per group, the routers with a member served there.
     routers: dict[str, Any] = field(default_factory=dict)
     routers_by_group: dict[str, list[str]] = field(default_factory=dict)
+    unpriced: tuple[str, ...] = ()  # routed models with no price (cost 0, `unpriced`)
 
     def resolve_model(self, name: str) -> str:
         return self.aliases.get(name, name)
@@ -225,12 +226,7 @@ def build_snapshot(config: Any, version: int = 1) -> Snapshot:
         t.fast = plain and not t.limited
         t.fast_limits = plain and t.limited and not t.max_concurrency
 
-    prices: dict[str, IntPrice] = {}
-    for pc in config.prices:
-        prices[pc.model] = to_int_price(pc.input, pc.output, pc.cache_read, pc.cache_write)
-    for pc in config.prices:
-        if pc.alias_of and pc.alias_of in prices:
-            prices[pc.model] = prices[pc.alias_of]
+    prices = price_table(config.prices)
     group_ratio = {g.name: ratio_ppm(g.ratio) for g in config.groups}
     aliases = dict(config.aliases)
     routes, routers, routers_by_group = _routes(config, serving, prices)
@@ -248,6 +244,7 @@ def build_snapshot(config: Any, version: int = 1) -> Snapshot:
         plans=build_plans(routes, aliases, prices, group_ratio),
         routers=routers,
         routers_by_group=routers_by_group,
+        unpriced=tuple(sorted({m for ms in models_by_group.values() for m in ms} - prices.keys())),
     )
 
 
@@ -263,3 +260,10 @@ def _routes(
         if name in routers:
             by_group.setdefault(g, []).append(name)
     return routes, routers, by_group
+
+
+def unpriced_models(config: Any) -> list[str]:
+    """The models routed by `config` (an enabled channel serves them) that have
+    no price (`alias_of` followed): served with cost 0 and recorded `unpriced`."""
+    routed = {m for cc in config.channels if cc.enabled and cc.groups for m in cc.models}
+    return sorted(routed - price_table(config.prices).keys())

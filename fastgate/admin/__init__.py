@@ -375,6 +375,34 @@ class ControlPlane:
                 raise self._read_only("price", model)
         return await self._store("upsert_prices", [dict(s) for s in specs])
 
+    async def missing_prices(self) -> dict[str, Any]:
+        """Models with no price: those the running config (file and store) routes,
+        and those usage records show served unpriced (SPEC section 5). Each row
+        says whether it is routed now, whether it has a price now (a model priced
+        since it was seen), and how many unpriced records it has."""
+        from fastgate.gateway.billing import price_table
+        from fastgate.snapshot import unpriced_models
+        from fastgate.store.merge import merge
+
+        cfg = merge(self.config(), await self._store("load"))
+        routed = set(unpriced_models(cfg))
+        priced = price_table(cfg.prices).keys()
+        seen = {r["model"]: r for r in await self._store("unpriced_models")}
+        data = []
+        for model in sorted(routed | seen.keys()):
+            r = seen.get(model)
+            data.append(
+                {
+                    "model": model,
+                    "routed": model in routed,
+                    "priced": model in priced,
+                    "unpriced_requests": r["requests"] if r else 0,
+                    "first_seen": r["first_seen"] if r else None,
+                    "last_seen": r["last_seen"] if r else None,
+                }
+            )
+        return {"object": "list", "data": data}
+
     # -- channel probes -------------------------------------------------------------------
 
     async def channel_config(self, ref: str | int) -> ChannelConfig:

@@ -9,6 +9,7 @@ Routes (`{id}` is a store id or a name; for prices the model, slashes allowed):
   GET    /admin/status                     runtime status + store health
   GET    /admin/usage?group_by=&since=&until=&tag=&bucket=&key=
   GET    /admin/routers                    each router's and model's candidate order, why
+  GET    /admin/prices/missing             models routed or served with no price
   GET    /admin/{channels|tokens|prices|groups}          list (file entries too)
   POST   /admin/{channels|tokens|prices|groups}          create -> 201
   GET    /admin/{kind}s/{id}   PATCH /admin/{kind}s/{id}   DELETE /admin/{kind}s/{id}
@@ -346,6 +347,10 @@ async def usage(request: web.Request) -> web.Response:
     return _json(result)
 
 
+async def missing_prices(request: web.Request) -> web.Response:
+    return _json(await request.app[PLANE].missing_prices())
+
+
 async def status(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     try:
@@ -416,6 +421,7 @@ def build_admin_app(ctx: AdminContext) -> web.Application:
     r.add_get("/admin/status", status)
     r.add_get("/admin/usage", usage)
     r.add_get("/admin/routers", routers)
+    r.add_get("/admin/prices/missing", missing_prices)  # before /admin/prices/{id}
     r.add_post("/admin/channels/{id:.+}/test", test_channel)
     r.add_get("/admin/channels/{id:.+}/models", channel_models)
     r.add_get(f"/admin/{kinds}", list_entries)

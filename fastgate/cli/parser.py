@@ -166,6 +166,7 @@ def add_store_commands(sub: Any) -> None:
     leaf(ps, "list", list_command(PRICE), "list prices (file and store)")
     p = leaf(ps, "delete", prices.delete, "delete a store price")
     p.add_argument("model")
+    leaf(ps, "missing", prices.missing, "models routed or served with no price")
     p = leaf(ps, "sync", prices.sync, "import LiteLLM's model_prices_and_context_window.json")
     p.add_argument("source", metavar="FILE|URL")
     p.add_argument(

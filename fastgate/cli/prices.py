@@ -1,5 +1,8 @@
-"""`fastgate price set|delete|sync`: model prices in USD per 1M tokens (get and list
-are generic, see `fastgate.cli.views`).
+"""`fastgate price set|delete|sync|missing`: model prices in USD per 1M tokens (get
+and list are generic, see `fastgate.cli.views`).
+
+`missing` lists the models with no price: routed by the config (file and store)
+or seen served unpriced in the usage records (cost 0, SPEC section 5).
 
 `sync` imports LiteLLM's model_prices_and_context_window.json (USD per token),
 converting exactly in decimal; entries the config file defines stay the file's.
@@ -12,9 +15,9 @@ from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from fastgate.cli.render import warn
+from fastgate.cli.render import table, warn
 from fastgate.cli.session import Refused, Session, UsageError
-from fastgate.cli.views import MONEY, PRICE
+from fastgate.cli.views import MISSING_PRICES, MONEY, PRICE
 
 
 async def set_price(s: Session, a: argparse.Namespace) -> int:
@@ -38,6 +41,18 @@ async def set_price(s: Session, a: argparse.Namespace) -> int:
         what = "created" if counts.get("created") else "updated"
         s.out.line(f'price for "{a.model}" {what} (USD per 1M tokens)')
     s.out.entry(PRICE, p)
+    return 0
+
+
+async def missing(s: Session, a: argparse.Namespace) -> int:
+    """Models routed with no price, and models the usage records show served unpriced."""
+    report = await s.plane.missing_prices()
+    if s.out.json:
+        s.out.doc(report)
+    elif not report["data"]:
+        s.out.line("every routed model has a price; no request was served unpriced")
+    else:
+        table(MISSING_PRICES, report["data"])
     return 0
 
 

@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from fastgate.cli.render import Column, Row, View, dec, show, usd
+from fastgate.cli.render import Column, Row, View, dec, rfc3339, show, usd
 
 if TYPE_CHECKING:
     from fastgate.cli.session import Handler, Session
@@ -129,6 +129,16 @@ PRICE = View(
         Column("ALIAS_OF", lambda p: p.get("alias_of") or "-"),
     ),
     show_as_row=True,
+)
+
+
+# `price missing`: one row per model with no price (routed, or seen unpriced).
+MISSING_PRICES = (
+    Column("MODEL", lambda m: m["model"]),
+    Column("ROUTED", lambda m: show(m["routed"])),
+    Column("PRICED_NOW", lambda m: show(m["priced"])),
+    Column("UNPRICED_REQUESTS", lambda m: str(m["unpriced_requests"]), right=True),
+    Column("LAST_SEEN", lambda m: rfc3339(m["last_seen"]) if m["last_seen"] else "-"),
 )
 
 

@@ -348,9 +348,14 @@ def parse_price(t: Table) -> PriceConfig | None:
     t.number("priority_multiplier", lo=0)
     t.finish()
     if alias_of:
-        clash = [k for k in ("input", "output", "cache_read", "cache_write", "tiers") if t.has(k)]
+        # an alias shares the whole price: tiers, tier mode and multipliers too
+        own = ("input", "output", "cache_read", "cache_write", "tiers", "tier_mode")
+        own += ("batch_multiplier", "priority_multiplier")
+        clash = [k for k in own if t.has(k)]
         if clash:
             t.error("alias_of", f"cannot be combined with {', '.join(clash)}")
+    if t.kw.get("tier_mode") == "segmented" and not t.has("tiers"):
+        t.error("tier_mode", '"segmented" needs tiers')
     if model is None:
         return None
     return PriceConfig(**t.kw)

@@ -254,9 +254,10 @@ class TokenConfig:
 
 @dataclass(frozen=True, slots=True)
 class PriceTier:
-    up_to: int | None = None  # prompt tokens; None = no upper bound
-    input: float = 0.0
-    output: float = 0.0
+    up_to: int | None = None  # prompt tokens, inclusive; None = no upper bound
+    # USD per 1M tokens; None = the entry's own price (gateway/billing.py)
+    input: float | None = None
+    output: float | None = None
     cache_read: float | None = None
     cache_write: float | None = None
 

@@ -38,18 +38,25 @@ def account(
     gateway_ms: float = 0.0,
 ) -> int:
     """Price `usage`, charge the key, queue the usage record; returns the cost.
-    A response cache hit costs nothing (its tokens are recorded as they were)."""
+    A response cache hit costs nothing (its tokens are recorded as they were).
+
+    `usage.estimated`: the writer estimated it (no usage from the upstream).
+    A model with no price (`price` None) reached by an upstream is served and
+    recorded with cost 0 and `unpriced` true: the `if price is None` branch
+    below is where "a request was served unpriced" is known."""
     cost = 0
-    if usage.found and token is not None and not cache_hit:
+    if price is None:
+        if channel is not None and not cache_hit:
+            unpriced = True  # served by an upstream, with no price: cost 0
+            hooks = app.hooks  # the unpriced_model webhook: first sight of the model here
+            if hooks is not None and status < 400 and model not in hooks.unpriced_seen:
+                hooks.unpriced(model, channel, upstream_model)
+    elif usage.found and token is not None and not cache_hit:
         # cost rule: integer micro-dollars, rounded half up once (billing.cost_micros)
         cost = cost_micros(price, usage, ratio)
         if cost:
             app.charge(token, cost)
             app.last_cost[(token.name, model)] = cost
-    if price is None and channel is not None and status < 400:
-        hooks = app.hooks  # the unpriced_model webhook: first sight of the model here
-        if hooks is not None and model not in hooks.unpriced_seen:
-            hooks.unpriced(model, channel, upstream_model)
     t0 = head.t0
     latency = int((time.time() - t0) * 1_000_000) / 1000
     app.sink.append(
@@ -70,7 +77,7 @@ def account(
             usage.completion_tokens,
             usage.cached_tokens,
             usage.cache_write_tokens,
-            False,  # estimated
+            usage.estimated,
             cost,
             latency,
             int((t_first - t0) * 1_000_000) / 1000 if t_first else 0.0,
@@ -81,7 +88,7 @@ def account(
             (app.new_request_id() if head.request_id else request_id).decode("latin-1"),
             unpriced,
             router,
-            service_tier,
+            service_tier or usage.service_tier,
             gateway_ms,
         )
     )

@@ -42,7 +42,7 @@ from fastgate.http.flow import PEER_SLOW
 from fastgate.http.responses import STATUS_LINE, status_line
 from fastgate.providers import openai as openai_proto
 from fastgate.scan.jsonfind import last_object
-from fastgate.scan.openai import OpenAIBodyUsage, OpenAIStreamUsage
+from fastgate.scan.openai import SERVICE_TIER, OpenAIBodyUsage, OpenAIStreamUsage
 from fastgate.vocab.protocols import OPENAI
 from fastgate.vocab.usage import Usage, usage_from_openai
 
@@ -283,10 +283,16 @@ class FastExchange(ResponseWriter):
             usage = scanner.usage
         else:
             usage = Usage()
-            if self.tail:
-                obj = last_object(self.tail, _USAGE)
+            tail = self.tail
+            if tail:
+                obj = last_object(tail, _USAGE)
                 if type(obj) is dict:
                     usage_from_openai(obj, usage)
+                i = tail.rfind(b'"service_tier"')
+                if i >= 0:  # the tier the upstream served it at (billing's multiplier)
+                    m = SERVICE_TIER.match(tail, i)
+                    if m is not None:
+                        usage.service_tier = m.group(1).decode("latin-1")
         self.conn = None
         status = self.status
         plan = self.plan

@@ -25,7 +25,7 @@ from fastgate.convert import (
 )
 from fastgate.providers import registry
 from fastgate.vocab.protocols import ANTHROPIC, GEMINI, OPENAI
-from fastgate.vocab.usage import Usage, estimate_tokens, usage_from_openai
+from fastgate.vocab.usage import Usage, estimate_tokens, reported_service_tier, usage_from_openai
 
 # Ingress kinds (the protocol names are the vocabulary's; re-exported here)
 MESSAGES, COUNT = "messages", "count"
@@ -157,6 +157,7 @@ def convert_body(ex: Any, ch: Any, body: bytes) -> tuple[bytes, Usage]:
     u = hub.get("usage") if isinstance(hub, dict) else None
     if isinstance(u, dict):
         usage_from_openai(u, usage)
+    usage.service_tier = reported_service_tier(resp)
     return orjson.dumps(out), usage
 
 

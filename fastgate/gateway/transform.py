@@ -48,7 +48,7 @@ class Transform:
         if not ok:
             self.kind = PLAIN
         elif protocol == protocols.ANTHROPIC:
-            self.kind, self.scanner = SCAN, AnthropicUsage()
+            self.kind, self.scanner = SCAN, AnthropicUsage(sse)
         elif protocol == protocols.GEMINI:
             self.kind, self.scanner = SCAN, GeminiUsage()
         elif sse:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from fastgate.gateway.accounting import account
 from fastgate.http.flow import PEER_SLOW
 from fastgate.http.responses import CHUNK_END, simple_response
+from fastgate.scan.estimate import SAMPLE, estimate_usage
 
 if TYPE_CHECKING:
     from fastgate.http.head import RequestHead
@@ -37,6 +38,8 @@ class ResponseWriter:
         "out",
         "paused",
         "request_id",
+        "sample",
+        "sent",
         "status",
         "t_first",
         "upstream_request_id",
@@ -65,6 +68,10 @@ class ResponseWriter:
         self.paused = False  # the client's write buffer is full: upstream reads stop
         self.last = b""  # the last bytes written to the client (see Exchange.client_lost)
         self.cache_state = b""  # b"hit" / b"miss" for a cacheable request (x-fastgate-cache)
+        # For a usage estimate (only read when the upstream reported none): the body
+        # bytes given to the client, and the first of them (the chunks, by reference).
+        self.sent = 0
+        self.sample: list[bytes] = []
 
     def keep_alive(self) -> bool:
         return self.head.keep_alive and not self.force_close and not self.app.stopping
@@ -93,6 +100,10 @@ class ResponseWriter:
 
     def frame(self, data: bytes) -> None:
         """Frame bytes already in the client's format."""
+        sent = self.sent
+        if sent < SAMPLE:  # the first bytes, kept by reference for an estimate
+            self.sample.append(data)
+        self.sent = sent + len(data)
         out = self.out
         if self.head_out is not None:
             out.append(self.head_out)
@@ -122,6 +133,9 @@ class ResponseWriter:
         """Write a whole response (nothing of another must have been sent);
         return whether the connection is kept alive."""
         keep = self.keep_alive()
+        if 200 <= status < 300:  # a converted non-stream answer: what an estimate reads
+            self.sample = [body]
+            self.sent = len(body)
         if self.cache_state:
             extra = (*extra, (b"x-fastgate-cache", self.cache_state))
         self.client.write(
@@ -145,6 +159,8 @@ class ResponseWriter:
         self.status = 0
         self.t_first = 0.0
         self.upstream_request_id = b""
+        self.sent = 0
+        self.sample = []
 
     def end(
         self,
@@ -185,6 +201,19 @@ class ResponseWriter:
             self.last = data
             self.client.write(data)
         app = self.app
+        if (
+            (not usage.found or usage.partial)
+            and 200 <= self.status < 300
+            and channel is not None
+            and not cache_hit
+            and (status < 300 or status == 499 or self.sent)
+        ):
+            # The upstream answered but reported no usage, or the stream ended (the
+            # client left, the upstream died) before its (final) usage event: tokens
+            # are estimated from the request and the bytes the client was sent
+            # (scan/estimate.py).
+            head = self.head
+            usage = estimate_usage(head.path, head.body, stream, self.sample, self.sent, usage)
         if release is not None and release.key is not None:
             app.pool.release(release)
         app.inflight -= 1

@@ -24,15 +24,12 @@ _USAGE_HINT = key_hint(b"usage")
 # What follows the top-level "choices" key of a chunk that carries content.
 _NONEMPTY_ARRAY = re.compile(rb"[ \t]*:[ \t]*\[[ \t]*[^\] \t\r\n]")
 _OPEN_PROBE_BYTES = 4096  # look for that shape only this far into an event
+# The response's `"service_tier": "<tier>"` (matched at an rfind of its key; a key
+# inside a string would have escaped quotes, so this is always a real key).
+SERVICE_TIER = re.compile(rb'"service_tier"[ \t\r\n]*:[ \t\r\n]*"([^"\\]{0,64})"')
+_TIER_KEY = b'"service_tier"'
+_TIER_EDGE = 96  # bytes of a chunk's end joined to the next one's start
 _BODY_USAGE_CAP = 64 * 1024
-# A usage object has at least one of these (a JSON schema property named "usage" has none).
-_USAGE_FIELDS = (
-    "prompt_tokens",
-    "input_tokens",
-    "completion_tokens",
-    "output_tokens",
-    "total_tokens",
-)
 
 
 def _is_content_chunk(buf: bytes | bytearray, ev0: int, n: int) -> bool:
@@ -298,14 +295,20 @@ class OpenAIStreamUsage:
             return False
         u = obj.get("usage")
         if type(u) is dict:
-            usage_from_openai(u, self.usage)
+            usage = usage_from_openai(u, self.usage)
+            tier = obj.get("service_tier")
+            if type(tier) is str:
+                usage.service_tier = tier
             choices = obj.get("choices")
             return type(choices) is list and not choices
         r = obj.get("response")
         if type(r) is dict:
             u = r.get("usage")
             if type(u) is dict:
-                usage_from_openai(u, self.usage)
+                usage = usage_from_openai(u, self.usage)
+                tier = r.get("service_tier")
+                if type(tier) is str:
+                    usage.service_tier = tier
         return False
 
 
@@ -317,16 +320,41 @@ class OpenAIBodyUsage(ObjectFinder):
     property named "usage") is ignored.
     """
 
-    __slots__ = ("usage",)
+    __slots__ = ("_prev", "usage")
 
     def __init__(self) -> None:
         ObjectFinder.__init__(self, b"usage", _BODY_USAGE_CAP)
         self.usage = Usage()
+        self._prev = b""  # the previous chunk (a service_tier key may straddle two)
 
-    feed = ObjectFinder.find
+    def feed(self, data: bytes) -> None:
+        """Scan `data` for the usage object and the top-level `service_tier` (the
+        last one wins; C-level searches only)."""
+        prev = self._prev
+        if prev:
+            joint = prev[-_TIER_EDGE:] + data[:_TIER_EDGE]
+            i = joint.rfind(_TIER_KEY)
+            if i >= 0:
+                m = SERVICE_TIER.match(joint, i)
+                if m is not None:
+                    self.usage.service_tier = m.group(1).decode("latin-1")
+        i = data.rfind(_TIER_KEY)
+        if i >= 0:
+            m = SERVICE_TIER.match(data, i)
+            if m is not None:
+                self.usage.service_tier = m.group(1).decode("latin-1")
+        self._prev = data
+        self.find(data)
 
     def on_object(self, obj: dict[str, Any]) -> None:
-        if any(k in obj for k in _USAGE_FIELDS):
+        # a usage object has a token count (a JSON schema property named "usage" has none)
+        if (
+            "prompt_tokens" in obj
+            or "input_tokens" in obj
+            or "completion_tokens" in obj
+            or "output_tokens" in obj
+            or "total_tokens" in obj
+        ):
             usage_from_openai(obj, self.usage)
 
     def close(self) -> Usage:

@@ -34,6 +34,7 @@ from fastgate.store.kinds import (
 )
 from fastgate.store.merge import StoreState
 from fastgate.store.secrets import SecretBox, SecretDecryptError, load_secret_box
+from fastgate.store.unpriced import UnpricedQueries
 
 __all__ = ["BUCKETS", "GROUP_BY", "SQLStore", "Tx"]
 
@@ -70,7 +71,7 @@ class Tx(abc.ABC):
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
 
 
-class SQLStore(Store):
+class SQLStore(UnpricedQueries, Store):
     """The SQL both backends share: CRUD, load, quotas, usage queries.
 
     A backend provides transactions (`_tx`), the unique-violation exception

@@ -47,6 +47,13 @@ class Usage:
     cached_tokens: int = 0  # cache-read input tokens
     cache_write_tokens: int = 0  # cache-creation input tokens (Anthropic, Bedrock)
     found: bool = False  # the upstream reported usage (False -> estimated or none)
+    # The service tier the upstream reported ("priority", "flex", "default", "standard"...;
+    # "" none): OpenAI's top-level `service_tier`, Anthropic's `usage.service_tier`.
+    service_tier: str = ""
+    estimated: bool = False  # the counts are the gateway's estimate (scan/estimate.py)
+    # The final count has not come yet: an Anthropic stream's `message_start` gave the
+    # input and a first output count, its `message_delta` (the final output) is due.
+    partial: bool = False
 
 
 _MAX = 1e18
@@ -122,6 +129,23 @@ def usage_from_openai(obj: Any, into: Usage | None = None) -> Usage:
     return u
 
 
+def reported_service_tier(resp: Any) -> str:
+    """The service tier a response object reports: OpenAI's top-level `service_tier`
+    (chat, completions, Responses, stream chunks), else Anthropic's
+    `usage.service_tier`; "" when there is none."""
+    if type(resp) is not dict:
+        return ""
+    tier = resp.get("service_tier")
+    if type(tier) is str:
+        return tier
+    u = resp.get("usage")
+    if type(u) is dict:
+        tier = u.get("service_tier")
+        if type(tier) is str:
+            return tier
+    return ""
+
+
 def openai_reasoning_tokens(obj: Any) -> int:
     """`completion_tokens_details.reasoning_tokens` (or the Responses API's
     `output_tokens_details`) of an OpenAI usage object."""
@@ -181,6 +205,9 @@ def usage_from_anthropic(obj: Any) -> Usage:
     u.cached_tokens = read
     u.cache_write_tokens = write
     u.found = True
+    tier = obj.get("service_tier")
+    if type(tier) is str:
+        u.service_tier = tier
     return u
 
 

@@ -350,7 +350,7 @@ class FakeAnthropic(FakeUpstream):
             "cache_creation_input_tokens": ans.cache_write_tokens,
             "cache_read_input_tokens": ans.cached_tokens,
             "output_tokens": ans.completion_tokens,
-            "service_tier": "standard",
+            "service_tier": ans.service_tier or "standard",
         }
 
     def _message(self, msg_id: str, model: str, ans: Answer) -> dict:

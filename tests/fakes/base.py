@@ -94,6 +94,12 @@ class Ok:
     first_byte_delay: float = 0.0
     headers: dict[str, str] | None = None
     cache_write_tokens: int = 0
+    # The service tier reported (OpenAI top-level `service_tier`, Anthropic
+    # `usage.service_tier`); None: the provider's usual ("default" / "standard").
+    service_tier: str | None = None
+    # False: the response carries no usage object at all (OpenAI: no `usage` in
+    # the body, no usage chunk in a stream even when include_usage asks for it).
+    report_usage: bool = True
 
 
 class Slow(Ok):
@@ -341,6 +347,7 @@ class Answer:
     cached_tokens: int
     cache_write_tokens: int
     stop: str  # "stop" | "length" | "tool"
+    service_tier: str | None = None  # as scripted (Ok.service_tier)
 
     @property
     def total_tokens(self) -> int:
@@ -807,6 +814,7 @@ class FakeUpstream:
             cached_tokens=cached,
             cache_write_tokens=write,
             stop=stop,
+            service_tier=ok.service_tier,
         )
         rec.usage = ans.usage()
         rec.content = text

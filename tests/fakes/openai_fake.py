@@ -186,7 +186,9 @@ class FakeOpenAI(FakeUpstream):
                     Fail(behaviour.status, body=_error_body(behaviour.status, behaviour.message)),
                 )
             if kind == "chat":
-                doc = _chat_response(model, content, usage)
+                doc = _chat_response(model, content, usage, ok.service_tier or "default")
+                if not ok.report_usage:
+                    del doc["usage"]
             elif kind == "completion":
                 doc = _completion_response(model, content, usage)
             else:
@@ -197,7 +199,9 @@ class FakeOpenAI(FakeUpstream):
 
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         if kind == "chat":
-            events = _chat_stream(model, pieces, usage, include_usage)
+            events = _chat_stream(
+                model, pieces, usage, include_usage, ok.service_tier or "default", ok.report_usage
+            )
         elif kind == "completion":
             events = _completion_stream(model, pieces, usage, include_usage)
         else:
@@ -338,7 +342,9 @@ def _usage_obj(usage: dict[str, int]) -> dict:
     }
 
 
-def _chat_response(model: str, content: str, usage: dict[str, int]) -> dict:
+def _chat_response(
+    model: str, content: str, usage: dict[str, int], service_tier: str = "default"
+) -> dict:
     return {
         "id": "chatcmpl-" + uuid.uuid4().hex[:24],
         "object": "chat.completion",
@@ -358,7 +364,7 @@ def _chat_response(model: str, content: str, usage: dict[str, int]) -> dict:
             }
         ],
         "usage": _usage_obj(usage),
-        "service_tier": "default",
+        "service_tier": service_tier,
         "system_fingerprint": "fp_fake0001",
     }
 
@@ -368,7 +374,12 @@ def _sse(obj: Any) -> bytes:
 
 
 def _chat_stream(
-    model: str, pieces: list[str], usage: dict[str, int], include_usage: bool
+    model: str,
+    pieces: list[str],
+    usage: dict[str, int],
+    include_usage: bool,
+    service_tier: str = "default",
+    report_usage: bool = True,
 ) -> list[bytes]:
     cid = "chatcmpl-" + uuid.uuid4().hex[:24]
 
@@ -378,7 +389,7 @@ def _chat_stream(
             "object": "chat.completion.chunk",
             "created": CREATED,
             "model": model,
-            "service_tier": "default",
+            "service_tier": service_tier,
             "system_fingerprint": "fp_fake0001",
             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
         }
@@ -389,7 +400,7 @@ def _chat_stream(
     events = [_sse(chunk({"role": "assistant", "content": "", "refusal": None}, None))]
     events += [_sse(chunk({"content": p}, None)) for p in pieces]
     events.append(_sse(chunk({}, "stop")))
-    if include_usage:
+    if include_usage and report_usage:
         events.append(
             _sse(
                 {
@@ -397,7 +408,7 @@ def _chat_stream(
                     "object": "chat.completion.chunk",
                     "created": CREATED,
                     "model": model,
-                    "service_tier": "default",
+                    "service_tier": service_tier,
                     "system_fingerprint": "fp_fake0001",
                     "choices": [],
                     "usage": _usage_obj(usage),

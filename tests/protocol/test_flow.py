@@ -83,7 +83,10 @@ def test_client_gone_mid_stream_cancels_the_upstream(tmp_path: Path) -> None:
     assert client.closing
     (record,) = rig.sink.dicts()
     assert (record["status"], record["error_code"], record["attempts"]) == (499, "client_closed", 1)
-    assert (record["prompt_tokens"], record["completion_tokens"]) == (0, 0)  # usage not seen yet
+    # usage not seen yet: estimated, ceil(characters / 4), from the prompt ("Say hello")
+    # and the text the client was sent (the role chunk and "Hello")
+    assert record["estimated"] is True
+    assert (record["prompt_tokens"], record["completion_tokens"]) == (3, 2)
 
 
 def test_client_gone_after_usage_bills_it(tmp_path: Path) -> None:

@@ -238,5 +238,5 @@ def test_cost_is_an_int_and_rounds_half_up(p: int, c: int, pin: float, pout: flo
     price = to_int_price(pin, pout, None, None)
     cost = cost_micros(price, Usage(prompt_tokens=p, completion_tokens=c, found=True))
     assert isinstance(cost, int)
-    exact_nano = p * price.input + c * price.output
-    assert cost == (exact_nano + 500) // 1000
+    exact_pico = p * price.input + c * price.output  # pico-dollars
+    assert cost == (exact_pico + 500_000) // 1_000_000

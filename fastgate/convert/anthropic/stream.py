@@ -42,6 +42,7 @@ from fastgate.vocab.usage import (
     Usage,
     anthropic_usage_dict,
     merge_anthropic_usage,
+    reported_service_tier,
     usage_from_openai,
 )
 from fastgate.vocab.usage import openai_reasoning_tokens as reasoning_tokens_of
@@ -102,6 +103,7 @@ class AnthropicToOpenAIStream(ToOpenAIStream):
         if start:
             self._merged = {}
         self.usage = merge_anthropic_usage(self._merged, u)
+        self.usage.partial = start  # message_delta brings the final output count
 
     def _event(self, data: bytes, out: list[Any]) -> None:
         obj = load_event_json(data)
@@ -322,6 +324,7 @@ class OpenAIToAnthropicStream(FromOpenAIStream):
         usage = c.get("usage")
         if isinstance(usage, dict):
             self.usage = usage_from_openai(usage)
+            self.usage.service_tier = reported_service_tier(c)
             self._reasoning_tokens = reasoning_tokens_of(usage)
         if not self._started:
             self._start(c, out)

@@ -40,6 +40,7 @@ from fastgate.sse.decoder import SSEDecoder
 from fastgate.vocab.usage import (
     Usage,
     gemini_usage_dict,
+    reported_service_tier,
     usage_from_gemini,
     usage_from_openai,
 )
@@ -257,6 +258,7 @@ class OpenAIToGeminiStream(FromOpenAIStream):
         usage = c.get("usage")
         if isinstance(usage, dict):
             self.usage = usage_from_openai(usage)
+            self.usage.service_tier = reported_service_tier(c)
             self._reasoning_tokens = reasoning_tokens_of(usage)
         choices = c.get("choices") or []
         for ch in choices:
