@@ -17,8 +17,8 @@ from fastgate.gateway.strategies import Latency, blended, candidate_price
 __all__ = ["describe", "route_order"]
 
 
-def _usd_per_m(nano_per_token: int) -> float:
-    return nano_per_token / 1000  # nano-dollars per token -> USD per 1M tokens
+def _usd_per_m(pico_per_token: int) -> float:
+    return pico_per_token / 1_000_000  # pico-dollars per token -> USD per 1M tokens
 
 
 def route_order(route: Route, latency: Latency | None) -> list[tuple[int, Any]]:

@@ -49,7 +49,7 @@ __all__ = [
 
 ALPHA = 0.3  # weight of a new time-to-first-byte sample in the moving average
 
-PriceOf = Callable[[str], Any]  # model name -> IntPrice (nano-dollars per token) or None
+PriceOf = Callable[[str], Any]  # model name -> IntPrice (pico-dollars per token) or None
 
 
 class Latency:
@@ -126,7 +126,7 @@ def candidate_price(c: Any, model: str, price_of: PriceOf) -> tuple[str, Any]:
 
 
 def blended(price: Any) -> int:
-    """The one number `cost` sorts by: input + output nano-dollars per token."""
+    """The one number `cost` sorts by: input + output pico-dollars per token."""
     return price.input + price.output
 
 
