@@ -427,6 +427,10 @@ class Exchange(ExchangeParts):
             ctx = self.ctx
             event = tr.error_event(ctx.ingress.protocol, ctx.stream, msg) if w.chunked else None
             if event is not None:
+                if tr.conv is None and w.mid_event():
+                    # The upstream broke off inside an event whose first bytes went
+                    # out: end that one, or the error would be glued into it.
+                    event = b"\n\n" + event
                 w.frame(event)
                 self.complete(502, "upstream_error")
             else:

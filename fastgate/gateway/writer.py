@@ -112,6 +112,16 @@ class ResponseWriter:
             self.last = data
             self.client.write(data)
 
+    def mid_event(self) -> bool:
+        """Do the body bytes framed so far stop inside an SSE event (no blank line
+        after the last one)? Read at an abort only, from the last bytes framed."""
+        out = self.out
+        if out:
+            tail = out[-2] if self.chunked and len(out) > 1 else out[-1]
+        else:
+            tail = self.last[:-2] if self.chunked else self.last
+        return bool(tail) and not tail.endswith((b"\n\n", b"\r\n\r\n", b"\r\r"))
+
     def whole(
         self,
         status: int,
