@@ -134,17 +134,18 @@ class ResponseWriter:
         keep = self.keep_alive()
         if self.cache_state:
             extra = (*extra, (b"x-fastgate-cache", self.cache_state))
-        self.client.write(
-            simple_response(
-                status,
-                body,
-                content_type=content_type,
-                request_id=self.request_id,
-                keep_alive=keep,
-                extra=extra,
-                raw=self.extra_head if 200 <= status < 300 else b"",
-            )
+        data = simple_response(
+            status,
+            body,
+            content_type=content_type,
+            request_id=self.request_id,
+            keep_alive=keep,
+            extra=extra,
+            raw=self.extra_head if 200 <= status < 300 else b"",
         )
+        if self.head.method == b"HEAD":  # its length is announced, never sent (RFC 9110)
+            data = data[: len(data) - len(body)]
+        self.client.write(data)
         return keep
 
     def reset(self) -> None:
