@@ -532,3 +532,58 @@ def test_reset_of_a_close_delimited_body_is_an_error_not_its_end(
         assert body.startswith(ans.body) and len(ans.body) < len(body)
     rec = the_record(gw, rid)
     assert (rec["status"], rec["error_code"]) == (502, "upstream_error")
+
+
+# --------------------------------------------------------------------------- other protocols
+
+
+@pytest.mark.parametrize("ingress", ["anthropic", "openai"])
+def test_anthropic_stream_cut_inside_an_event(
+    make_gateway: Callable[..., Gateway], fake_anthropic: Any, ingress: str
+) -> None:
+    """The same cut inside an event from an Anthropic upstream: passed through to
+    an Anthropic client (whose error is `event: error`), or converted for an
+    OpenAI client (the converter only ever emits whole events)."""
+    px = FaultProxy(fake_anthropic.port)
+    try:
+        key = make_key()
+        gw = make_gateway(
+            channels=[
+                channel("ant", px.url, ["claude-x"], type="anthropic"),
+            ],
+            tokens=[token("t1", key)],
+            server={"idle_timeout": IDLE_TIMEOUT},
+        )
+        px.script(Fault(reset_at=At(b"event: content_block_delta", 30, 2), hold=0.1))
+        msgs = [{"role": "user", "content": "hi there"}]
+        if ingress == "anthropic":
+            path, obj = "/v1/messages", {"model": "claude-x", "max_tokens": 50, "messages": msgs}
+        else:
+            path, obj = "/v1/chat/completions", {"model": "claude-x", "messages": msgs}
+        obj["stream"] = True
+        body = json.dumps(obj).encode()
+        raw = (
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+            f"X-Request-Id: ant-{ingress}\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        conn = h11.Connection(h11.CLIENT)
+        conn.send(h11.Request(method="POST", target=path, headers=[("Host", "x")]))
+        out = b""
+        with socket.create_connection((gw.host, gw.port), timeout=5) as s:
+            s.sendall(raw)
+            while not isinstance(ev := conn.next_event(), h11.EndOfMessage):
+                if ev is h11.NEED_DATA:
+                    conn.receive_data(s.recv(65536))
+                elif isinstance(ev, h11.Data):
+                    out += ev.data
+        events = parse_sse(out)
+        last = events[-1]
+        if ingress == "anthropic":
+            assert last.get("event") == "error", events[-3:]
+            partial = events[-2]  # the cut event, ended on its own
+            assert partial.get("event") == "content_block_delta"
+        assert "error" in json.loads(last["data"]), last
+        rec = the_record(gw, f"ant-{ingress}")
+        assert (rec["status"], rec["error_code"]) == (502, "upstream_error")
+    finally:
+        px.stop()
