@@ -427,7 +427,7 @@ def test_slowloris_crowd_does_not_delay_others(gw: Gateway, rig: Rig) -> None:
                         cut.add(i)
             served.append(assert_serves(rig))
             time.sleep(0.1)
-        assert max(served) < 0.5, served
+        assert max(served) < HEADER_TIMEOUT, served  # never behind the trickling crowd
         for s in socks:
             s.settimeout(2.0)
             got = b""
@@ -470,8 +470,8 @@ def test_5000_idle_connections_do_not_stop_a_new_request(gw: Gateway, rig: Rig) 
         while gw.open_fds() < want and time.monotonic() < deadline:
             time.sleep(0.05)
         assert gw.open_fds() >= want, "the gateway did not accept them all"
-        assert assert_serves(rig) < 0.5
-        assert assert_serves(rig, model="gpt-4o") < 0.5
+        assert assert_serves(rig) < 1.0
+        assert assert_serves(rig, model="gpt-4o") < 1.0
         s = socks[0]
         s.sendall(good_request(rig.key))
         ans = Answer()
