@@ -587,3 +587,55 @@ def test_anthropic_stream_cut_inside_an_event(
         assert (rec["status"], rec["error_code"]) == (502, "upstream_error")
     finally:
         px.stop()
+
+
+def test_gemini_json_array_stream_cut_midway_is_cut_for_the_client(
+    make_gateway: Callable[..., Gateway], fake_gemini: Any
+) -> None:
+    """Gemini's streamGenerateContent without alt=sse is a JSON array, not SSE: an
+    upstream failure inside it cannot be told with an SSE error event (that would
+    be a `data:` line inside the array), so the client's body is cut, as a
+    non-stream body is: its connection closes before the chunked end."""
+    px = FaultProxy(fake_gemini.port)
+    try:
+        key = make_key()
+        gw = make_gateway(
+            channels=[channel("gem", px.url, ["gemini-x"], type="gemini")],
+            tokens=[token("t1", key)],
+        )
+        px.script(Fault(reset_at=At(b'"responseId"', 0, 2), hold=0.1))
+        body = json.dumps({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}).encode()
+        target = f"/v1beta/models/gemini-x:streamGenerateContent?key={key}"
+        conn = h11.Connection(h11.CLIENT)
+        data = conn.send(
+            h11.Request(
+                method="POST",
+                target=target,
+                headers=[
+                    ("Host", "x"),
+                    ("X-Request-Id", "gem-array"),
+                    ("Content-Length", str(len(body))),
+                ],
+            )
+        )
+        data += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
+        out, status = b"", 0
+        with socket.create_connection((gw.host, gw.port), timeout=5) as s:
+            s.sendall(data)
+            with pytest.raises(h11.RemoteProtocolError):  # closed inside the chunked body
+                while True:
+                    ev = conn.next_event()
+                    if ev is h11.NEED_DATA:
+                        conn.receive_data(s.recv(65536))
+                    elif isinstance(ev, h11.Response):
+                        status = ev.status_code
+                    elif isinstance(ev, h11.Data):
+                        out += ev.data
+                    elif isinstance(ev, h11.EndOfMessage):
+                        break
+        assert status == 200 and out.startswith(b"[")
+        assert b"data:" not in out
+        rec = the_record(gw, "gem-array")
+        assert (rec["status"], rec["error_code"]) == (502, "upstream_error")
+    finally:
+        px.stop()
