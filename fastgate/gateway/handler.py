@@ -429,8 +429,16 @@ class Exchange(ExchangeParts):
             w = self.writer
             msg = f"upstream failed mid-response: {kind}"
             ctx = self.ctx
-            event = tr.error_event(ctx.ingress.protocol, ctx.stream, msg) if w.chunked else None
+            event = None
+            if w.chunked and (tr.conv is not None or conn.sse):
+                # (a passthrough JSON array, Gemini's stream without alt=sse, cut
+                # mid-element cannot be mended with an SSE event: it is cut instead)
+                event = tr.error_event(ctx.ingress.protocol, ctx.stream, msg)
             if event is not None:
+                if tr.conv is None and w.mid_event():
+                    # The upstream broke off inside an event whose first bytes went
+                    # out: end that one, or the error would be glued into it.
+                    event = b"\n\n" + event
                 w.frame(event)
                 self.complete(502, "upstream_error")
             else:

@@ -56,6 +56,7 @@ class ClientProtocol(asyncio.Protocol):
         "lingering",
         "max_body_bytes",
         "max_header_bytes",
+        "owed",
         "parser",
         "queue",
         "state",
@@ -91,6 +92,7 @@ class ClientProtocol(asyncio.Protocol):
         self.write_paused = False
         self.fed_complete = False
         self.lingering = False
+        self.owed: bytes | None = None  # an error answer due after the queued requests
         self.state = IDLE
         self.deadline = 0.0
         self.client_ip = ""
@@ -151,21 +153,24 @@ class ClientProtocol(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except _Abort:
-            return
+            pass
         except httptools.HttpParserUpgrade:
+            if self.queue:
+                self.queue.pop()  # the upgrade request itself: it is the one refused
             self._reject(errors.InvalidRequest("protocol upgrade is not supported"))
-            return
         except httptools.HttpParserError as exc:
             self._reject(errors.InvalidRequest(f"malformed HTTP request: {exc}"))
-            return
-        if self.head is not None and not self.headers_done and not self.fed_complete:
-            # Still inside a head: bound what the parser is holding for us. (When a
-            # request completed in this read, its bytes are not the new head's:
-            # counting starts with the next read.)
-            self.head_size += len(data)
-            if self.head_size > self.max_header_bytes:
-                self._reject(errors.HeadersTooLarge("request headers too large"), status_only=True)
-                return
+        else:
+            if self.head is not None and not self.headers_done and not self.fed_complete:
+                # Still inside a head: bound what the parser is holding for us. (When
+                # a request completed in this read, its bytes are not the new head's:
+                # counting starts with the next read.)
+                self.head_size += len(data)
+                if self.head_size > self.max_header_bytes:
+                    self._reject(
+                        errors.HeadersTooLarge("request headers too large"), status_only=True
+                    )
+        # Complete requests are answered, also those before bytes that went bad.
         if self.queue and self.exchange is None:
             self._next()
 
@@ -275,6 +280,9 @@ class ClientProtocol(asyncio.Protocol):
         if not keep_alive or self.app.stopping:
             self.close()
             return
+        if self.owed is not None and not self.queue:
+            self._answer_and_linger(self.owed)  # the bad bytes' turn has come
+            return
         if self.head is not None:
             # The next request's bytes have started arriving.
             self.state = READING
@@ -305,20 +313,25 @@ class ClientProtocol(asyncio.Protocol):
         if self.state == CLOSED or self.lingering:
             return
         self.app.metrics.count_status(status or err.status)
-        if self.exchange is not None:
-            # A pipelined request's head went bad while an earlier one is being
-            # answered: let that one finish, but read nothing more.
-            self.queue.clear()
-            self.lingering = True
-            self.exchange.force_close = True
-            return
         rid = self.app.new_request_id()
         body = err.body("openai")
-        self.transport.write(
-            simple_response(status or err.status, body, request_id=rid, keep_alive=False)
-        )
+        answer = simple_response(status or err.status, body, request_id=rid, keep_alive=False)
+        self.lingering = True  # read nothing more
+        if self.exchange is not None or self.queue:
+            # The bad bytes follow complete requests (pipelined, maybe in the same
+            # read): those are answered first, in order; this answer comes after
+            # them (`finish`), so no answer lands on the wrong request.
+            self.owed = answer
+            return
+        self._answer_and_linger(answer)
+
+    def _answer_and_linger(self, answer: bytes) -> None:
+        """Write a closing error answer, half-close, and discard what the client
+        still sends for a moment (lingering close)."""
+        self.owed = None
         self.lingering = True
         self.queue.clear()
+        self.transport.write(answer)
         try:
             if self.transport.can_write_eof():
                 self.transport.write_eof()

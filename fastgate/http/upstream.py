@@ -119,8 +119,8 @@ class UpstreamProtocol(asyncio.Protocol):
             return
         self.consumer = None
         self.timing = T_NONE
-        if self.status and self.eof_framed:
-            # Response framed by connection close: EOF is its end.
+        if self.status and self.eof_framed and exc is None:
+            # Response framed by connection close: EOF is its end (a reset is not).
             consumer.up_complete(self)
         else:
             consumer.up_error(self, RESET, exc)

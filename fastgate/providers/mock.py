@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from fastgate.http.upstream import BAD_RESPONSE
 from fastgate.providers.base import ChannelType
 from fastgate.vocab.usage import Usage, estimate_tokens, openai_usage_dict, responses_usage_dict
 
@@ -159,7 +160,12 @@ class MockProvider:
         else:
             obj, path, inject = ex.obj, ex.head.path, ex.inject
         model = ex.upstream_model
-        status, headers, chunks = build_response(path, obj, model, inject)
+        try:
+            status, headers, chunks = build_response(path, obj, model, inject)
+        except Exception as exc:  # e.g. a body nested deeper than orjson writes
+            conn.closed = True
+            ex.up_error(conn, BAD_RESPONSE, exc)  # as an upstream that cannot answer
+            return
         conn.chunks = chunks
         conn.got_bytes = True
         conn.request_id = b"mock-" + ex.request_id
