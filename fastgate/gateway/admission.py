@@ -17,10 +17,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from fastgate import errors
-from fastgate.gateway import protocols
+from fastgate.gateway import listing, protocols
 from fastgate.gateway.auth import authenticate, check_model, presented_key
 from fastgate.gateway.context import OPENAI_INGRESS, RequestContext
-from fastgate.http.head import RequestHead
 from fastgate.providers import openai as openai_proto
 
 if TYPE_CHECKING:
@@ -29,8 +28,10 @@ if TYPE_CHECKING:
 JSON = b"application/json"
 
 
-def ops_response(app: App, head: RequestHead) -> tuple[int, bytes, bytes]:
-    """(status, body, content type) for a GET."""
+def ops_response(app: App, ctx: RequestContext) -> tuple[int, bytes, bytes] | None:
+    """(status, body, content type) for a GET answered here; None for an OpenAI
+    `/v1/*` GET that goes upstream (files, batches...: `passthrough.py`)."""
+    head = ctx.head
     path = head.path
     if path == b"/health":
         return 200, b'{"status":"ok"}', JSON
@@ -48,9 +49,10 @@ def ops_response(app: App, head: RequestHead) -> tuple[int, bytes, bytes]:
         return 200, body, JSON
     if path == b"/metrics":
         return 200, app.metrics.render(app), b"text/plain; version=0.0.4"
-    if path == b"/v1/models":
-        token = authenticate(app.snapshot, presented_key(head, "openai"))
-        return 200, app.snapshot.models_body(token), JSON
+    if listing.is_listing(path):
+        return listing.answer(app, ctx)  # in the shape of the SDK that asks
+    if path.startswith(b"/v1/"):
+        return None
     raise errors.NotFound(f"no route for GET {path.decode('latin-1')}")
 
 

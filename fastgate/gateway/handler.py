@@ -131,8 +131,10 @@ class Exchange(ExchangeParts):
                 if ctx.head.path == b"/metrics" and app.siblings is not None:
                     app.siblings.metrics(self.respond_later)  # every worker's numbers
                     return
-                self.respond(*ops_response(app, ctx.head))
-                return
+                local = ops_response(app, ctx)
+                if local is not None:
+                    self.respond(*local)
+                    return
             order = admit(app, ctx, self.attempts.order)
             if ctx.pending is not None:
                 app.spawn(self._admitted_later(order))

@@ -1,0 +1,233 @@
+"""Endpoint coverage for a drop-in base URL, each through the SDK that calls it.
+
+A real fastgate process in front of fake upstreams (tests/fakes/): model
+listings in the OpenAI, Anthropic and Gemini shapes (`models.list` / `.retrieve`
+/ `.get` of each SDK), OpenAI embeddings served by Gemini, Ollama and Bedrock
+channels (request and response converted, usage recorded), and the OpenAI calls
+that carry no model (files, batches, audio, images...) passed through to the
+key's group's OpenAI channel, multipart uploads streamed. Expectations come from
+the config and from what the fakes recorded, never from the gateway's output.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import httpx2
+import openai
+import pytest
+from google import genai
+from google.genai import types as gtypes
+
+from tests.fakes.bedrock_fake import FakeBedrock
+from tests.fakes.gemini_fake import FakeGemini
+from tests.fakes.ollama_fake import FakeOllama
+from tests.fakes.openai_fake import FakeOpenAI
+from tests.harness import Gateway, channel, gateway_config, make_key, token
+
+OPENAI_MODELS = ["gpt-4o", "gpt-4o-mini", "whisper-1", "gpt-image-1"]
+VIP_MODELS = ["vip-model"]
+ALIASES = {"gpt4": "gpt-4o"}
+TITAN = "amazon.titan-embed-text-v2:0"
+COHERE = "cohere.embed-english-v3"
+
+
+@dataclass
+class Env:
+    gw: Gateway
+    oa: FakeOpenAI
+    oa2: FakeOpenAI
+    ge: FakeGemini
+    ol: FakeOllama
+    bed: FakeBedrock
+    key: str  # group default, no allow-list
+    narrow: str  # allow-list: gpt-4o only
+    vip: str  # group vip
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    fakes = [
+        FakeOpenAI("oa"),
+        FakeOpenAI("oa2"),
+        FakeGemini("ge"),
+        FakeOllama("ol"),
+        FakeBedrock("bed"),
+    ]
+    for f in fakes:
+        f.start()
+    oa, oa2, ge, ol, bed = fakes
+    keys = [make_key() for _ in range(3)]
+    chans = [
+        channel("oa", oa.url, OPENAI_MODELS, priority=5),
+        channel("oa2", oa2.url, ["gpt-4o"], priority=1),
+        channel("oa-vip", oa2.url, VIP_MODELS, groups=["vip"]),
+        {
+            "name": "ge",
+            "type": "gemini",
+            "base_url": ge.url,
+            "api_key": "g-key",
+            "models": ["g-embed"],
+            "model_map": {"g-embed": "gemini-embedding-001"},
+        },
+        {"name": "ol", "type": "ollama", "base_url": ol.url, "models": ["all-minilm"]},
+        {
+            "name": "bed",
+            "type": "bedrock",
+            "base_url": bed.url,
+            "region": bed.region,
+            "access_key_id": bed.access_key,
+            "secret_access_key": bed.secret_key,
+            "models": ["titan", "cohere"],
+            "model_map": {"titan": TITAN, "cohere": COHERE},
+        },
+    ]
+    toks = [
+        token("full", keys[0]),
+        token("narrow", keys[1], models=["gpt-4o"]),
+        token("vip", keys[2], group="vip"),
+    ]
+    text = gateway_config(
+        chans,
+        toks,
+        aliases=ALIASES,
+        server={"max_body_bytes": 1024 * 1024},  # an upload bigger than this streams
+        groups=[{"name": "vip", "ratio": 1.0}],
+    )
+    gw = Gateway(Path(tmp_path_factory.mktemp("endpoints")), text).start()
+    try:
+        yield Env(gw, oa, oa2, ge, ol, bed, *keys)
+    finally:
+        gw.close()
+        for f in fakes:
+            f.stop()
+
+
+def oa_client(env: Env, key: str | None = None) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=env.gw.url + "/v1",
+        api_key=key or env.key,
+        max_retries=0,
+        timeout=20,
+        http_client=httpx2.Client(),
+    )
+
+
+def group_names(models: list[str], aliases: dict[str, str]) -> list[str]:
+    """What the config lets a key of the group use: its models and their aliases."""
+    return sorted(set(models) | {a for a, t in aliases.items() if t in models})
+
+
+DEFAULT_GROUP = group_names(
+    [*OPENAI_MODELS, "gpt-4o", "g-embed", "all-minilm", "titan", "cohere"], ALIASES
+)
+
+
+# --------------------------------------------------------------------------- model listings
+
+
+def test_openai_models_list_and_retrieve(env: Env) -> None:
+    c = oa_client(env)
+    assert sorted(m.id for m in c.models.list()) == DEFAULT_GROUP
+    m = c.models.retrieve("gpt-4o")
+    assert (m.id, m.object) == ("gpt-4o", "model")
+    assert c.models.retrieve("gpt4").id == "gpt4"  # an alias is a model name too
+    with pytest.raises(openai.NotFoundError) as exc:
+        c.models.retrieve("vip-model")  # another group's model
+    body = exc.value.response.json()
+    assert body["error"]["code"] == "model_not_found"
+    assert "vip-model" in body["error"]["message"]
+    # the allow-list narrows both the list and what can be retrieved
+    narrow = oa_client(env, env.narrow)
+    assert sorted(m.id for m in narrow.models.list()) == ["gpt-4o", "gpt4"]
+    with pytest.raises(openai.NotFoundError):
+        narrow.models.retrieve("gpt-4o-mini")
+    with pytest.raises(openai.AuthenticationError):
+        oa_client(env, make_key()).models.retrieve("gpt-4o")
+
+
+def test_anthropic_models_list_shape_and_pages(env: Env) -> None:
+    c = anthropic.Anthropic(
+        base_url=env.gw.url, api_key=env.key, max_retries=0, http_client=httpx2.Client()
+    )
+    listed = list(c.models.list(limit=3))  # auto-paging over after_id
+    assert [m.id for m in listed] == DEFAULT_GROUP
+    assert all(m.type == "model" and m.display_name == m.id for m in listed)
+    page = c.models.list(limit=2)
+    assert page.has_more and page.first_id == DEFAULT_GROUP[0]
+    assert page.last_id == DEFAULT_GROUP[1]
+    assert c.models.retrieve("gpt-4o").id == "gpt-4o"
+    with pytest.raises(anthropic.NotFoundError) as exc:
+        c.models.retrieve("vip-model")
+    assert exc.value.response.json()["error"]["type"] == "not_found_error"
+    vip = anthropic.Anthropic(
+        base_url=env.gw.url, api_key=env.vip, max_retries=0, http_client=httpx2.Client()
+    )
+    assert [m.id for m in vip.models.list()] == VIP_MODELS
+    # raw: anthropic-version with a Bearer key picks the Anthropic shape too
+    r = httpx2.get(
+        env.gw.url + "/v1/models?limit=1&after_id=" + DEFAULT_GROUP[0],
+        headers={"authorization": f"Bearer {env.key}", "anthropic-version": "2023-06-01"},
+    )
+    doc = r.json()
+    assert [d["id"] for d in doc["data"]] == [DEFAULT_GROUP[1]]
+    assert doc["data"][0]["created_at"].endswith("Z")
+    bad = httpx2.get(env.gw.url + "/v1/models", headers={"x-api-key": make_key()})
+    assert bad.status_code == 401
+    assert bad.json()["type"] == "error"
+    assert bad.json()["error"]["type"] == "authentication_error"
+
+
+def genai_client(env: Env, key: str, version: str | None = None) -> genai.Client:
+    opts = gtypes.HttpOptions(
+        base_url=env.gw.url,
+        api_version=version,
+        retry_options=gtypes.HttpRetryOptions(attempts=1),
+        httpx_client=httpx2.Client(),
+    )
+    return genai.Client(api_key=key, http_options=opts)
+
+
+def test_gemini_models_list_and_get(env: Env) -> None:
+    c = genai_client(env, env.key)
+    names = [m.name for m in c.models.list(config={"page_size": 4})]  # 4 per page
+    assert names == [f"models/{n}" for n in DEFAULT_GROUP]
+    m = c.models.get(model="g-embed")
+    assert m.name == "models/g-embed"
+    assert "generateContent" in m.supported_actions
+    with pytest.raises(genai.errors.ClientError) as exc:
+        c.models.get(model="vip-model")
+    assert exc.value.code == 404
+    assert exc.value.status == "NOT_FOUND"
+    # ?key= and the v1 API path (/v1/models with a Gemini key)
+    r = httpx2.get(f"{env.gw.url}/v1/models?key={env.vip}")
+    assert r.json() == {
+        "models": [
+            {
+                "name": "models/vip-model",
+                "baseModelId": "vip-model",
+                "version": "fastgate",
+                "displayName": "vip-model",
+                "description": "vip-model, served by fastgate",
+                "supportedGenerationMethods": [
+                    "generateContent",
+                    "streamGenerateContent",
+                    "countTokens",
+                ],
+            }
+        ]
+    }
+    bad = httpx2.get(f"{env.gw.url}/v1beta/models", headers={"x-goog-api-key": make_key()})
+    assert bad.status_code == 401
+    assert bad.json()["error"]["status"] == "UNAUTHENTICATED"
+    # listings are answered locally: no upstream saw any of them
+    assert not [r for r in env.ge.requests if r.method == "GET"]
+
+
+def _json(r: Any) -> Any:
+    return json.loads(r.content)
