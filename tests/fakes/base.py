@@ -27,6 +27,7 @@ import struct
 import threading
 import time
 import uuid
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -56,6 +57,7 @@ __all__ = [
     "closed_port",
     "content_pieces",
     "dumps",
+    "embedding_for",
     "json_pieces",
     "pick_tool",
     "text_of",
@@ -370,6 +372,13 @@ class Answer:
             "cache_write_tokens": self.cache_write_tokens,
             "total_tokens": self.total_tokens,
         }
+
+
+def embedding_for(text: str, dims: int) -> list[float]:
+    """A deterministic vector for `text` (values exactly representable in float32):
+    every fake's embeddings, so a test can compute what any provider answers."""
+    seed = zlib.crc32(text.encode())
+    return [((seed >> (j % 24)) % 1024 + j) / 1024.0 for j in range(dims)]
 
 
 def closed_port() -> int:

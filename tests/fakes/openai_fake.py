@@ -18,7 +18,6 @@ import asyncio
 import base64
 import struct
 import uuid
-import zlib
 from typing import Any
 
 from aiohttp import web
@@ -40,6 +39,7 @@ from tests.fakes.base import (
     ToolCall,
     closed_port,
     content_pieces,
+    embedding_for,
 )
 from tests.fakes.base import JSON_CONTENT_TYPE as JSON_CONTENT_TYPE  # moved; re-exported
 from tests.fakes.base import SSE_CONTENT_TYPE as SSE_CONTENT_TYPE
@@ -109,12 +109,6 @@ def prompt_tokens_for(path: str, body: Any) -> int:
                 total += 4 + _words(_text_of(item.get("content")))
         return total
     return 0
-
-
-def embedding_for(text: str, dims: int) -> list[float]:
-    """A deterministic vector for `text` (values exactly representable in float32)."""
-    seed = zlib.crc32(text.encode())
-    return [((seed >> (j % 24)) % 1024 + j) / 1024.0 for j in range(dims)]
 
 
 # --------------------------------------------------------------------------- the server

@@ -24,6 +24,7 @@ import pytest
 from google import genai
 from google.genai import types as gtypes
 
+from tests.fakes.base import embedding_for
 from tests.fakes.bedrock_fake import FakeBedrock
 from tests.fakes.gemini_fake import FakeGemini
 from tests.fakes.ollama_fake import FakeOllama
@@ -35,6 +36,8 @@ VIP_MODELS = ["vip-model"]
 ALIASES = {"gpt4": "gpt-4o"}
 TITAN = "amazon.titan-embed-text-v2:0"
 COHERE = "cohere.embed-english-v3"
+PRICED = ["g-embed", "all-minilm", "titan", "cohere"]
+MICROS_PER_TOKEN = 1000  # their price: 1000 USD per 1M input tokens
 
 
 @dataclass
@@ -98,6 +101,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         aliases=ALIASES,
         server={"max_body_bytes": 1024 * 1024},  # an upload bigger than this streams
         groups=[{"name": "vip", "ratio": 1.0}],
+        prices=[{"model": m, "input": 1000.0, "output": 0.0} for m in PRICED],
     )
     gw = Gateway(Path(tmp_path_factory.mktemp("endpoints")), text).start()
     try:
@@ -231,3 +235,112 @@ def test_gemini_models_list_and_get(env: Env) -> None:
 
 def _json(r: Any) -> Any:
     return json.loads(r.content)
+
+
+# --------------------------------------------------------------------------- embeddings
+
+
+def est_tokens(texts: list[str]) -> int:
+    """The gateway's documented estimate of input tokens: ceil(characters / 4)."""
+    return -(-sum(len(t) for t in texts) // 4)
+
+
+def record(env: Env, resp: Any) -> dict[str, Any]:
+    return env.gw.record_for(resp.headers["x-request-id"])
+
+
+def test_embeddings_through_gemini(env: Env) -> None:
+    c = oa_client(env)
+    raw = c.embeddings.with_raw_response.create(model="g-embed", input="the quick brown fox")
+    r = raw.parse()
+    up = env.ge.last
+    assert up.path == "/v1beta/models/gemini-embedding-001:embedContent"
+    assert up.json == {"content": {"parts": [{"text": "the quick brown fox"}]}}
+    assert up.headers["x-goog-api-key"] == "g-key"
+    assert r.data[0].embedding == embedding_for("the quick brown fox", 8)  # base64 decoded
+    assert (r.object, r.model, r.data[0].index) == ("list", "g-embed", 0)
+    # the Gemini API reports no token count: the gateway's estimate, in answer and record
+    n = est_tokens(["the quick brown fox"])
+    assert (r.usage.prompt_tokens, r.usage.total_tokens) == (n, n)
+    rec = record(env, raw)
+    assert (rec["channel"], rec["prompt_tokens"], rec["estimated"]) == ("ge", n, True)
+    assert rec["cost_micros"] == n * MICROS_PER_TOKEN  # billed like any priced model
+
+    texts = ["one two", "three four five"]
+    r = c.embeddings.create(model="g-embed", input=texts, dimensions=4, encoding_format="float")
+    up = env.ge.last
+    assert up.path == "/v1beta/models/gemini-embedding-001:batchEmbedContents"
+    assert up.json == {
+        "requests": [
+            {
+                "model": "models/gemini-embedding-001",
+                "content": {"parts": [{"text": t}]},
+                "outputDimensionality": 4,
+            }
+            for t in texts
+        ]
+    }
+    assert [d.embedding for d in r.data] == [embedding_for(t, 4) for t in texts]
+    assert [d.index for d in r.data] == [0, 1]
+
+
+def test_embeddings_through_ollama(env: Env) -> None:
+    c = oa_client(env)
+    texts = ["alpha beta", "gamma"]
+    raw = c.embeddings.with_raw_response.create(model="all-minilm", input=texts)
+    r = raw.parse()
+    up = env.ol.last
+    assert (up.path, up.json) == ("/api/embed", {"model": "all-minilm", "input": texts})
+    assert [d.embedding for d in r.data] == [embedding_for(t, 8) for t in texts]
+    n = up.usage["prompt_tokens"]  # the fake's prompt_eval_count
+    assert r.usage.prompt_tokens == n
+    rec = record(env, raw)
+    assert (rec["channel"], rec["prompt_tokens"], rec["estimated"]) == ("ol", n, False)
+    assert rec["cost_micros"] == n * MICROS_PER_TOKEN
+
+
+def test_embeddings_through_bedrock_titan_and_cohere(env: Env) -> None:
+    c = oa_client(env)
+    raw = c.embeddings.with_raw_response.create(
+        model="titan", input="red green blue", dimensions=256
+    )
+    r = raw.parse()
+    up = env.bed.last
+    assert up.path == "/model/amazon.titan-embed-text-v2:0/invoke"
+    assert up.json == {"inputText": "red green blue", "dimensions": 256}
+    assert up.headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=")
+    assert r.data[0].embedding == embedding_for("red green blue", 256)
+    n = up.usage["prompt_tokens"]  # inputTextTokenCount
+    assert r.usage.prompt_tokens == n
+    rec = record(env, raw)
+    assert (rec["prompt_tokens"], rec["cost_micros"]) == (n, n * MICROS_PER_TOKEN)
+
+    texts = ["search me", "and me too"]
+    raw = c.embeddings.with_raw_response.create(model="cohere", input=texts)
+    r = raw.parse()
+    up = env.bed.last
+    assert up.path == f"/model/{COHERE}/invoke"
+    assert up.json == {"texts": texts, "input_type": "search_document"}
+    assert [d.embedding for d in r.data] == [embedding_for(t, 1024) for t in texts]
+    n = up.usage["prompt_tokens"]  # from the X-Amzn-Bedrock-Input-Token-Count header
+    assert r.usage.prompt_tokens == n
+    assert record(env, raw)["prompt_tokens"] == n
+
+    before = env.bed.request_count
+    with pytest.raises(openai.BadRequestError) as exc:
+        c.embeddings.create(model="titan", input=["a", "b"])
+    assert "Titan embeds one text per request" in exc.value.message
+    with pytest.raises(openai.BadRequestError) as exc:
+        c.embeddings.create(model="cohere", input=[[1, 2, 3]])
+    assert "token-id input" in exc.value.message
+    assert env.bed.request_count == before  # refused before any upstream call
+
+
+def test_embeddings_encoding_format_refused_clearly(env: Env) -> None:
+    r = httpx2.post(
+        env.gw.url + "/v1/embeddings",
+        headers={"authorization": f"Bearer {env.key}"},
+        json={"model": "all-minilm", "input": "x", "encoding_format": "int8"},
+    )
+    assert r.status_code == 400
+    assert "encoding_format" in r.json()["error"]["message"]
