@@ -657,8 +657,14 @@ class FakeUpstream:
 
     # ------------------------------------------------------------------ request handling
 
+    def _streams_body(self, request: BaseRequest) -> bool:
+        """True when the provider's route reads the body itself, as it arrives (an
+        upload); `Recorded.body` is then what the route stores there."""
+        return False
+
     async def _handle(self, request: BaseRequest) -> web.StreamResponse:
-        body = await request.read()
+        t = time.monotonic()
+        body = b"" if self._streams_body(request) else await request.read()
         parsed: Any = None
         if body:
             try:
@@ -675,7 +681,7 @@ class FakeUpstream:
             ],
             body=body,
             json=parsed,
-            t=time.monotonic(),
+            t=t,
             response_request_id=self._new_request_id(),
         )
         behaviour = self._next_behaviour()

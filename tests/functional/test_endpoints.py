@@ -12,6 +12,9 @@ the config and from what the fakes recorded, never from the gateway's output.
 from __future__ import annotations
 
 import json
+import os
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +39,7 @@ VIP_MODELS = ["vip-model"]
 ALIASES = {"gpt4": "gpt-4o"}
 TITAN = "amazon.titan-embed-text-v2:0"
 COHERE = "cohere.embed-english-v3"
-PRICED = ["g-embed", "all-minilm", "titan", "cohere"]
+PRICED = ["g-embed", "all-minilm", "titan", "cohere", "gpt-image-1"]
 MICROS_PER_TOKEN = 1000  # their price: 1000 USD per 1M input tokens
 
 
@@ -344,3 +347,203 @@ def test_embeddings_encoding_format_refused_clearly(env: Env) -> None:
     )
     assert r.status_code == 400
     assert "encoding_format" in r.json()["error"]["message"]
+
+
+# --------------------------------------------------------------------------- passthrough
+
+
+def assert_channel_key_only(rec: Any, env: Env, channel_key: str) -> None:
+    """The upstream saw the channel's key, and nothing of the client's or the gateway's."""
+    assert rec.headers.getall("authorization") == [f"Bearer {channel_key}"]
+    for name, value in rec.header_pairs:
+        assert env.key not in value, name
+        assert name.lower() != "x-fastgate-channel"
+
+
+def no_cost_record(env: Env, raw: Any, channel: str = "oa") -> dict[str, Any]:
+    rec = record(env, raw)
+    assert (rec["channel"], rec["model"], rec["status"]) == (channel, "", 200)
+    assert rec["cost_micros"] == 0 and not rec["unpriced"]
+    return rec
+
+
+class SlowFile:
+    """A file object whose reads take a while: the SDK's upload is slow and, its
+    length unknown, sent chunked. `done_at`: when the last read returned."""
+
+    def __init__(self, data: bytes, piece: int, pause: float) -> None:
+        self.data, self.piece, self.pause = data, piece, pause
+        self.pos = 0
+        self.done_at = 0.0
+        self.name = "slow.bin"
+
+    def read(self, n: int = -1) -> bytes:
+        time.sleep(self.pause)
+        out = self.data[self.pos : self.pos + self.piece]
+        self.pos += len(out)
+        if not out:
+            self.done_at = time.monotonic()
+        return out
+
+
+def test_files_create_list_retrieve_content_delete(env: Env) -> None:
+    c = oa_client(env)
+    data = os.urandom(4 * 1024 * 1024)  # 4x max_body_bytes: collected, it would be a 413
+    raw = c.files.with_raw_response.create(
+        file=("data.jsonl", data, "application/jsonl"), purpose="batch"
+    )
+    f = raw.parse()
+    up = env.oa.last
+    assert (up.method, up.path) == ("POST", "/v1/files")
+    assert up.headers["content-type"].startswith("multipart/form-data; boundary=")
+    assert env.oa.files[f.id] == data  # the exact bytes reached the upstream
+    assert (f.bytes, f.filename, f.purpose) == (len(data), "data.jsonl", "batch")
+    assert_channel_key_only(up, env, "sk-upstream-oa")
+    no_cost_record(env, raw)
+
+    assert f.id in [x.id for x in c.files.list()]
+    raw = c.files.with_raw_response.retrieve(f.id)
+    assert raw.parse().bytes == len(data)
+    assert (env.oa.last.method, env.oa.last.path) == ("GET", f"/v1/files/{f.id}")
+    no_cost_record(env, raw)
+    assert c.files.content(f.id).read() == data  # 4 MiB back through the gateway
+    raw = c.files.with_raw_response.delete(f.id)
+    assert raw.parse().deleted is True
+    assert env.oa.last.method == "DELETE"
+    no_cost_record(env, raw)
+    assert f.id not in env.oa.files
+    with pytest.raises(openai.NotFoundError):  # the upstream's own 404, as it was
+        c.files.retrieve(f.id)
+
+
+def test_upload_is_streamed_not_collected(env: Env) -> None:
+    c = oa_client(env)
+    data = os.urandom(32 * 64 * 1024)
+    slow = SlowFile(data, 64 * 1024, 0.03)
+    f = c.files.create(file=("slow.bin", slow, "application/octet-stream"), purpose="user_data")
+    up = env.oa.last
+    assert up.headers.get("transfer-encoding") == "chunked"  # as the client sent it
+    assert env.oa.files[f.id] == data
+    # the upstream had body bytes while the client was still reading its file
+    lead = slow.done_at - up.notes["first_body_at"]
+    print(f"upstream's first body bytes {lead:.2f} s before the client's last read")
+    assert lead > 0.3
+
+
+def test_upload_memory_stays_flat(env: Env) -> None:
+    c = oa_client(env)
+    data = os.urandom(48 * 1024 * 1024)
+    base = env.gw.rss_bytes()
+    peak = [base]
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], env.gw.rss_bytes())
+            time.sleep(0.005)
+
+    t = threading.Thread(target=poll)
+    t.start()
+    try:
+        f = c.files.create(file=("big.bin", data, "application/octet-stream"), purpose="batch")
+    finally:
+        stop.set()
+        t.join()
+    assert env.oa.files[f.id] == data
+    grew = peak[0] - base
+    print(f"gateway RSS: {base} before, {peak[0]} at peak for a {len(data)}-byte upload")
+    assert grew < len(data) // 4, f"gateway RSS grew by {grew} bytes for a {len(data)}-byte upload"
+    env.oa.files.pop(f.id)
+
+
+def test_batches_create_and_retrieve(env: Env) -> None:
+    c = oa_client(env)
+    f = c.files.create(
+        file=("in.jsonl", b'{"custom_id":"1"}\n', "application/jsonl"), purpose="batch"
+    )
+    raw = c.batches.with_raw_response.create(
+        input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    b = raw.parse()
+    assert env.oa.last.json == {
+        "input_file_id": f.id,
+        "endpoint": "/v1/chat/completions",
+        "completion_window": "24h",
+    }
+    assert b.status == "validating"
+    no_cost_record(env, raw)
+    raw = c.batches.with_raw_response.retrieve(b.id)
+    got = raw.parse()
+    assert got.status == "completed" and got.usage.total_tokens > 0  # the upstream's
+    rec = no_cost_record(env, raw)
+    # a retrieved object's usage was billed when it was made: not counted again
+    assert (rec["prompt_tokens"], rec["completion_tokens"]) == (0, 0)
+
+
+def test_audio_transcription_multipart_billed_from_its_usage(env: Env) -> None:
+    c = oa_client(env)
+    audio = os.urandom(96_000)
+    raw = c.audio.transcriptions.with_raw_response.create(
+        model="whisper-1", file=("speech.wav", audio, "audio/wav")
+    )
+    t = raw.parse()
+    up = env.oa.last
+    assert up.path == "/v1/audio/transcriptions"
+    assert up.notes["form"]["model"] == "whisper-1"
+    assert up.body == audio
+    assert t.text
+    rec = no_cost_record(env, raw)  # no model read from the form: no price
+    want = up.usage
+    assert (rec["prompt_tokens"], rec["completion_tokens"]) == (
+        want["prompt_tokens"],
+        want["completion_tokens"],
+    )
+
+
+def test_images_generate(env: Env) -> None:
+    c = oa_client(env)
+    raw = c.images.with_raw_response.generate(model="gpt-image-1", prompt="a red fox in snow")
+    img = raw.parse()
+    assert img.data[0].b64_json
+    up = env.oa.last
+    assert (up.path, up.json["model"]) == ("/v1/images/generations", "gpt-image-1")
+    rec = record(env, raw)  # a JSON body with a model: routed and priced by it
+    n = up.usage["prompt_tokens"]
+    assert (rec["model"], rec["prompt_tokens"]) == ("gpt-image-1", n)
+    assert rec["completion_tokens"] == up.usage["completion_tokens"]
+    assert rec["cost_micros"] == n * MICROS_PER_TOKEN
+    raw = c.images.with_raw_response.generate(prompt="no model named")  # passed through
+    assert raw.parse().data
+    assert "model" not in env.oa.last.json
+    rec = no_cost_record(env, raw)
+    assert rec["prompt_tokens"] == env.oa.last.usage["prompt_tokens"]
+
+
+def test_channel_header_and_who_may_pass_through(env: Env) -> None:
+    c = oa_client(env)
+    before = env.oa2.request_count
+    c.files.list(extra_headers={"x-fastgate-channel": "oa2"})
+    assert env.oa2.request_count == before + 1
+    assert (env.oa2.last.method, env.oa2.last.path) == ("GET", "/v1/files")
+    assert_channel_key_only(env.oa2.last, env, "sk-upstream-oa2")
+    with pytest.raises(openai.NotFoundError) as exc:
+        c.files.list(extra_headers={"x-fastgate-channel": "oa-vip"})  # not this group's
+    assert "x-fastgate-channel" in exc.value.message
+    vip = oa_client(env, env.vip)
+    vip.files.list()  # its group's only OpenAI channel
+    assert env.oa2.last.headers["authorization"] == "Bearer sk-upstream-oa-vip"
+    narrow = oa_client(env, env.narrow)
+    n = env.oa.request_count
+    with pytest.raises(openai.PermissionDeniedError):
+        narrow.files.list()
+    with pytest.raises(openai.PermissionDeniedError):  # answered while the body still came
+        narrow.files.create(file=("x.bin", os.urandom(2 * 1024 * 1024), "x/y"), purpose="batch")
+    assert env.oa.request_count == n
+    with pytest.raises(openai.AuthenticationError):
+        oa_client(env, make_key()).batches.retrieve("batch_x")
+    r = httpx2.post(
+        env.gw.url + "/v1/chat/completions",
+        headers={"authorization": f"Bearer {env.key}"},
+        files={"file": ("a", b"b")},
+    )
+    assert r.status_code == 400 and "JSON body" in r.json()["error"]["message"]
