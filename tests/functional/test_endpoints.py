@@ -541,6 +541,22 @@ def test_channel_header_and_who_may_pass_through(env: Env) -> None:
     assert env.oa.request_count == n
     with pytest.raises(openai.AuthenticationError):
         oa_client(env, make_key()).batches.retrieve("batch_x")
+    for method in ("PUT", "PATCH"):  # what the upstream answers, passed back as it is
+        r = httpx2.request(
+            method,
+            env.gw.url + "/v1/organization/projects/p1?x=1",
+            headers={"authorization": f"Bearer {env.key}"},
+            json={"name": "p"},
+        )
+        up = env.oa.last
+        assert (up.method, up.path, up.query, up.json) == (
+            method,
+            "/v1/organization/projects/p1",
+            "x=1",
+            {"name": "p"},
+        )
+        assert r.status_code == up.status == 404
+        assert r.json() == json.loads(up.response_body)
     r = httpx2.post(
         env.gw.url + "/v1/chat/completions",
         headers={"authorization": f"Bearer {env.key}"},
