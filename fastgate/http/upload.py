@@ -85,8 +85,3 @@ class Upload:
         self.conn = None
         self.pending = []
         self.gate.resume(UPLOAD)
-
-    @property
-    def open(self) -> bool:
-        """Still being received for an exchange that has it."""
-        return self.dispatched and not self.ended
