@@ -21,6 +21,7 @@ from fastgate import errors
 from fastgate.http.flow import PIPELINE, WRITE_HIGH, WRITE_LOW, ReadGate
 from fastgate.http.head import DROP_UPSTREAM, SPECIAL, RequestHead
 from fastgate.http.responses import CONTINUE_100, simple_response
+from fastgate.http.upload import Upload
 
 if TYPE_CHECKING:
     from fastgate.app import App
@@ -61,6 +62,7 @@ class ClientProtocol(asyncio.Protocol):
         "queue",
         "state",
         "transport",
+        "upload",
         "url",
         "write_paused",
     )
@@ -97,6 +99,7 @@ class ClientProtocol(asyncio.Protocol):
         self.deadline = 0.0
         self.client_ip = ""
         self.gate: ReadGate | None = None
+        self.upload: Upload | None = None  # the body being streamed now (http/upload.py)
 
     # -- connection lifecycle ------------------------------------------------
 
@@ -214,7 +217,13 @@ class ClientProtocol(asyncio.Protocol):
         path, _, query = self.url.partition(b"?")
         head.path = path
         head.query = query
-        if head.content_length:
+        if head.content_type[:10].lower() == b"multipart/" and head.content_length != b"0":
+            # Not collected: forwarded as it arrives, however large (http/upload.py),
+            # so the request is dispatched now.
+            head.upload = self.upload = Upload(self.gate, not head.content_length)
+            head.t0 = time.time()
+            self.queue.append(head)
+        elif head.content_length:
             try:
                 n = int(head.content_length)
             except ValueError:
@@ -235,6 +244,11 @@ class ClientProtocol(asyncio.Protocol):
         self.deadline = self.app.loop.time() + self.body_timeout
 
     def on_body(self, body: bytes) -> None:
+        up = self.upload
+        if up is not None:  # streamed: straight on (or held until its upstream is there)
+            up.feed(body)
+            self.deadline = self.app.loop.time() + self.body_timeout
+            return
         self.body_size += len(body)
         limit = self.max_body_bytes
         if self.body_size > limit:
@@ -247,6 +261,17 @@ class ClientProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         head = self.head
+        up = head.upload
+        if up is not None:  # dispatched at its head already
+            self.upload = None
+            self.head = None
+            self.headers_done = False
+            self.head_size = 0
+            self.fed_complete = True
+            if self.state == ACTIVE:
+                self.deadline = 0.0  # the exchange's timeouts from here
+            up.end()
+            return
         parts = self.body_parts
         head.body = parts[0] if len(parts) == 1 else b"".join(parts)
         self.body_parts = []
@@ -268,6 +293,10 @@ class ClientProtocol(asyncio.Protocol):
                 self.gate.resume(PIPELINE)
             self.state = ACTIVE
             self.deadline = 0.0
+            if head.upload is not None:
+                head.upload.dispatched = True
+                if not head.upload.ended:  # its body's silences are still timed
+                    self.deadline = self.app.loop.time() + self.body_timeout
             self.app.dispatch(self, head)
 
     def write(self, data: bytes) -> None:
@@ -277,6 +306,13 @@ class ClientProtocol(asyncio.Protocol):
     def finish(self, keep_alive: bool) -> None:
         """The active exchange has written its whole response."""
         self.exchange = None
+        up = self.upload
+        if up is not None and up.dispatched:
+            # Answered before its streamed body ended (an error, say): read the rest
+            # for a moment, dropping it, so that the client can read the answer.
+            up.discard()
+            self._linger()
+            return
         if not keep_alive or self.app.stopping:
             self.close()
             return
@@ -340,9 +376,32 @@ class ClientProtocol(asyncio.Protocol):
         self.state = READING
         self.deadline = self.app.loop.time() + 1.0  # linger at most one second
 
+    def _linger(self) -> None:
+        """Half-close after the answer and discard what the client still sends, at
+        most one second (the lingering close of `_reject`), then close."""
+        self.lingering = True
+        self.upload = None
+        self.queue.clear()
+        try:
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+        except (OSError, RuntimeError):
+            pass
+        self.gate.resume(self.gate.reasons)
+        self.state = READING
+        self.deadline = self.app.loop.time() + 1.0
+
     def on_timeout(self, now: float) -> None:
         """Called by the sweeper when `deadline` has passed."""
         if self.state == CLOSED:
+            return
+        if self.state == ACTIVE and self.upload is not None:
+            # A streamed body went silent: unless the gateway itself paused it
+            # (backpressure), the client is gone; the exchange hears it as a 499.
+            if self.gate.reasons:
+                self.deadline = now + self.body_timeout
+            else:
+                self.close()
             return
         if self.lingering or self.state == IDLE:
             self.close()
