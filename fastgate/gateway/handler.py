@@ -232,14 +232,14 @@ class Exchange(ExchangeParts):
             att.sent = time.time()
         convert = att.convert = ch.protocol != ctx.ingress.protocol
         if ch.is_mock:
-            if convert:
-                try:
+            try:
+                if convert:
                     protocols.hub_request(self)
-                except errors.FastgateError as err:
-                    self.local_error(err)
-                    return
+                self.app.mock.serve(self, ch)  # refuses what its protocol cannot carry
+            except errors.FastgateError as err:
+                self.local_error(err)
+                return
             self._to(SENT)
-            self.app.mock.serve(self, ch)
         else:
             att.cancel_acquire = self.app.pool.acquire(
                 ch.origin, self.on_conn, self.on_conn_error, ctx.head.upload is not None

@@ -15,7 +15,7 @@ Before this, a channel type was a string compared in nine files (`== "azure"`,
 - discovery: `models_listing` / `models_page` (where models are listed and how a page
   is read), `canonical_model` (how a listed name compares with a configured one).
 - config facts: `base_url_suffixes`, `needs_base_url`, `needs_region`,
-  `default_base_url`, `default_models`.
+  `default_base_url`, `default_models`, `protocols` (the mock's `protocol` key).
 
 The defaults are the OpenAI wire protocol with a Bearer key; a type overrides what
 differs. Methods take the channel object: a data-plane `Channel` (snapshot) for
@@ -110,6 +110,9 @@ class ChannelType:
     not_discoverable_reason: str = ""
     # Client headers never forwarded on a same-protocol passthrough (the channel sets them).
     dropped_client_headers: frozenset[bytes] = frozenset()
+    # Wire protocols a channel of this type may be told to speak (`protocol = ...`
+    # in its config; the first is the default). Empty: only `protocol` above.
+    protocols: tuple[str, ...] = ()
     # An OpenAI request goes to this type at the client's own path, body as it is
     # (with the allowed edits): the fast path may serve it (gateway/plan.py).
     fast_path: bool = False
