@@ -8,6 +8,7 @@ JSON in and out; errors are OpenAI-shaped, `{"error": {"message", "type",
 Routes (`{id}` is a store id or a name; for prices the model, slashes allowed):
   GET    /admin/status                     runtime status + store health
   GET    /admin/usage?group_by=&since=&until=&tag=&bucket=&key=
+  GET    /admin/runs, /admin/runs/{tag}, /admin/usage/latency  (runs_api.py)
   GET    /admin/{channels|tokens|prices|groups}          list (file entries too)
   POST   /admin/{channels|tokens|prices|groups}          create -> 201
   GET    /admin/{kind}s/{id}   PATCH /admin/{kind}s/{id}   DELETE /admin/{kind}s/{id}
@@ -403,6 +404,9 @@ def build_admin_app(ctx: AdminContext) -> web.Application:
     kinds = "{kind:" + "|".join(_PLURALS) + "}"
     r.add_get("/admin/status", status)
     r.add_get("/admin/usage", usage)
+    from fastgate.admin.runs_api import add_run_routes  # imports this module
+
+    add_run_routes(r)
     r.add_post("/admin/channels/{id:.+}/test", test_channel)
     r.add_get("/admin/channels/{id:.+}/models", channel_models)
     r.add_get(f"/admin/{kinds}", list_entries)

@@ -33,6 +33,7 @@ from fastgate.store.kinds import (
     clean_input,
 )
 from fastgate.store.merge import StoreState
+from fastgate.store.runs import RunQueries
 from fastgate.store.secrets import SecretBox, SecretDecryptError, load_secret_box
 
 __all__ = ["BUCKETS", "GROUP_BY", "SQLStore", "Tx"]
@@ -40,7 +41,7 @@ __all__ = ["BUCKETS", "GROUP_BY", "SQLStore", "Tx"]
 log = logging.getLogger("fastgate.store")
 
 GROUP_BY = ("key", "model", "channel", "tag", "day")
-BUCKETS = {"hour": 3600, "day": 86400}
+BUCKETS = {"minute": 60, "hour": 3600, "day": 86400}
 
 
 def _budget_patch(patch: dict[str, Any]) -> dict[str, Any]:
@@ -70,8 +71,9 @@ class Tx(abc.ABC):
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
 
 
-class SQLStore(Store):
-    """The SQL both backends share: CRUD, load, quotas, usage queries.
+class SQLStore(RunQueries, Store):
+    """The SQL both backends share: CRUD, load, quotas, usage queries (run
+    statistics: runs.py).
 
     A backend provides transactions (`_tx`), the unique-violation exception
     types, the time-bucket expression, usage writes and its notify hook.
@@ -522,7 +524,7 @@ class SQLStore(Store):
         if group_by is not None and group_by not in GROUP_BY:
             raise InvalidEntry([f"usage.group_by: must be one of {', '.join(GROUP_BY)}"])
         if bucket is not None and bucket not in BUCKETS:
-            raise InvalidEntry(["usage.bucket: must be hour or day"])
+            raise InvalidEntry(["usage.bucket: must be minute, hour or day"])
         cols = {"key": "key_name", "model": "model", "channel": "channel", "tag": "tag"}
         select: list[str] = []
         groups: list[str] = []
