@@ -511,8 +511,11 @@ class Exchange(ExchangeParts):
         w = self.writer
         w.out.clear()  # the whole answer replaces whatever was framed
         w.head_out = None
-        keep = w.whole(err.status, err.body(self.ctx.ingress.protocol), extra=err.headers)
-        if self.ctx.head.method == b"POST":
+        post = self.ctx.head.method == b"POST"
+        keep = w.whole(
+            err.status, err.body(self.ctx.ingress.protocol), extra=err.headers, hold=post
+        )
+        if post:
             self.finish(err.status, err.code)  # data-plane requests always leave a record
         else:
             self._to(DONE)

@@ -10,8 +10,13 @@ stream socket (the inherited fd):
 
 - worker -> writer: frames `HEADER` (payload length, seq) + payload. seq > 0: an
   orjson array of records (tuples in RECORD_FIELDS order arrive as arrays; dicts
-  as objects). seq == 0: a control object ({"access_log": path}). EOF (the
-  worker shut its write side, or died): drain and exit.
+  as objects); the worker sends one frame per record as its request ends. seq
+  == 0: a control object ({"access_log": path} or {"reopen": true}: log
+  rotation). EOF (the worker shut its write side, or died): write what was
+  received, drain and exit. Frames are written in batches: `flush_interval`
+  after the first of them arrived (`batch_size` records a transaction);
+  meanwhile the writer empties the socket every 10 ms without waiting on it,
+  so the worker's sends wake no one and its buffer never fills.
 - writer -> worker: one orjson object per line, {"ack": seq, <counters>}: every
   batch up to `seq` is settled (committed to the store, fsync'd to the spool,
   rejected and set aside, or counted as dropped), so the worker forgets it. The
@@ -51,6 +56,7 @@ HEADER = struct.Struct("<IQ")
 log = logging.getLogger("fastgate.writer")
 
 _START_RETRY = 2.0  # seconds between attempts to open a store that failed to start
+DRAIN = 0.01  # seconds between two reads of the socket while a batch gathers
 
 
 def _records(payload: bytes) -> list[Any]:
@@ -124,6 +130,8 @@ class _Writer:
                 ctl = orjson.loads(payload)
                 if "access_log" in ctl:
                     self.sink.access_log = ctl["access_log"]
+                if ctl.get("reopen"):
+                    self.sink.reopen()
                 continue
             try:
                 batch.extend(_records(payload))
@@ -149,27 +157,47 @@ class _Writer:
         buf = bytearray()
         sock = self.sock
         hsize = HEADER.size
-        while True:
-            ready, _, _ = select.select([sock], [], [], tick)
-            if not ready:
+        frames: list[tuple[int, bytes]] = []  # received, not yet written
+        due = 0.0  # when the oldest of them must be written
+        eof = False
+        while not eof:
+            if frames:
+                # Records gather here until the oldest is due (one write per
+                # interval); the socket is emptied every DRAIN s meanwhile, so it
+                # never fills, and the worker's sends wake no one.
+                time.sleep(min(DRAIN, max(0.0, due - time.monotonic())))
+                ready = True
+            else:
+                ready = bool(select.select([sock], [], [], tick)[0])
+            if ready:
+                while True:  # everything the socket holds now
+                    try:
+                        data = sock.recv(1 << 20, socket.MSG_DONTWAIT)
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    if not data:
+                        eof = True
+                        break
+                    buf += data
+                    if not frames:
+                        due = time.monotonic() + tick
+                    while len(buf) >= hsize:
+                        n, seq = HEADER.unpack_from(buf)
+                        if len(buf) < hsize + n:
+                            break
+                        frames.append((seq, bytes(buf[hsize : hsize + n])))
+                        del buf[: hsize + n]
+            if frames and (eof or time.monotonic() >= due):
+                self.open_store()
+                self.handle(frames)
+                frames = []
+            elif not ready:
                 self.open_store()
                 self.sink.flush()  # spool replay when due, access log reopen
                 self.send()
-                continue
-            data = sock.recv(1 << 20)
-            if not data:
-                break
-            buf += data
-            frames = []
-            while len(buf) >= hsize:
-                n, seq = HEADER.unpack_from(buf)
-                if len(buf) < hsize + n:
-                    break
-                frames.append((seq, bytes(buf[hsize : hsize + n])))
-                del buf[: hsize + n]
-            if frames:
-                self.open_store()
-                self.handle(frames)
+        if frames:
+            self.open_store()
+            self.handle(frames)
         if buf:
             log.error("usage writer: %d bytes of a partial frame at EOF (not acked)", len(buf))
         self.open_store()
