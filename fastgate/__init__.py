@@ -3,9 +3,11 @@
 Layers, each importing only the ones below it (checked in CI by `lint-imports`,
 contracts in pyproject.toml):
 
-5. composition: `cli/`, `server` (bind, workers, signals, drain, reload), `app`
+5. composition: `cli/`, `supervisor` (bind, fork and restart the workers,
+   relay signals and readiness), `server` (one worker: signals, drain, reload),
+   `sdnotify` (sd_notify to systemd or the supervisor), `app`
    (the per-process runtime state), `admin/` (control-plane API), `store/`
-   (SQLite/Postgres, and the usage writer process fed in batches),
+   (SQLite/Postgres, and the usage writer process each record is sent to),
    `respcache/` (the response cache's memory and Redis backends), `fleet/`
    (state shared through Redis: rate-limit leases, budgets, cooldowns),
    `siblings` (what the workers of `--workers N` tell each other: metrics,

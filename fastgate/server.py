@@ -1,8 +1,12 @@
 """One serving process (a worker): its loop, App, listening socket and store.
 
-SIGTERM/SIGINT: stop accepting, let in-flight requests finish (bounded by
-drain_timeout), flush the usage sink, exit 0. SIGHUP: reload the config file
-and swap the snapshot without dropping a connection. Binding, forking the
+SIGTERM/SIGINT: stop accepting, close idle connections, let in-flight requests
+(and requests whose head has started arriving) finish, bounded by
+drain_timeout; /ready answers 503 meanwhile; flush the usage sink, exit 0.
+SIGHUP: reload the config file, swap the snapshot without dropping a
+connection, reopen the access log (`RESTART_KEYS`: what a reload cannot
+change). Each step is announced with sd_notify (`sdnotify.py`): to systemd
+when this process is the service, else to the supervisor. Binding, forking the
 workers and restarting them is `supervisor.py`.
 """
 
@@ -23,7 +27,8 @@ import uvloop
 
 from fastgate.app import App
 from fastgate.config import Config, ConfigError, load_config
-from fastgate.http.client import ClientProtocol
+from fastgate.http.client import IDLE, READING, ClientProtocol
+from fastgate.sdnotify import Notifier
 from fastgate.siblings import Siblings
 from fastgate.snapshot import build_snapshot
 from fastgate.store.base import QuotaSync, merge
@@ -50,6 +55,54 @@ WORKER_FIELDS = (
     "store",
 )
 
+# Keys a SIGHUP reload cannot apply (read once at start): changing one needs a
+# restart. Everything else is re-applied (README "Run as a service").
+RESTART_KEYS = (
+    "server.host",
+    "server.port",
+    "server.workers",
+    "server.connect_timeout",
+    "server.upstream_max_connections",
+    "server.upstream_keepalive",
+    "admin.host",
+    "admin.port",
+    "admin.token",
+    "admin.token_env",
+    "database.url",
+    "database.refresh_interval",
+    "ratelimit.backend",
+    "ratelimit.redis_url",
+    "ratelimit.key_prefix",
+    "ratelimit.on_redis_error",
+    "logging.usage_spool_dir",
+    "logging.level",
+)
+
+
+def restart_needed(old: Config, new: Config) -> list[str]:
+    """The RESTART_KEYS whose value differs between two configs (names only: a
+    value may be a secret)."""
+
+    def get(cfg: Config, key: str) -> Any:
+        section, _, name = key.partition(".")
+        return getattr(getattr(cfg, section), name)
+
+    return [k for k in RESTART_KEYS if get(old, k) != get(new, k)]
+
+
+class StartupError(Exception):
+    """A listening address cannot be taken: one line for the operator, exit 1."""
+
+
+_early_hup = False  # a SIGHUP that came before the worker's loop handled signals
+
+
+def note_early_hup(_sig: int, _frame: Any) -> None:
+    """SIGHUP handler until the loop's own is installed: the reload runs once
+    the worker serves (a reload during start-up is not lost)."""
+    global _early_hup
+    _early_hup = True
+
 
 class Worker:
     """One serving process: an event loop, an App, a listening socket, the store.
@@ -67,8 +120,12 @@ class Worker:
         index: int = 0,
         run_dir: str | None = None,
         count: int = 1,
+        notify: Notifier | None = None,
     ) -> None:
         self.cfg = cfg
+        # sd_notify: to systemd (one process), to the supervisor (a worker), or nowhere.
+        self.notify = notify if notify is not None else Notifier()
+        self.exit_code = 0
         self.sock = sock
         self.index = index
         self.run_dir = run_dir  # the supervisor's run directory (None: one process)
@@ -88,10 +145,12 @@ class Worker:
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
+        self._watchdog: asyncio.TimerHandle | None = None
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         cfg = self.cfg
+        self._ping_watchdog()
         await self._open_store(loop)
         merged = self._merged(cfg)
         sink = usage_sink(  # a writer process (store writes, access log, spool)
@@ -131,18 +190,20 @@ class Worker:
             except OSError as exc:  # serve anyway; /metrics is then this worker's own
                 log.error("worker %d cannot reach its siblings: %s", self.index, exc)
                 await siblings.close()
-        self.server = await loop.create_server(
-            lambda: ClientProtocol(app), sock=self.sock, backlog=4096
-        )
-        if self.index == 0:
-            await self._start_admin()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        if self.index == 0 and not await self._start_admin():
+            self.exit_code = 1  # the admin port is taken: nothing was served
+            self._stop.set()
+        else:
+            self.server = await loop.create_server(
+                lambda: ClientProtocol(app), sock=self.sock, backlog=4096
+            )
+            self._serving(loop)
         await self._stop.wait()
         await self.drain()
         if app.hooks is not None:
             await app.hooks.aclose()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         for task in self._tasks:
             task.cancel()
         if self.admin_runner is not None:
@@ -294,11 +355,12 @@ class Worker:
 
     # -- admin --------------------------------------------------------------------------
 
-    async def _start_admin(self) -> None:
+    async def _start_admin(self) -> bool:
+        """Start the admin API if configured; False if its port cannot be bound."""
         admin = self.cfg.admin
         token = admin.resolve_token()
         if not token or self.store is None or self._admin_started:
-            return  # without a store it starts when the store is reached (_store_up)
+            return True  # without a store it starts when the store is reached (_store_up)
         self._admin_started = True
         from aiohttp import web
 
@@ -314,10 +376,21 @@ class Worker:
         runner = web.AppRunner(build_admin_app(ctx), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, admin.host, admin.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            print(
+                f"fastgate: cannot listen on admin {admin.host}:{admin.port}: "
+                f"{exc.strerror or exc}",
+                file=sys.stderr,
+                flush=True,
+            )
+            return False
         self.admin_runner = runner
         bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         print(f"fastgate: admin on http://{admin.host}:{bound}", file=sys.stderr, flush=True)
+        return True
 
     def status(self) -> dict[str, Any]:
         app = self.app
@@ -382,31 +455,76 @@ class Worker:
 
     # -- signals --------------------------------------------------------------------------
 
+    def _serving(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The port accepts and the snapshot is loaded: take the signals, run a
+        reload asked for during start-up, and say READY=1."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._terminate)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        if _early_hup:
+            self.reload()
+        self.notify.ready(f"serving (snapshot {self.version})")
+
+    def _terminate(self) -> None:
+        if not self._stop.is_set():
+            self.notify.stopping()
+            if self.app is not None:
+                self.app.stopping = True  # /ready: 503 from now on
+            self._stop.set()
+
+    def _ping_watchdog(self) -> None:
+        """WATCHDOG=1 every half interval, from this loop: a stuck loop stops it."""
+        interval = self.notify.watchdog_interval
+        if interval > 0:
+            self.notify.watchdog()
+            loop = asyncio.get_running_loop()
+            self._watchdog = loop.call_later(interval, self._ping_watchdog)
+
     def reload(self) -> None:
+        """SIGHUP: re-read the file (an invalid one is logged and the running
+        config kept), swap the snapshot, re-apply [cache], [routing], the
+        per-connection [server] limits and the access log, which is reopened
+        (log rotation). RELOADING=1 ... READY=1 around it."""
+        global _early_hup
+        _early_hup = False
         app = self.app
         path = self.cfg.path
         if app is None or path is None:
             return
+        self.notify.reloading()
         try:
             cfg = load_config(path)
         except ConfigError as exc:
             log.error("reload failed, keeping the running config:\n%s", exc)
+            self.notify.ready("reload failed: running the last good config")
             return
+        if self.run_dir is None:  # one process; with workers the supervisor says it once
+            changed = restart_needed(self.cfg, cfg)
+            if changed:
+                log.warning("changed keys that need a restart to apply: %s", ", ".join(changed))
         self.cfg = cfg
         self._install(cfg)
         app.sink.access_log = cfg.logging.access_log
+        app.sink.reopen()
         log.info("config reloaded (snapshot %d)", self.version)
+        self.notify.ready(f"serving (snapshot {self.version})")
 
     async def drain(self) -> None:
+        """Stop accepting, close idle connections, let what is in flight finish
+        (and requests whose head has started arriving: they get an answer with
+        `Connection: close`), bounded by drain_timeout."""
         app = self.app
-        assert app is not None and self.server is not None
+        assert app is not None
         app.stopping = True
-        self.server.close()  # stop accepting
+        if self.server is not None:
+            self.server.close()  # stop accepting
         for c in list(app.clients):
-            if c.exchange is None and not c.queue:
+            if c.exchange is None and not c.queue and c.state == IDLE:
                 c.close()
         deadline = time.monotonic() + self.cfg.server.drain_timeout
-        while app.inflight > 0 and time.monotonic() < deadline:
+        while time.monotonic() < deadline and (
+            app.inflight > 0 or any(c.state == READING for c in app.clients)
+        ):
             await asyncio.sleep(0.02)
         for c in list(app.clients):
             c.close()
@@ -425,10 +543,17 @@ def _tune_gc() -> None:
 
 
 def _run_worker(
-    cfg: Config, sock: socket.socket, index: int = 0, run_dir: str | None = None, count: int = 1
+    cfg: Config,
+    sock: socket.socket,
+    index: int = 0,
+    run_dir: str | None = None,
+    count: int = 1,
+    notify: Notifier | None = None,
 ) -> int:
+    """Serve until SIGTERM; the exit code (1: the admin port could not be bound)."""
+    signal.signal(signal.SIGHUP, note_early_hup)
     _tune_gc()
-    worker = Worker(cfg, sock, index, run_dir, count)
+    worker = Worker(cfg, sock, index, run_dir, count, notify)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(worker.run())
-    return 0
+    return worker.exit_code

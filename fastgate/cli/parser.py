@@ -13,14 +13,14 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from fastgate.cli import channels, prices, routers, serve, tokens, usage
+from fastgate.cli import channels, prices, routers, serve, tokens, unit, usage
 from fastgate.cli.runs import add_runs_command
 from fastgate.cli.session import run
 from fastgate.cli.views import CHANNEL, GROUP, PRICE, TOKEN, list_command, show_command
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """serve, check-config, and the store commands."""
+    """serve, check-config, systemd-unit, and the store commands."""
     p = argparse.ArgumentParser(prog="fastgate", description="A fast LLM API gateway.")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the gateway")
@@ -33,6 +33,20 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check-config", help="validate a config file")
     c.set_defaults(main=serve.check_config)
     c.add_argument("file")
+    u = sub.add_parser(
+        "systemd-unit",
+        help="print a systemd unit that runs this fastgate",
+        description="Print the systemd unit shipped in fastgate/contrib/fastgate.service, "
+        "with ExecStart naming this fastgate (README: Run as a service).",
+    )
+    u.set_defaults(main=unit.systemd_unit)
+    u.add_argument("--config", "-c", default=unit.SHIPPED_CONFIG, help="the config file it serves")
+    u.add_argument(
+        "--exec",
+        dest="executable",
+        help="the fastgate command in ExecStart (default: the one running now)",
+    )
+    u.add_argument("--user", default=unit.SHIPPED_USER, help="User= and Group= (default fastgate)")
     add_store_commands(sub)
     return p
 

@@ -8,6 +8,7 @@ returns the section's dataclass built from the values that passed.
 from __future__ import annotations
 
 import difflib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -80,13 +81,23 @@ def parse_admin(t: Table) -> AdminConfig:
     return AdminConfig(**t.kw)
 
 
+def service_dir(name: str) -> Path | None:
+    """systemd's `$STATE_DIRECTORY` / `$LOGS_DIRECTORY` (the first, if several):
+    where the database, the spool and the access log go when the file does not
+    say, so that a service with ProtectSystem=strict writes nothing beside its
+    config in /etc."""
+    value = os.environ.get(name, "").split(":")[0]
+    return Path(value) if value.startswith("/") else None
+
+
 def parse_database(t: Table, base: Path) -> DatabaseConfig:
     url = t.string("url", store=False)
     if not t.has("url"):
         url = ""
     if url is not None:
         if url == "":
-            t.kw["url"] = "sqlite:///" + str(base / "fastgate.db")
+            home = service_dir("STATE_DIRECTORY") or base
+            t.kw["url"] = "sqlite:///" + str(home / "fastgate.db")
         elif url.startswith("sqlite:///"):
             rest = url[len("sqlite:///") :]
             if not rest:
@@ -149,9 +160,13 @@ def parse_logging(t: Table, base: Path) -> LoggingConfig:
     access = t.string("access_log", store=False)
     if access:
         t.kw["access_log"] = access if access == "-" else resolve_path(base, access)
+    elif not t.has("access_log") and (logs := service_dir("LOGS_DIRECTORY")):
+        t.kw["access_log"] = str(logs / "access.log")
     spool = t.string("usage_spool_dir", store=False)
     if spool:
         t.kw["usage_spool_dir"] = resolve_path(base, spool)
+    elif state := service_dir("STATE_DIRECTORY"):  # "" is the default too
+        t.kw["usage_spool_dir"] = str(state / "usage-spool")
     level = t.string("level", store=False)
     if level is not None:
         if level.lower() in LOG_LEVELS:

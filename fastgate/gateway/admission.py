@@ -37,6 +37,8 @@ def ops_response(app: App, ctx: RequestContext) -> tuple[int, bytes, bytes] | No
     if path == b"/health":
         return 200, b'{"status":"ok"}', JSON
     if path == b"/ready":
+        if app.stopping:  # SIGTERM: draining (the answer closes the connection)
+            return 503, b'{"status":"draining"}', JSON
         if not app.ready:
             return 503, b'{"status":"not ready"}', JSON
         body = orjson.dumps(

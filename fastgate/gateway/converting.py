@@ -88,7 +88,7 @@ def collect_complete(ex: Exchange, conn: Any) -> None:
             return
         body = convert_error_body(body, status, ex.ctx.ingress.protocol)
     rid = w.upstream_request_id
-    w.whole(status, body, extra=((b"x-upstream-request-id", rid),) if rid else ())
+    w.whole(status, body, extra=((b"x-upstream-request-id", rid),) if rid else (), hold=True)
     ex.finish(status, code)
 
 

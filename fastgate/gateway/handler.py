@@ -532,8 +532,11 @@ class Exchange(ExchangeParts):
         w = self.writer
         w.out.clear()  # the whole answer replaces whatever was framed
         w.head_out = None
-        keep = w.whole(err.status, err.body(self.ctx.ingress.protocol), extra=err.headers)
-        if self.ctx.head.method == b"POST" or self.ctx.ingress.kind == PASSTHROUGH:
+        recorded = self.ctx.head.method == b"POST" or self.ctx.ingress.kind == PASSTHROUGH
+        keep = w.whole(
+            err.status, err.body(self.ctx.ingress.protocol), extra=err.headers, hold=recorded
+        )
+        if recorded:
             self.finish(err.status, err.code)  # data-plane requests always leave a record
         else:
             self._to(DONE)

@@ -4,10 +4,12 @@
 to leave with the first body bytes; body bytes are framed (content-length
 passthrough, chunked, or close-delimited for HTTP/1.0) into `out`, which is
 written in one `client.write` per upstream read (`flush`). `end` is the end of
-every proxied request, in this order and once: the last bytes are flushed, the
-upstream connection goes back to the pool, the request is accounted
-(`accounting.account`, the same call as the fast path's), and the client
-connection is handed back (`client.finish`), or not when the client is gone.
+every proxied request, in this order and once: the upstream connection goes
+back to the pool, the request is accounted (`accounting.account`, the same call
+as the fast path's: its record leaves the worker), the last bytes are written
+(so a client never has a whole answer whose record is still in the worker),
+and the client connection is handed back (`client.finish`), or not when the
+client is gone.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class ResponseWriter:
         "force_close",
         "head",
         "head_out",
+        "held",
         "last",
         "out",
         "paused",
@@ -67,6 +70,7 @@ class ResponseWriter:
         self.force_close = False  # close the client connection after this response
         self.paused = False  # the client's write buffer is full: upstream reads stop
         self.last = b""  # the last bytes written to the client (see Exchange.client_lost)
+        self.held = b""  # a whole answer `end` writes after the record left (whole(hold=True))
         self.cache_state = b""  # b"hit" / b"miss" for a cacheable request (x-fastgate-cache)
         # For a usage estimate (only read when the upstream reported none): the body
         # bytes given to the client, and the first of them (the chunks, by reference).
@@ -139,9 +143,11 @@ class ResponseWriter:
         body: bytes,
         content_type: bytes = b"application/json",
         extra: Any = (),
+        hold: bool = False,
     ) -> bool:
         """Write a whole response (nothing of another must have been sent);
-        return whether the connection is kept alive."""
+        return whether the connection is kept alive. `hold`: a request that is
+        accounted next (`end`) is written there, after its record left."""
         keep = self.keep_alive()
         if 200 <= status < 300:  # a converted non-stream answer: what an estimate reads
             self.sample = [body]
@@ -159,7 +165,10 @@ class ResponseWriter:
         )
         if self.head.method == b"HEAD":  # its length is announced, never sent (RFC 9110)
             data = data[: len(data) - len(body)]
-        self.client.write(data)
+        if hold:
+            self.held = data
+        else:
+            self.client.write(data)
         return keep
 
     def reset(self) -> None:
@@ -206,11 +215,10 @@ class ResponseWriter:
                 self.head_out = None
             if self.chunked:
                 out.append(CHUNK_END)
+        data = self.held
         if out:
             data = out[0] if len(out) == 1 else b"".join(out)
             out.clear()
-            self.last = data
-            self.client.write(data)
         app = self.app
         if (
             (not usage.found or usage.partial)
@@ -230,6 +238,9 @@ class ResponseWriter:
         app.inflight -= 1
         counts = app.metrics.status
         counts[status] = counts.get(status, 0) + 1
+        # The record leaves the worker (one send to its writer process) before the
+        # answer's last bytes: a worker killed once a client has its whole answer
+        # has sent that answer's record.
         account(
             app,
             self.head,
@@ -251,6 +262,10 @@ class ResponseWriter:
             cache_hit,
             router=router,
         )
+        if data:
+            self.held = b""
+            self.last = data
+            self.client.write(data)
         if limited is not None:  # the admission's ticket
             app.limits.done(
                 token, 0 if cache_hit else usage.prompt_tokens + usage.completion_tokens, limited

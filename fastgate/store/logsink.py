@@ -116,7 +116,7 @@ class LogSink:
         self._wake = threading.Event()
         self._lock = threading.Lock()  # one writer at a time (thread, flush(), close())
         self._file: IO[bytes] | None = None
-        self._file_name = ""
+        self._file_name: str | None = ""
         self._thread: threading.Thread | None = None
         self._backoff = _BACKOFF_START
         self._retry_at = 0.0
@@ -170,6 +170,11 @@ class LogSink:
         q.append(record)
         if len(q) >= self.batch_size and not self._wake.is_set():
             self._wake.set()
+
+    def reopen(self) -> None:
+        """Close and reopen the access log before the next write (log rotation:
+        after `mv access.log access.log.1`, new lines go to a new access.log)."""
+        self._file_name = None  # differs from any path: the next cycle reopens
 
     def flush(self) -> None:
         """Write what is queued now (and retry the spool); blocks the calling thread."""

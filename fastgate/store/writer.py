@@ -10,8 +10,13 @@ stream socket (the inherited fd):
 
 - worker -> writer: frames `HEADER` (payload length, seq) + payload. seq > 0: an
   orjson array of records (tuples in RECORD_FIELDS order arrive as arrays; dicts
-  as objects). seq == 0: a control object ({"access_log": path}). EOF (the
-  worker shut its write side, or died): drain and exit.
+  as objects); the worker sends one frame per record as its request ends. seq
+  == 0: a control object ({"access_log": path} or {"reopen": true}: log
+  rotation). EOF (the worker shut its write side, or died): write what was
+  received, drain and exit. Frames are written in batches: `flush_interval`
+  after the first of them arrived (`batch_size` records a transaction);
+  meanwhile the writer empties the socket every 10 ms without waiting on it,
+  so the worker's sends wake no one and its buffer never fills.
 - writer -> worker: one orjson object per line, {"ack": seq, <counters>}: every
   batch up to `seq` is settled (committed to the store, fsync'd to the spool,
   rejected and set aside, or counted as dropped), so the worker forgets it. The
@@ -60,6 +65,10 @@ _RECV_SIZE = 256 << 10  # bytes read from the worker at a time
 # about a full-load batch, so that catching up after an outage (when the worker's
 # backlog arrives at once) needs no more memory than the steady state.
 _MERGE_LIMIT = 250
+DRAIN = 0.01  # seconds between two reads of the socket while a batch gathers
+# Frames gathered before a write at the latest (a worker's backlog after an
+# outage arrives at once: bounded so it needs no more memory than steady state).
+_MAX_FRAMES = 1000
 
 
 def _records(payload: bytes | bytearray) -> list[Any]:
@@ -156,6 +165,8 @@ class _Writer:
                     self.sink.access_log = ctl["access_log"]
                 if ctl.get("store") == "up":
                     self.store_is_up()
+                if ctl.get("reopen"):
+                    self.sink.reopen()
                 continue
             try:
                 batch.extend(_records(payload))
@@ -189,29 +200,49 @@ class _Writer:
         rbuf = memoryview(bytearray(_RECV_SIZE))
         sock = self.sock
         hsize = HEADER.size
-        while True:
-            ready, _, _ = select.select([sock], [], [], tick)
-            if not ready:
+        frames: list[tuple[int, bytes]] = []  # received, not yet written
+        due = 0.0  # when the oldest of them must be written
+        eof = False
+        while not eof:
+            if frames:
+                # Records gather here until the oldest is due (one write per
+                # interval); the socket is emptied every DRAIN s meanwhile, so it
+                # never fills, and the worker's sends wake no one.
+                time.sleep(min(DRAIN, max(0.0, due - time.monotonic())))
+                ready = True
+            else:
+                ready = bool(select.select([sock], [], [], tick)[0])
+            if ready:
+                while len(frames) < _MAX_FRAMES:  # what the socket holds now
+                    try:
+                        got = sock.recv_into(rbuf, 0, socket.MSG_DONTWAIT)
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    if not got:
+                        eof = True
+                        break
+                    buf += rbuf[:got]
+                    if not frames:
+                        due = time.monotonic() + tick
+                    while len(buf) >= hsize:
+                        n, seq = HEADER.unpack_from(buf)
+                        if len(buf) < hsize + n:
+                            break
+                        frames.append((seq, bytes(buf[hsize : hsize + n])))
+                        del buf[: hsize + n]
+            if frames and (eof or len(frames) >= _MAX_FRAMES or time.monotonic() >= due):
+                self.open_store()
+                self.handle(frames)
+                frames = []
+                if self.sink.trim_due and not select.select([sock], [], [], 0)[0]:
+                    self.sink.trim_if_due()  # after a replay, and the worker's backlog
+            elif not ready:
                 self.open_store()
                 self.sink.tick()  # spool replay when due (backoff), access log reopen
                 self.send()
-                continue
-            got = sock.recv_into(rbuf)
-            if not got:
-                break
-            buf += rbuf[:got]
-            frames = []
-            while len(buf) >= hsize:
-                n, seq = HEADER.unpack_from(buf)
-                if len(buf) < hsize + n:
-                    break
-                frames.append((seq, buf[hsize : hsize + n]))
-                del buf[: hsize + n]
-            if frames:
-                self.open_store()
-                self.handle(frames)
-                if self.sink.trim_due and not select.select([sock], [], [], 0)[0]:
-                    self.sink.trim_if_due()  # after a replay, and the worker's backlog
+        if frames:
+            self.open_store()
+            self.handle(frames)
         if buf:
             log.error("usage writer: %d bytes of a partial frame at EOF (not acked)", len(buf))
         self.next_start = 0.0  # one last attempt, whatever the backoff says

@@ -1,30 +1,32 @@
 """The data plane's side of the usage writer process (see writer.py).
 
 Why: the sink and store threads used to take the GIL from the data-plane thread
-for every batch they encoded and wrote. Here the worker keeps only a list:
+for every batch they encoded and wrote. Here the worker keeps no thread:
 
-- `append(record)` is a list append and a length check (hot path). The first
-  record of a batch arms one timer on the event loop (`flush_interval`); the
-  batch leaves when the timer fires or when it holds `batch_size` records.
-- shipping a batch = one `orjson.dumps` of the list (records are tuples in
-  RECORD_FIELDS order, or dicts) and one non-blocking `send` on an AF_UNIX
-  socket to the writer process; what the socket does not take waits in an
-  outbox written when the loop says the socket is writable. No thread.
-- every batch is kept (as its encoded frame) until the writer acks it as
+- `append(record)` (hot path) encodes the record as a one-record frame and
+  sends it on the AF_UNIX socket to the writer process at once (one `send`,
+  about a microsecond): once it returns the record is out of the worker, in
+  the socket's buffer, so a worker killed with SIGKILL right after a response
+  ended loses no record (the writer reads what is buffered, then EOF). The
+  writer batches (`flush_interval`, `batch_size`). What the socket does not
+  take waits in an outbox written when the loop says the socket is writable.
+- every record is kept (as its encoded frame) until the writer acks it as
   settled. If the writer dies (EOF on the socket), a new one is started (after
   a short backoff if they keep dying) and every unacked frame is sent again, in
   order; uids (set before the first send) make the replay idempotent.
 - records waiting in the worker (not yet acked) are bounded by `max_queue`; a
-  batch beyond it is DROPPED and counted in `dropped` (logged at most once a
+  record beyond it is DROPPED and counted in `dropped` (logged at most once a
   second), as before.
 - the counters (`written`, `dropped`, `rejected`, `replayed`, `spooled`,
   `write_failures`, `degraded`, `last_error`) come back with the acks;
   cumulative ones are summed over writer restarts.
+- `reopen()` (SIGHUP) has the writer reopen the access log (log rotation): a
+  control frame, in order with the records.
 
-`aclose()` (SIGTERM, after the drain): ships the rest, shuts the socket's write
-side and waits for the writer's final report (it writes everything and replays
-the spool for at most `close_timeout` s); a writer that dies meanwhile is
-restarted and given the unacked batches again until the deadline.
+`aclose()` (SIGTERM, after the drain): shuts the socket's write side and waits
+for the writer's final report (it writes everything and replays the spool for
+at most `close_timeout` s); a writer that dies meanwhile is restarted and given
+the unacked records again until the deadline.
 
 One writer per worker process (not per instance): each worker owns its socket,
 acks and restarts with no coordination, the spool directory is already safe to
@@ -87,8 +89,6 @@ class WriterSink:
         self.write_timeout = write_timeout
         self.close_timeout = close_timeout
         self.spool_file_records = spool_file_records
-        self._buf: list[Any] = []
-        self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._seq = 0
         self._unacked: dict[int, tuple[bytes, int]] = {}  # seq -> (frame, records)
@@ -149,8 +149,8 @@ class WriterSink:
 
     @property
     def pending(self) -> int:
-        """Records not yet acked by the writer (queued, in flight or being written)."""
-        return len(self._buf) + self._inflight
+        """Records not yet acked by the writer (in flight or being written)."""
+        return self._inflight
 
     @property
     def writer_pid(self) -> int | None:
@@ -175,45 +175,32 @@ class WriterSink:
             self.wait_store = False
             self._send(self._control({"store": "up"}))
 
+    def reopen(self) -> None:
+        """SIGHUP: the writer closes and reopens the access log (log rotation)."""
+        self._send(self._control({"reopen": True}))
+
     # -- hot path -----------------------------------------------------------------------
 
     def append(self, record: Any) -> None:
-        """Queue one record: a list append and a length check (the data plane's cost)."""
-        buf = self._buf
-        buf.append(record)
-        n = len(buf)
-        if n == 1:
-            self._timer = self._loop.call_later(self.flush_interval, self._ship)  # type: ignore[union-attr]
-        elif n >= self.batch_size:
-            self._ship()
-
-    def _append_closed(self, record: Any) -> None:
-        self._dropped_here += 1
-
-    def _ship(self) -> None:
-        """Encode the waiting records as one frame and send it (or queue it)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        buf = self._buf
-        if not buf:
-            return
-        self._buf = []
-        if self._inflight + len(buf) > self.max_queue:
-            self._dropped_here += len(buf)
+        """Ship one record now (the data plane's cost: one encode, one send)."""
+        if self._inflight >= self.max_queue:
+            self._dropped_here += 1
             self._warn_drops()
             return
         try:
-            payload = orjson.dumps([with_uid(r) for r in buf])
+            payload = orjson.dumps((with_uid(record),))
         except TypeError as exc:
-            self._dropped_here += len(buf)
-            log.error("usage sink: %d records not serialisable, dropped: %s", len(buf), exc)
+            self._dropped_here += 1
+            log.error("usage sink: a record not serialisable, dropped: %s", exc)
             return
         self._seq += 1
         frame = HEADER.pack(len(payload), self._seq) + payload
-        self._unacked[self._seq] = (frame, len(buf))
-        self._inflight += len(buf)
+        self._unacked[self._seq] = (frame, 1)
+        self._inflight += 1
         self._send(frame)
+
+    def _append_closed(self, record: Any) -> None:
+        self._dropped_here += 1
 
     def _control(self, msg: dict[str, Any]) -> bytes:
         payload = orjson.dumps(msg)
@@ -407,8 +394,7 @@ class WriterSink:
     # -- shutdown -----------------------------------------------------------------------
 
     async def drain(self, timeout: float = 10.0) -> bool:
-        """Ship what is queued and wait until the writer acked everything."""
-        self._ship()
+        """Wait until the writer acked everything appended."""
         deadline = time.monotonic() + timeout
         while self._unacked and time.monotonic() < deadline:
             await self._wait(deadline)
@@ -426,7 +412,6 @@ class WriterSink:
         if self._closing:
             return
         self.append = self._append_closed  # type: ignore[method-assign]
-        self._ship()
         self._closing = True
         if self._restart_timer is not None:
             self._restart_timer.cancel()

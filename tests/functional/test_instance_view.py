@@ -231,7 +231,7 @@ def test_a_killed_workers_replacement_is_in_the_scrape(make_gateway, fake_openai
     # report it answered with: it is in only if the live worker answered that one).
     assert requests_total(stalled, 200) >= requests_total(before, 200)
 
-    victim = old[0]  # worker 0: the inherited listening socket and the admin API
+    victim = old[0]  # worker 0: the admin API's worker
     os.kill(victim, signal.SIGKILL)
     wait_for(lambda: len(set(children_pids(gw.pid)) - {victim}) == 2, "the worker to be restarted")
     wait_for(lambda: scrape(gw)[("fastgate_workers_reporting", ())] == 2, "the new worker")
@@ -241,8 +241,8 @@ def test_a_killed_workers_replacement_is_in_the_scrape(make_gateway, fake_openai
     assert pids[0] != victim and pids[0] in children_pids(gw.pid)
     # The slot's counters went on from what it had reported: no counter went down.
     assert requests_total(after, 200) >= requests_total(before, 200)
-    # Every fresh connection is answered (the restarted worker 0 accepts on the
-    # socket it inherited, which the supervisor kept open), by both workers.
+    # Every fresh connection is answered (the restarted worker 0 binds its own
+    # SO_REUSEPORT socket again), by both workers.
     answered_by = Counter(ready_pid(gw) for _ in range(30))
     assert set(answered_by) == set(pids.values()), answered_by
     for _ in range(10):

@@ -1,4 +1,6 @@
-"""Operating the server: workers, reload, TLS upstreams, the mock provider, the CLI."""
+"""Operating the server: workers, reload, TLS upstreams, the mock provider, the CLI.
+
+The systemd unit and the signals/ports of a service are in test_service.py."""
 
 from __future__ import annotations
 
@@ -8,7 +10,6 @@ import http.client
 import ipaddress
 import json
 import os
-import shutil
 import signal
 import ssl
 import subprocess
@@ -316,20 +317,3 @@ def test_check_config_command(tmp_path: Path) -> None:
     )
     assert srv.returncode != 0
     assert "channels[0].weight" in srv.stderr
-
-
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
-def test_systemd_unit_syntax(tmp_path: Path) -> None:
-    unit = (REPO / "fastgate" / "contrib" / "fastgate.service").read_text()
-    assert "ExecStart=" in unit and "fastgate serve" in unit
-    # Verify the unit as shipped, with paths that exist on this machine.
-    local = (
-        unit.replace("/usr/local/bin/fastgate", shutil.which("true") or "/bin/true")
-        .replace("User=fastgate", "User=root")
-        .replace("Group=fastgate", "Group=root")
-        .replace("WorkingDirectory=/etc/fastgate", f"WorkingDirectory={tmp_path}")
-    )
-    path = tmp_path / "fastgate.service"
-    path.write_text(local)
-    res = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
