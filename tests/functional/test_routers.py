@@ -407,7 +407,7 @@ def test_config_refuses_unknown_strategy_or_model(tmp_path, extra: str, problem:
         timeout=60,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
     )
-    assert out.returncode == 1
+    assert out.returncode == 2
     assert problem in out.stderr, out.stderr
 
 
