@@ -1,4 +1,4 @@
-"""Routing strategies and routers end to end (SPEC sections 2 and 3).
+"""Routing strategies and routers end to end (docs/contract.md sections 2 and 3).
 
 A real fastgate in front of fake upstreams. Which candidate a strategy chose is
 read from the fakes (each answers "Hello from <name>" and records every request
