@@ -14,6 +14,7 @@ clients in a loop) mixes:
 At --cut-at seconds the proxy drops every database connection and refuses new
 ones for --cut-seconds (records go to the spool and replay). Every --every
 seconds one line: requests so far, records in the database, RSS and open fds
+(the floor over 0.5 s: connections the load opens and closes are not a leak)
 of the fastgate process tree, latency percentiles of the interval. At the end
 fastgate gets SIGTERM and the script compares records (distinct uids) with the
 requests the clients made: they must be equal.
@@ -163,6 +164,18 @@ def fds(pids: list[int]) -> int:
     return n
 
 
+async def fds_floor(pids: list[int], samples: int = 10, gap: float = 0.05) -> int:
+    """The fewest open fds over `samples` looks `gap` s apart: connections opened
+    and closed by the load (a client that drops a stream and reconnects, the
+    upstream connection dropped with it) come and go between looks; a leak raises
+    the floor."""
+    low = fds(pids)
+    for _ in range(samples - 1):
+        await asyncio.sleep(gap)
+        low = min(low, fds(pids))
+    return low
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return 0.0
@@ -300,6 +313,9 @@ async def run(args: argparse.Namespace) -> dict:
     urls = fakes.stdout.readline().split()  # type: ignore[union-attr]
     cfg = tmp / "soak.toml"
     cfg.write_text(config(tmp, f"postgresql://postgres@127.0.0.1:{proxy.port}/{dbname}", urls))
+    # The fastgate of this checkout (not whichever one is installed): cwd is tmp.
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     gw = subprocess.Popen(
         [
             sys.executable,
@@ -314,6 +330,7 @@ async def run(args: argparse.Namespace) -> dict:
         stderr=subprocess.PIPE,
         text=True,
         cwd=tmp,
+        env=env,
     )
     port = 0
     for line in gw.stderr:  # type: ignore[union-attr]
@@ -359,7 +376,7 @@ async def run(args: argparse.Namespace) -> dict:
                 "requests": load.sent,
                 "records": recs,
                 "rss_mb": round(rss_mb(pids), 1),
-                "fds": fds(pids),
+                "fds": await fds_floor(pids),
                 "p50": round(pct(lat, 0.5) * 1000, 1),
                 "p95": round(pct(lat, 0.95) * 1000, 1),
                 "p99": round(pct(lat, 0.99) * 1000, 1),

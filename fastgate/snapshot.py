@@ -130,7 +130,7 @@ class Snapshot:
 
 def _channel_from_config(cc: Any) -> Channel:
     kind = registry.get(cc.type)
-    protocol = kind.protocol
+    protocol = cc.protocol or kind.protocol  # a mock may speak another protocol
     ch = Channel(
         name=cc.name,
         type=cc.type,

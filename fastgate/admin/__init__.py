@@ -44,7 +44,7 @@ KINDS: dict[str, str] = {"channel": "name", "token": "name", "price": "model", "
 _FILE_ATTR = {"channel": "channels", "token": "tokens", "price": "prices", "group": "groups"}
 _SECRET_FIELDS = ("api_key", "access_key_id", "secret_access_key", "session_token")
 USAGE_GROUPS = ("key", "model", "channel", "tag", "day")
-USAGE_BUCKETS = ("hour", "day")
+USAGE_BUCKETS = ("minute", "hour", "day")
 
 
 class ReadOnlyEntry(Conflict):

@@ -10,6 +10,7 @@ Routes (`{id}` is a store id or a name; for prices the model, slashes allowed):
   GET    /admin/usage?group_by=&since=&until=&tag=&bucket=&key=
   GET    /admin/routers                    each router's and model's candidate order, why
   GET    /admin/prices/missing             models routed or served with no price
+  GET    /admin/runs, /admin/runs/{tag}, /admin/usage/latency  (runs_api.py)
   GET    /admin/{channels|tokens|prices|groups}          list (file entries too)
   POST   /admin/{channels|tokens|prices|groups}          create -> 201
   GET    /admin/{kind}s/{id}   PATCH /admin/{kind}s/{id}   DELETE /admin/{kind}s/{id}
@@ -422,6 +423,9 @@ def build_admin_app(ctx: AdminContext) -> web.Application:
     r.add_get("/admin/usage", usage)
     r.add_get("/admin/routers", routers)
     r.add_get("/admin/prices/missing", missing_prices)  # before /admin/prices/{id}
+    from fastgate.admin.runs_api import add_run_routes  # imports this module
+
+    add_run_routes(r)
     r.add_post("/admin/channels/{id:.+}/test", test_channel)
     r.add_get("/admin/channels/{id:.+}/models", channel_models)
     r.add_get(f"/admin/{kinds}", list_entries)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastgate.cli import channels, prices, routers, serve, tokens, usage
+from fastgate.cli.runs import add_runs_command
 from fastgate.cli.session import run
 from fastgate.cli.views import CHANNEL, GROUP, PRICE, TOKEN, list_command, show_command
 
@@ -252,6 +253,8 @@ def add_store_commands(sub: Any) -> None:
     p.add_argument("--until", help="same forms as --since")
     p.add_argument("--tag", help="only requests with this x-fastgate-tag")
     p.add_argument("--key", help="only this key name")
+
+    add_runs_command(sub, common, run)  # runs, runs show TAG, runs compare A B
 
     # migrate
     p = sub.add_parser(

@@ -31,6 +31,7 @@ from fastgate.config.schema import (
     Problems,
     Table,
     join_key,
+    quote_list,
     type_name,
 )
 
@@ -130,6 +131,23 @@ def _check_headers(t: Table, headers: Mapping[str, str]) -> bool:
     return ok
 
 
+def _parse_protocol(t: Table, ctype: str | None, kind: Any) -> None:
+    """`protocol`: the wire protocol a mock answers in. Stored only when it differs
+    from the type's own ("" or the type's own protocol is the default, for any type)."""
+    proto = t.string("protocol", store=False)
+    if not proto or kind is None or proto == kind.protocol:
+        return
+    if not kind.protocols:
+        t.error(
+            "protocol",
+            f'only a mock channel takes another protocol; "{ctype}" speaks "{kind.protocol}"',
+        )
+    elif proto not in kind.protocols:
+        t.error("protocol", f'must be one of {quote_list(kind.protocols)}; got "{proto}"')
+    else:
+        t.kw["protocol"] = proto
+
+
 def parse_channel(t: Table) -> tuple[ChannelConfig | None, tuple[str, ...]]:
     """One [[channels]] entry, plus the models it serves (even if other keys are bad)."""
     name = t.string("name", required=True, nonempty=True)
@@ -197,6 +215,7 @@ def parse_channel(t: Table) -> tuple[ChannelConfig | None, tuple[str, ...]]:
         t.secret(key)
         t.string(key + "_env", env_name=True)
     t.number("delay_ms", lo=0)
+    _parse_protocol(t, ctype, kind)
     t.number("timeout", lo=0)
     t.boolean("local")
     t.finish()

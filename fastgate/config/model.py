@@ -198,6 +198,8 @@ class ChannelConfig:
     session_token: str = field(default="", repr=False)
     session_token_env: str = ""
     delay_ms: float = 0.0
+    # The wire protocol a mock channel answers in ("" = the type's own).
+    protocol: str = ""
     timeout: float = 0.0  # 0 = server.first_byte_timeout
     # A model on this machine or network (the local-first strategy tries it first).
     # None = the type's default: true for ollama, false otherwise.

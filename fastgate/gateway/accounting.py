@@ -46,7 +46,7 @@ def account(
     below is where "a request was served unpriced" is known."""
     cost = 0
     if price is None:
-        if channel is not None and not cache_hit:
+        if channel is not None and not cache_hit and model:  # (a passthrough: no model)
             unpriced = True  # served by an upstream, with no price: cost 0
             hooks = app.hooks  # the unpriced_model webhook: first sight of the model here
             if hooks is not None and status < 400 and model not in hooks.unpriced_seen:

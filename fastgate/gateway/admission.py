@@ -1,10 +1,11 @@
 """What a request gets before any upstream is involved.
 
-`ops_response`: the ops endpoints and /v1/models, answered locally.
+`ops_response`: the ops endpoints and the model listings, answered locally.
 `admit`: a data-plane request is classified (ingress protocol), authenticated,
 parsed, its model resolved and checked against the key, its route found and
 the key's quota and rate limits applied; the request context is filled in and
-the candidates in the order to try them are returned. No I/O: dict lookups on
+the candidates in the order to try them are returned (a call that names no
+model: `passthrough.py`'s one channel). No I/O: dict lookups on
 the snapshot (a step that needs a round trip, shared rate limits or a budget
 near its end, is left in `ctx.pending` for the exchange to await). Errors are raised as `errors.FastgateError` for the exchange to
 answer in the ingress protocol's shape.
@@ -17,10 +18,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from fastgate import errors
-from fastgate.gateway import protocols
+from fastgate.gateway import listing, passthrough, protocols
 from fastgate.gateway.auth import authenticate, check_model, presented_key
 from fastgate.gateway.context import OPENAI_INGRESS, RequestContext
-from fastgate.http.head import RequestHead
 from fastgate.providers import openai as openai_proto
 
 if TYPE_CHECKING:
@@ -29,8 +29,10 @@ if TYPE_CHECKING:
 JSON = b"application/json"
 
 
-def ops_response(app: App, head: RequestHead) -> tuple[int, bytes, bytes]:
-    """(status, body, content type) for a GET."""
+def ops_response(app: App, ctx: RequestContext) -> tuple[int, bytes, bytes] | None:
+    """(status, body, content type) for a GET answered here; None for an OpenAI
+    `/v1/*` GET that goes upstream (files, batches...: `passthrough.py`)."""
+    head = ctx.head
     path = head.path
     if path == b"/health":
         return 200, b'{"status":"ok"}', JSON
@@ -48,9 +50,10 @@ def ops_response(app: App, head: RequestHead) -> tuple[int, bytes, bytes]:
         return 200, body, JSON
     if path == b"/metrics":
         return 200, app.metrics.render(app), b"text/plain; version=0.0.4"
-    if path == b"/v1/models":
-        token = authenticate(app.snapshot, presented_key(head, "openai"))
-        return 200, app.snapshot.models_body(token), JSON
+    if listing.is_listing(path):
+        return listing.answer(app, ctx)  # in the shape of the SDK that asks
+    if path.startswith(b"/v1/"):
+        return None
     raise errors.NotFound(f"no route for GET {path.decode('latin-1')}")
 
 
@@ -69,9 +72,10 @@ def admit(app: App, ctx: RequestContext, order: list[Any] | None) -> list[Any] |
     channel of its kind can do: the caller estimates it locally."""
     head = ctx.head
     path = head.path
-    if head.method != b"POST":
-        raise errors.NotFound(f"no route for {head.method.decode()} {path.decode('latin-1')}")
-    if path.startswith((b"/v1/messages", b"/v1beta/", b"/v1/models/")):
+    other = head.method != b"POST" or head.upload is not None  # passthrough.py's
+    if other:
+        passthrough.classify(ctx)
+    elif path.startswith((b"/v1/messages", b"/v1beta/", b"/v1/models/")):
         ing = protocols.classify(path, head.query)
         if ing is not None:
             ctx.ingress = ing
@@ -82,32 +86,46 @@ def admit(app: App, ctx: RequestContext, order: list[Any] | None) -> list[Any] |
     key = presented_key(head, ing.protocol) or ing.query_key
     ctx.token = token = authenticate(snap, key)
     obj = ctx.obj  # already parsed by the fast path when it passed the request on
-    if obj is None:
+    if obj is None and not other:
         try:
             obj = orjson.loads(head.body)
         except orjson.JSONDecodeError as exc:
-            raise errors.InvalidRequest(f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(obj, dict):
-        raise errors.InvalidRequest("request body must be a JSON object")
-    if ing is OPENAI_INGRESS or ing.protocol == protocols.ANTHROPIC:
-        requested = obj.get("model")
-        ctx.stream = obj.get("stream") is True
+            if ing is not OPENAI_INGRESS or path in passthrough.MODEL_PATHS:
+                raise errors.InvalidRequest(f"request body is not valid JSON: {exc}") from exc
+    if (
+        not other
+        and ing is OPENAI_INGRESS
+        and path not in passthrough.MODEL_PATHS
+        and (type(obj) is not dict or type(obj.get("model")) is not str or not obj["model"])
+    ):
+        other = True  # another OpenAI POST that names no model: passed through
+        passthrough.classify(ctx)
+    if other:
+        route = None
+        model = ""
+        order = passthrough.candidates(snap, ctx, token)
     else:
-        requested = ing.model
-        ctx.stream = ing.kind == protocols.STREAM_GENERATE
-    if not isinstance(requested, str) or not requested:
-        raise errors.InvalidRequest("missing 'model' in request body")
-    ctx.obj = obj
-    ctx.requested = requested
-    ctx.model = model = snap.resolve_model(requested)
-    check_model(token, model, requested)
-    route = snap.routes.get((token.group, model))
-    if route is None:
-        raise errors.ModelNotFound(
-            f"The model '{requested}' does not exist or is not available to this key"
-        )
-    ctx.router = route.router
-    ctx.measure = route.measure
+        if not isinstance(obj, dict):
+            raise errors.InvalidRequest("request body must be a JSON object")
+        if ing is OPENAI_INGRESS or ing.protocol == protocols.ANTHROPIC:
+            requested = obj.get("model")
+            ctx.stream = obj.get("stream") is True
+        else:
+            requested = ing.model
+            ctx.stream = ing.kind == protocols.STREAM_GENERATE
+        if not isinstance(requested, str) or not requested:
+            raise errors.InvalidRequest("missing 'model' in request body")
+        ctx.obj = obj
+        ctx.requested = requested
+        ctx.model = model = snap.resolve_model(requested)
+        check_model(token, model, requested)
+        route = snap.routes.get((token.group, model))
+        if route is None:
+            raise errors.ModelNotFound(
+                f"The model '{requested}' does not exist or is not available to this key"
+            )
+        ctx.router = route.router
+        ctx.measure = route.measure
     if token.quota_micros >= 0:
         # Served while the quota left covers what this key's last request on
         # this model cost (the first needs only some quota left).
@@ -124,6 +142,8 @@ def admit(app: App, ctx: RequestContext, order: list[Any] | None) -> list[Any] |
             ctx.rate_headers, ctx.limited = got
         else:  # a round trip to the shared limits first (Exchange.start awaits it)
             ctx.pending = got
+    if route is None:  # passthrough: its one channel
+        return order
     order = order or route.order()
     if ing is OPENAI_INGRESS:
         asked = ctx.include_usage = openai_proto.client_asked_usage(obj)

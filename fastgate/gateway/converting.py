@@ -69,7 +69,9 @@ def collect_complete(ex: Exchange, conn: Any) -> None:
         return
     if 200 <= status < 300:
         try:
-            body, tr.conv_usage = protocols.convert_body(ex, ex.attempts.channel, body)
+            body, tr.conv_usage = protocols.convert_body(
+                ex, ex.attempts.channel, body, conn.forward
+            )
         except errors.FastgateError as err:
             ex.local_error(err)
             return

@@ -36,6 +36,8 @@ from fastgate.gateway.context import OPENAI_INGRESS, RequestContext
 from fastgate.gateway.converting import collect_complete, conv_failed, convert_head
 from fastgate.gateway.outbound import other_request
 from fastgate.gateway.parts import ExchangeParts
+from fastgate.gateway.passthrough import PASSTHROUGH
+from fastgate.gateway.passthrough import PLAIN_INGRESS as UNREAD  # answers not read for usage
 from fastgate.gateway.routing import attempt_plan
 from fastgate.gateway.states import (
     CONNECTING,
@@ -131,8 +133,10 @@ class Exchange(ExchangeParts):
                 if ctx.head.path == b"/metrics" and app.siblings is not None:
                     app.siblings.metrics(self.respond_later)  # every worker's numbers
                     return
-                self.respond(*ops_response(app, ctx.head))
-                return
+                local = ops_response(app, ctx)
+                if local is not None:
+                    self.respond(*local)
+                    return
             order = admit(app, ctx, self.attempts.order)
             if ctx.pending is not None:
                 app.spawn(self._admitted_later(order))
@@ -152,7 +156,7 @@ class Exchange(ExchangeParts):
             return
         att = self.attempts
         att.plan = attempt_plan(order, self.app.cfg.routing.max_attempts)
-        if (ctx.head.cache or ctx.token.cache) and response_cache.begin(self):
+        if (ctx.head.cache or ctx.token.cache) and ctx.model and response_cache.begin(self):
             return  # answered from the cache, or waiting for its lookup
         self.attempt()
 
@@ -228,16 +232,18 @@ class Exchange(ExchangeParts):
             att.sent = time.time()
         convert = att.convert = ch.protocol != ctx.ingress.protocol
         if ch.is_mock:
-            if convert:
-                try:
+            try:
+                if convert:
                     protocols.hub_request(self)
-                except errors.FastgateError as err:
-                    self.local_error(err)
-                    return
+                self.app.mock.serve(self, ch)  # refuses what its protocol cannot carry
+            except errors.FastgateError as err:
+                self.local_error(err)
+                return
             self._to(SENT)
-            self.app.mock.serve(self, ch)
         else:
-            att.cancel_acquire = self.app.pool.acquire(ch.origin, self.on_conn, self.on_conn_error)
+            att.cancel_acquire = self.app.pool.acquire(
+                ch.origin, self.on_conn, self.on_conn_error, ctx.head.upload is not None
+            )
 
     def on_conn(self, conn: Any) -> None:
         att = self.attempts
@@ -271,6 +277,8 @@ class Exchange(ExchangeParts):
             self._to(SENT)
             srv = self.app.cfg.server
             conn.send(self, data, ch.first_byte_timeout or srv.first_byte_timeout, srv.idle_timeout)
+            if head.upload is not None:  # a streamed body follows its head
+                head.upload.attach(conn)
         except Exception:
             self._crash()
 
@@ -343,7 +351,7 @@ class Exchange(ExchangeParts):
                 return
             inject = ctx.inject
             self.transform = Transform.passthrough(
-                ctx.ingress.protocol, 200 <= status < 300, sse, inject
+                ctx.ingress.protocol, 200 <= status < 300 and ctx.ingress is not UNREAD, sse, inject
             )
             length = conn.content_length
             w.begin(parts, conn, length if length and not (sse and inject) else b"")
@@ -429,8 +437,16 @@ class Exchange(ExchangeParts):
             w = self.writer
             msg = f"upstream failed mid-response: {kind}"
             ctx = self.ctx
-            event = tr.error_event(ctx.ingress.protocol, ctx.stream, msg) if w.chunked else None
+            event = None
+            if w.chunked and (tr.conv is not None or conn.sse):
+                # (a passthrough JSON array, Gemini's stream without alt=sse, cut
+                # mid-element cannot be mended with an SSE event: it is cut instead)
+                event = tr.error_event(ctx.ingress.protocol, ctx.stream, msg)
             if event is not None:
+                if tr.conv is None and w.mid_event():
+                    # The upstream broke off inside an event whose first bytes went
+                    # out: end that one, or the error would be glued into it.
+                    event = b"\n\n" + event
                 w.frame(event)
                 self.complete(502, "upstream_error")
             else:
@@ -464,7 +480,8 @@ class Exchange(ExchangeParts):
         if self.state is DONE:
             return
         try:
-            if self.ctx.head.method == b"GET":  # an ops answer still being gathered
+            if self.ctx.head.method == b"GET" and self.ctx.ingress.kind != PASSTHROUGH:
+                # an ops answer still being gathered
                 self._to(DONE)
                 self.app.inflight -= 1
                 return
@@ -516,7 +533,7 @@ class Exchange(ExchangeParts):
         w.out.clear()  # the whole answer replaces whatever was framed
         w.head_out = None
         keep = w.whole(err.status, err.body(self.ctx.ingress.protocol), extra=err.headers)
-        if self.ctx.head.method == b"POST":
+        if self.ctx.head.method == b"POST" or self.ctx.ingress.kind == PASSTHROUGH:
             self.finish(err.status, err.code)  # data-plane requests always leave a record
         else:
             self._to(DONE)

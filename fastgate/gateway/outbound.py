@@ -1,5 +1,6 @@
 """The bytes of an upstream request, for every case but OpenAI -> OpenAI passthrough
-(which the exchange builds inline with `providers.openai.request_bytes`).
+(which the exchange builds inline with `providers.openai.request_bytes`); an OpenAI
+call that names no model is `passthrough.request_head`'s.
 
 Same-protocol passthrough keeps the client's forwarded headers (less
 anthropic-version, which an Anthropic channel sets itself); a converted
@@ -10,12 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastgate.gateway import protocols
+from fastgate.gateway import passthrough, protocols
 
 
 def other_request(ex: Any, ch: Any) -> bytes:
     """Upstream request bytes for `ex`'s current attempt on channel `ch`."""
     head = ex.ctx.head
+    if ex.ctx.ingress.kind == passthrough.PASSTHROUGH:
+        return passthrough.request_head(ex, ch)
     if not ex.attempts.convert:
         target, body = protocols.passthrough_request(ex, ch)
         forward = head.forward

@@ -23,7 +23,10 @@ from fastgate.convert import (
     convert_response,
     stream_converter,
 )
+from fastgate.convert.embeddings import openai_embeddings
+from fastgate.convert.errors import UpstreamProtocolError
 from fastgate.providers import registry
+from fastgate.scan.estimate import prompt_chars, tokens
 from fastgate.vocab.protocols import ANTHROPIC, GEMINI, OPENAI
 from fastgate.vocab.usage import Usage, estimate_tokens, reported_service_tier, usage_from_openai
 
@@ -31,6 +34,7 @@ from fastgate.vocab.usage import Usage, estimate_tokens, reported_service_tier, 
 MESSAGES, COUNT = "messages", "count"
 GENERATE, STREAM_GENERATE = "generateContent", "streamGenerateContent"
 COUNT_TOKENS = "countTokens"
+EMBEDDINGS = b"/v1/embeddings"  # converted to each channel type's own embedding API
 
 
 class Ingress:
@@ -92,6 +96,8 @@ def converted_request(ex: Any, ch: Any) -> tuple[bytes, bytes, list[bytes]]:
     """(target path+query, body, extra header lines) for a channel whose protocol
     differs from the ingress (or whose URL differs, Azure): the channel type's."""
     try:
+        if ex.head.path == EMBEDDINGS:  # to the channel type's own embedding API
+            return ch.kind.embed_request(ch, ex.obj, ex.upstream_model)
         hub = hub_request(ex)
         return registry.get(ch.type).converted_request(
             ch, hub, ex.model, ex.upstream_model, ex.stream
@@ -140,12 +146,17 @@ def stream_processor(ex: Any, ch: Any) -> Any:
     return conv
 
 
-def convert_body(ex: Any, ch: Any, body: bytes) -> tuple[bytes, Usage]:
-    """A whole non-stream response converted to the ingress's shape, and its usage."""
+def convert_body(
+    ex: Any, ch: Any, body: bytes, headers: list[bytes] | None = None
+) -> tuple[bytes, Usage]:
+    """A whole non-stream response converted to the ingress's shape, and its usage
+    (`headers`: the upstream's forwarded header pieces, which some usage is in)."""
     try:
         resp = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise errors.UpstreamError(f"upstream sent invalid JSON: {exc}") from exc
+    if ex.head.path == EMBEDDINGS:
+        return embeddings_body(ex, ch, resp, headers or [])
     model = ex.model
     ing = ex.ingress.protocol
     try:
@@ -158,6 +169,20 @@ def convert_body(ex: Any, ch: Any, body: bytes) -> tuple[bytes, Usage]:
     if isinstance(u, dict):
         usage_from_openai(u, usage)
     usage.service_tier = reported_service_tier(resp)
+    return orjson.dumps(out), usage
+
+
+def embeddings_body(ex: Any, ch: Any, resp: Any, headers: list[bytes]) -> tuple[bytes, Usage]:
+    """An embeddings answer of the channel's own API as OpenAI's. An upstream that
+    reports no token count (the Gemini API) gets the gateway's estimate of the
+    input (`scan.estimate`, recorded `estimated`), the same in answer and record."""
+    try:
+        vectors, usage = ch.kind.embed_response(ch, resp, ex.upstream_model, headers)
+    except UpstreamProtocolError as exc:
+        raise errors.UpstreamError(f"upstream embeddings answer unreadable: {exc}") from exc
+    if not usage.found:
+        usage = Usage(prompt_tokens=tokens(prompt_chars(ex.head.body)), found=True, estimated=True)
+    out = openai_embeddings(vectors, ex.model, usage, ex.obj.get("encoding_format"))
     return orjson.dumps(out), usage
 
 

@@ -123,6 +123,16 @@ class ResponseWriter:
             self.last = data
             self.client.write(data)
 
+    def mid_event(self) -> bool:
+        """Do the body bytes framed so far stop inside an SSE event (no blank line
+        after the last one)? Read at an abort only, from the last bytes framed."""
+        out = self.out
+        if out:
+            tail = out[-2] if self.chunked and len(out) > 1 else out[-1]
+        else:
+            tail = self.last[:-2] if self.chunked else self.last
+        return bool(tail) and not tail.endswith((b"\n\n", b"\r\n\r\n", b"\r\r"))
+
     def whole(
         self,
         status: int,
@@ -138,17 +148,18 @@ class ResponseWriter:
             self.sent = len(body)
         if self.cache_state:
             extra = (*extra, (b"x-fastgate-cache", self.cache_state))
-        self.client.write(
-            simple_response(
-                status,
-                body,
-                content_type=content_type,
-                request_id=self.request_id,
-                keep_alive=keep,
-                extra=extra,
-                raw=self.extra_head if 200 <= status < 300 else b"",
-            )
+        data = simple_response(
+            status,
+            body,
+            content_type=content_type,
+            request_id=self.request_id,
+            keep_alive=keep,
+            extra=extra,
+            raw=self.extra_head if 200 <= status < 300 else b"",
         )
+        if self.head.method == b"HEAD":  # its length is announced, never sent (RFC 9110)
+            data = data[: len(data) - len(body)]
+        self.client.write(data)
         return keep
 
     def reset(self) -> None:

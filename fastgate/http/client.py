@@ -21,6 +21,7 @@ from fastgate import errors
 from fastgate.http.flow import PIPELINE, WRITE_HIGH, WRITE_LOW, ReadGate
 from fastgate.http.head import DROP_UPSTREAM, SPECIAL, RequestHead
 from fastgate.http.responses import CONTINUE_100, simple_response
+from fastgate.http.upload import Upload
 
 if TYPE_CHECKING:
     from fastgate.app import App
@@ -56,10 +57,12 @@ class ClientProtocol(asyncio.Protocol):
         "lingering",
         "max_body_bytes",
         "max_header_bytes",
+        "owed",
         "parser",
         "queue",
         "state",
         "transport",
+        "upload",
         "url",
         "write_paused",
     )
@@ -91,10 +94,12 @@ class ClientProtocol(asyncio.Protocol):
         self.write_paused = False
         self.fed_complete = False
         self.lingering = False
+        self.owed: bytes | None = None  # an error answer due after the queued requests
         self.state = IDLE
         self.deadline = 0.0
         self.client_ip = ""
         self.gate: ReadGate | None = None
+        self.upload: Upload | None = None  # the body being streamed now (http/upload.py)
 
     # -- connection lifecycle ------------------------------------------------
 
@@ -151,21 +156,24 @@ class ClientProtocol(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except _Abort:
-            return
+            pass
         except httptools.HttpParserUpgrade:
+            if self.queue:
+                self.queue.pop()  # the upgrade request itself: it is the one refused
             self._reject(errors.InvalidRequest("protocol upgrade is not supported"))
-            return
         except httptools.HttpParserError as exc:
             self._reject(errors.InvalidRequest(f"malformed HTTP request: {exc}"))
-            return
-        if self.head is not None and not self.headers_done and not self.fed_complete:
-            # Still inside a head: bound what the parser is holding for us. (When a
-            # request completed in this read, its bytes are not the new head's:
-            # counting starts with the next read.)
-            self.head_size += len(data)
-            if self.head_size > self.max_header_bytes:
-                self._reject(errors.HeadersTooLarge("request headers too large"), status_only=True)
-                return
+        else:
+            if self.head is not None and not self.headers_done and not self.fed_complete:
+                # Still inside a head: bound what the parser is holding for us. (When
+                # a request completed in this read, its bytes are not the new head's:
+                # counting starts with the next read.)
+                self.head_size += len(data)
+                if self.head_size > self.max_header_bytes:
+                    self._reject(
+                        errors.HeadersTooLarge("request headers too large"), status_only=True
+                    )
+        # Complete requests are answered, also those before bytes that went bad.
         if self.queue and self.exchange is None:
             self._next()
 
@@ -209,7 +217,13 @@ class ClientProtocol(asyncio.Protocol):
         path, _, query = self.url.partition(b"?")
         head.path = path
         head.query = query
-        if head.content_length:
+        if head.content_type[:10].lower() == b"multipart/" and head.content_length != b"0":
+            # Not collected: forwarded as it arrives, however large (http/upload.py),
+            # so the request is dispatched now.
+            head.upload = self.upload = Upload(self.gate, not head.content_length)
+            head.t0 = time.time()
+            self.queue.append(head)
+        elif head.content_length:
             try:
                 n = int(head.content_length)
             except ValueError:
@@ -230,6 +244,11 @@ class ClientProtocol(asyncio.Protocol):
         self.deadline = self.app.loop.time() + self.body_timeout
 
     def on_body(self, body: bytes) -> None:
+        up = self.upload
+        if up is not None:  # streamed: straight on (or held until its upstream is there)
+            up.feed(body)
+            self.deadline = self.app.loop.time() + self.body_timeout
+            return
         self.body_size += len(body)
         limit = self.max_body_bytes
         if self.body_size > limit:
@@ -242,6 +261,17 @@ class ClientProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         head = self.head
+        up = head.upload
+        if up is not None:  # dispatched at its head already
+            self.upload = None
+            self.head = None
+            self.headers_done = False
+            self.head_size = 0
+            self.fed_complete = True
+            if self.state == ACTIVE:
+                self.deadline = 0.0  # the exchange's timeouts from here
+            up.end()
+            return
         parts = self.body_parts
         head.body = parts[0] if len(parts) == 1 else b"".join(parts)
         self.body_parts = []
@@ -263,6 +293,10 @@ class ClientProtocol(asyncio.Protocol):
                 self.gate.resume(PIPELINE)
             self.state = ACTIVE
             self.deadline = 0.0
+            if head.upload is not None:
+                head.upload.dispatched = True
+                if not head.upload.ended:  # its body's silences are still timed
+                    self.deadline = self.app.loop.time() + self.body_timeout
             self.app.dispatch(self, head)
 
     def write(self, data: bytes) -> None:
@@ -272,8 +306,18 @@ class ClientProtocol(asyncio.Protocol):
     def finish(self, keep_alive: bool) -> None:
         """The active exchange has written its whole response."""
         self.exchange = None
+        up = self.upload
+        if up is not None and up.dispatched:
+            # Answered before its streamed body ended (an error, say): read the rest
+            # for a moment, dropping it, so that the client can read the answer.
+            up.discard()
+            self._linger()
+            return
         if not keep_alive or self.app.stopping:
             self.close()
+            return
+        if self.owed is not None and not self.queue:
+            self._answer_and_linger(self.owed)  # the bad bytes' turn has come
             return
         if self.head is not None:
             # The next request's bytes have started arriving.
@@ -305,20 +349,25 @@ class ClientProtocol(asyncio.Protocol):
         if self.state == CLOSED or self.lingering:
             return
         self.app.metrics.count_status(status or err.status)
-        if self.exchange is not None:
-            # A pipelined request's head went bad while an earlier one is being
-            # answered: let that one finish, but read nothing more.
-            self.queue.clear()
-            self.lingering = True
-            self.exchange.force_close = True
-            return
         rid = self.app.new_request_id()
         body = err.body("openai")
-        self.transport.write(
-            simple_response(status or err.status, body, request_id=rid, keep_alive=False)
-        )
+        answer = simple_response(status or err.status, body, request_id=rid, keep_alive=False)
+        self.lingering = True  # read nothing more
+        if self.exchange is not None or self.queue:
+            # The bad bytes follow complete requests (pipelined, maybe in the same
+            # read): those are answered first, in order; this answer comes after
+            # them (`finish`), so no answer lands on the wrong request.
+            self.owed = answer
+            return
+        self._answer_and_linger(answer)
+
+    def _answer_and_linger(self, answer: bytes) -> None:
+        """Write a closing error answer, half-close, and discard what the client
+        still sends for a moment (lingering close)."""
+        self.owed = None
         self.lingering = True
         self.queue.clear()
+        self.transport.write(answer)
         try:
             if self.transport.can_write_eof():
                 self.transport.write_eof()
@@ -327,9 +376,32 @@ class ClientProtocol(asyncio.Protocol):
         self.state = READING
         self.deadline = self.app.loop.time() + 1.0  # linger at most one second
 
+    def _linger(self) -> None:
+        """Half-close after the answer and discard what the client still sends, at
+        most one second (the lingering close of `_reject`), then close."""
+        self.lingering = True
+        self.upload = None
+        self.queue.clear()
+        try:
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+        except (OSError, RuntimeError):
+            pass
+        self.gate.resume(self.gate.reasons)
+        self.state = READING
+        self.deadline = self.app.loop.time() + 1.0
+
     def on_timeout(self, now: float) -> None:
         """Called by the sweeper when `deadline` has passed."""
         if self.state == CLOSED:
+            return
+        if self.state == ACTIVE and self.upload is not None:
+            # A streamed body went silent: unless the gateway itself paused it
+            # (backpressure), the client is gone; the exchange hears it as a 499.
+            if self.gate.reasons:
+                self.deadline = now + self.body_timeout
+            else:
+                self.close()
             return
         if self.lingering or self.state == IDLE:
             self.close()

@@ -12,6 +12,7 @@ import asyncio
 PEER_SLOW = 1  # the other side's write buffer is over its high-water mark
 PIPELINE = 2  # too many pipelined requests are queued
 DRAINING = 4  # shutting down: take no new requests
+UPLOAD = 8  # a streamed request body waits for its upstream connection (http/upload.py)
 
 # Explicit limits on every transport (uvloop's default low-water mark is tiny,
 # which makes resume_writing fire on almost every write).

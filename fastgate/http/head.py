@@ -8,6 +8,8 @@ framing the gateway redoes).
 
 from __future__ import annotations
 
+from typing import Any
+
 # The header name sets live in the vocabulary, shared with the response side:
 # SPECIAL (headers read into RequestHead slots), DROP_UPSTREAM (never forwarded).
 from fastgate.vocab.headers import DROP_UPSTREAM
@@ -23,6 +25,7 @@ class RequestHead:
         "authorization",
         "body",
         "cache",
+        "channel",
         "content_length",
         "content_type",
         "expect",
@@ -36,6 +39,7 @@ class RequestHead:
         "request_id",
         "t0",
         "tag",
+        "upload",
         "x_api_key",
     )
 
@@ -46,6 +50,7 @@ class RequestHead:
         self.request_id = b""
         self.tag = b""
         self.cache = b""
+        self.channel = b""  # x-fastgate-channel: the channel a model-less call goes to
         self.expect = b""
         self.content_length = b""
         self.content_type = b""
@@ -57,3 +62,4 @@ class RequestHead:
         self.keep_alive = True
         self.http11 = True
         self.t0 = 0.0
+        self.upload: Any = None  # http.upload.Upload: a body streamed, not collected

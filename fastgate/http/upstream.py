@@ -50,12 +50,14 @@ T_NONE, T_FIRST_BYTE, T_IDLE, T_POOLED = 0, 1, 2, 3
 
 class UpstreamProtocol(asyncio.Protocol):
     __slots__ = (
+        "body_open",
         "closed",
         "consumer",
         "content_length",
         "deadline",
         "eof_framed",
         "exhausted",
+        "first_byte_timeout",
         "forward",
         "framed",
         "gate",
@@ -99,6 +101,8 @@ class UpstreamProtocol(asyncio.Protocol):
         self.used = 0  # responses completed on this connection
         self.closed = False
         self.gate: ReadGate | None = None
+        self.body_open = False  # a streamed request body is still being written
+        self.first_byte_timeout = 0.0
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -119,8 +123,8 @@ class UpstreamProtocol(asyncio.Protocol):
             return
         self.consumer = None
         self.timing = T_NONE
-        if self.status and self.eof_framed:
-            # Response framed by connection close: EOF is its end.
+        if self.status and self.eof_framed and exc is None:
+            # Response framed by connection close: EOF is its end (a reset is not).
             consumer.up_complete(self)
         else:
             consumer.up_error(self, RESET, exc)
@@ -163,9 +167,25 @@ class UpstreamProtocol(asyncio.Protocol):
         self.reusable = False
         self.eof_framed = False
         self.idle_timeout = idle_timeout
+        self.first_byte_timeout = first_byte_timeout
         self.timing = T_FIRST_BYTE
         self.deadline = self.pool.loop.time() + first_byte_timeout
         self.transport.write(data)
+
+    def write_body(self, data: bytes) -> None:
+        """More of the request body after its head (`http.upload`): the wait for
+        the first response byte counts from the last byte sent."""
+        if self.closed:
+            return
+        if data:
+            self.transport.write(data)
+        if self.timing == T_FIRST_BYTE:
+            self.deadline = self.pool.loop.time() + self.first_byte_timeout
+
+    def end_body(self, tail: bytes) -> None:
+        """The streamed request body is complete (`tail`: its last framing, if any)."""
+        self.body_open = False
+        self.write_body(tail)
 
     def data_received(self, data: bytes) -> None:
         consumer = self.consumer
@@ -341,8 +361,11 @@ class Pool:
         key: tuple[str, str, int],
         on_ready: Callable[[UpstreamProtocol], None],
         on_error: Callable[[str, BaseException | None], None],
+        fresh: bool = False,
     ) -> Callable[[], None] | None:
-        """Hand a connection to `on_ready` — now if one is idle, else when opened.
+        """Hand a connection to `on_ready` — now if one is idle, else when opened
+        (`fresh`: always a new one; a streamed body cannot be sent twice, so it
+        must not meet a kept-alive connection the upstream has closed meanwhile).
 
         Returns a cancel function while the hand-over is pending (None if it
         happened synchronously)."""
@@ -350,7 +373,7 @@ class Pool:
         if origin is None:
             origin = self.origins[key] = _Origin()
         idle = origin.idle
-        while idle:
+        while idle and not fresh:
             conn = idle.pop()  # most recently used: least likely to be stale
             if not conn.closed:
                 conn.timing = T_NONE
@@ -362,7 +385,7 @@ class Pool:
 
             def retry() -> None:
                 if not cancelled:
-                    self.acquire(key, on_ready, on_error)
+                    self.acquire(key, on_ready, on_error, fresh)
 
             def cancel() -> None:
                 nonlocal cancelled
@@ -448,8 +471,8 @@ class Pool:
         if origin is None:
             conn.abort()
             return
-        if conn.closed or not conn.reusable or conn.gate.reasons:
-            self.discard(conn)
+        if conn.closed or not conn.reusable or conn.gate.reasons or conn.body_open:
+            self.discard(conn)  # (body_open: a response came before the upload ended)
             return
         origin.busy -= 1
         conn.timing = T_POOLED

@@ -8,13 +8,14 @@ Before this, a channel type was a string compared in nine files (`== "azure"`,
   answers and streams follows from it (`fastgate.convert.chain`).
 - auth: `auth_headers(cfg)` (static headers; Bedrock signs each request instead).
 - request building: `openai_target` (an OpenAI-protocol passthrough's target, Azure
-  rewrites it) and `converted_request` (target, body and signed headers of a request
-  converted from the hub).
+  rewrites it), `converted_request` (target, body and signed headers of a request
+  converted from the hub) and `embed_request` / `embed_response` (OpenAI
+  embeddings to and from the type's own embedding API, where it has one).
 - probe: `probe_request` (a one-token request) and `probe_problem` (reading its answer).
 - discovery: `models_listing` / `models_page` (where models are listed and how a page
   is read), `canonical_model` (how a listed name compares with a configured one).
 - config facts: `base_url_suffixes`, `needs_base_url`, `needs_region`,
-  `default_base_url`, `default_models`.
+  `default_base_url`, `default_models`, `protocols` (the mock's `protocol` key).
 
 The defaults are the OpenAI wire protocol with a Bearer key; a type overrides what
 differs. Methods take the channel object: a data-plane `Channel` (snapshot) for
@@ -31,7 +32,8 @@ from urllib.parse import urlsplit
 import orjson
 
 from fastgate.convert.chain import convert_request
-from fastgate.convert.errors import UpstreamProtocolError
+from fastgate.convert.errors import ConversionError, UpstreamProtocolError
+from fastgate.vocab.usage import Usage
 
 __all__ = [
     "PROBE_PROMPT",
@@ -108,6 +110,9 @@ class ChannelType:
     not_discoverable_reason: str = ""
     # Client headers never forwarded on a same-protocol passthrough (the channel sets them).
     dropped_client_headers: frozenset[bytes] = frozenset()
+    # Wire protocols a channel of this type may be told to speak (`protocol = ...`
+    # in its config; the first is the default). Empty: only `protocol` above.
+    protocols: tuple[str, ...] = ()
     # An OpenAI request goes to this type at the client's own path, body as it is
     # (with the allowed edits): the fast path may serve it (gateway/plan.py).
     fast_path: bool = False
@@ -157,6 +162,20 @@ class ChannelType:
         """
         body = self.converted_body(ch, hub, upstream_model, stream)
         return self.converted_target(ch, model, upstream_model, stream), body, []
+
+    def embed_request(
+        self, ch: Any, req: dict[str, Any], upstream_model: str
+    ) -> tuple[bytes, bytes, list[bytes]]:
+        """(target, body, extra header lines) of an OpenAI embeddings request converted
+        to the channel's own embedding API (`fastgate.convert.embeddings`)."""
+        raise ConversionError(f"{self.name} channels have no embeddings API")
+
+    def embed_response(
+        self, ch: Any, resp: Any, upstream_model: str, headers: list[bytes]
+    ) -> tuple[list[list[float]], Usage]:
+        """Vectors and usage of the channel's embeddings answer (`headers`: the
+        response's forwarded header pieces, name, ": ", value, CRLF)."""
+        raise UpstreamProtocolError(f"{self.name} channels have no embeddings API")
 
     def _hub_to_protocol(self, ch: Any, hub: dict[str, Any]) -> dict[str, Any]:
         return convert_request(

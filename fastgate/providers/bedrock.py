@@ -3,7 +3,8 @@
 Conversion is `fastgate.convert.bedrock` (requests, answers) and
 `fastgate.convert.bedrock_stream` (ConverseStream); signing is `fastgate.wire.sigv4`
 and the stream framing `fastgate.wire.eventstream`. What is left here is the glue:
-where a Converse call goes (`request_target`), signing each request with the channel's
+where a Converse call goes (`request_target`), embeddings through InvokeModel
+(Titan and Cohere bodies, `fastgate.convert.embeddings`), signing each request with the channel's
 AWS credentials (there is no static key header), the probe, and the fact that the
 runtime API lists no models.
 """
@@ -17,8 +18,10 @@ from urllib.parse import quote, urlsplit
 import orjson
 
 from fastgate.convert.bedrock import openai_request_to_converse
+from fastgate.convert.embeddings import bedrock_embed_request, bedrock_embed_response
 from fastgate.convert.errors import ConversionError
 from fastgate.providers.base import ChannelType, ProbeSetupError, probe_message
+from fastgate.vocab.usage import Usage, count
 from fastgate.wire.sigv4 import host_of, sign
 
 __all__ = ["TYPE", "BedrockType", "default_base_url", "request_target", "signed_headers"]
@@ -29,8 +32,11 @@ def default_base_url(region: str) -> str:
     return f"https://bedrock-runtime.{region}.amazonaws.com"
 
 
-def request_target(base_url: str, model_id: str, stream: bool, region: str = "") -> tuple[str, str]:
-    """(host header, request path) for Converse / ConverseStream on `model_id`.
+def request_target(
+    base_url: str, model_id: str, stream: bool, region: str = "", op: str = ""
+) -> tuple[str, str]:
+    """(host header, request path) for Converse / ConverseStream on `model_id`, or
+    for the runtime operation `op` ("invoke": InvokeModel, which embeddings use).
 
     The model id (which may be an ARN with ':' and '/') is percent-encoded as one path
     segment, as botocore sends it. The host carries the port only when it is not the
@@ -41,7 +47,7 @@ def request_target(base_url: str, model_id: str, stream: bool, region: str = "")
             raise ValueError("bedrock needs a base_url or a region")
         base_url = default_base_url(region)
     u = urlsplit(base_url)
-    op = "converse-stream" if stream else "converse"
+    op = op or ("converse-stream" if stream else "converse")
     return host_of(u), f"{u.path.rstrip('/')}/model/{quote(model_id, safe='')}/{op}"
 
 
@@ -84,6 +90,26 @@ class BedrockType(ChannelType):
         signed = signed_headers(cfg, f"https://{host}{path}", body)
         extra = [f"{k}: {v}\r\n".encode("latin-1") for k, v in signed.items()]
         return path.encode("latin-1"), body, extra
+
+    def embed_request(
+        self, ch: Any, req: dict[str, Any], upstream_model: str
+    ) -> tuple[bytes, bytes, list[bytes]]:
+        """InvokeModel with a Titan or Cohere embeddings body, signed."""
+        cfg = ch.config
+        body = orjson.dumps(bedrock_embed_request(req, upstream_model))
+        host, path = request_target(cfg.base_url, upstream_model, False, cfg.region, "invoke")
+        signed = signed_headers(cfg, f"https://{host}{path}", body)
+        extra = [f"{k}: {v}\r\n".encode("latin-1") for k, v in signed.items()]
+        return path.encode("latin-1"), body, [*extra, b"accept: application/json\r\n"]
+
+    def embed_response(
+        self, ch: Any, resp: Any, upstream_model: str, headers: list[bytes]
+    ) -> tuple[list[list[float]], Usage]:
+        tokens = None
+        for i in range(0, len(headers), 4):
+            if headers[i].lower() == b"x-amzn-bedrock-input-token-count":
+                tokens = count(int(headers[i + 2])) if headers[i + 2].isdigit() else None
+        return bedrock_embed_response(resp, upstream_model, tokens)
 
     def probe_request(
         self, cfg: Any, model: str, upstream: str, headers: dict[str, str]

@@ -12,8 +12,10 @@ from urllib.parse import quote
 
 import orjson
 
+from fastgate.convert.embeddings import gemini_embed_request, gemini_embed_response
 from fastgate.convert.errors import UpstreamProtocolError
 from fastgate.providers.base import PROBE_PROMPT, ChannelType
+from fastgate.vocab.usage import Usage
 
 __all__ = ["TYPE", "GeminiType", "gemini_ids"]
 
@@ -53,6 +55,17 @@ class GeminiType(ChannelType):
         self, ch: Any, hub: dict[str, Any], upstream_model: str, stream: bool
     ) -> bytes:
         return orjson.dumps(self._hub_to_protocol(ch, hub))
+
+    def embed_request(
+        self, ch: Any, req: dict[str, Any], upstream_model: str
+    ) -> tuple[bytes, bytes, list[bytes]]:
+        method, body = gemini_embed_request(req, upstream_model)
+        return model_target(upstream_model, method), orjson.dumps(body), []
+
+    def embed_response(
+        self, ch: Any, resp: Any, upstream_model: str, headers: list[bytes]
+    ) -> tuple[list[list[float]], Usage]:
+        return gemini_embed_response(resp)
 
     def probe_request(
         self, cfg: Any, model: str, upstream: str, headers: dict[str, str]

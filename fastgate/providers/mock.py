@@ -1,66 +1,39 @@
 """The built-in `mock` provider: an upstream served in-process.
 
-It answers the OpenAI protocol (chat, completions, embeddings, responses;
-stream and not) with deterministic text and realistic usage, optionally one
-token every `delay_ms`. It drives the exchange through the same callbacks a
-real upstream connection does, so the mock exercises the real data path
-(usage scanning, include_usage stripping, framing, backpressure).
+It speaks the OpenAI protocol (chat, completions, embeddings, responses; stream
+and not) or, with the channel's `protocol = "anthropic"`, Anthropic's Messages
+protocol (messages, count_tokens), so the gateway's real conversions run between
+it and the other ingresses. What it says is `mock_answer`'s (tools and tool
+choice, JSON output, `n`, stop sequences, token limits, deterministic prose);
+`mock_openai` and `mock_anthropic` write it in each wire format, with usage equal
+to the tokens sent, optionally one chunk every `delay_ms`. It drives the
+exchange through the same callbacks a real upstream connection does, so the mock
+exercises the real data path (usage scanning, include_usage stripping, framing,
+backpressure).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from fastgate import errors
+from fastgate.convert import ConversionError
+from fastgate.http.upstream import BAD_RESPONSE
+from fastgate.providers import anthropic as anthropic_type
+from fastgate.providers import mock_anthropic, mock_openai
 from fastgate.providers.base import ChannelType
-from fastgate.vocab.usage import Usage, estimate_tokens, openai_usage_dict, responses_usage_dict
+from fastgate.providers.mock_answer import MockRefusal
+from fastgate.vocab.protocols import ANTHROPIC, OPENAI
 
 if TYPE_CHECKING:
     import asyncio
 
-WORDS = [
-    "This",
-    "is",
-    "a",
-    "mock",
-    "response",
-    "from",
-    "fastgate",
-    ".",
-    "It",
-    "is",
-    "deterministic",
-    ",",
-    "costs",
-    "nothing",
-    ",",
-    "and",
-    "needs",
-    "no",
-    "network",
-    "or",
-    "API",
-    "key",
-    ".",
-    "Point",
-    "a",
-    "channel",
-    "at",
-    "a",
-    "real",
-    "provider",
-    "to",
-    "get",
-    "real",
-    "answers",
-    ".",
-]
-
-_SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8")]
-_JSON_HEADERS = [(b"content-type", b"application/json")]
+log = logging.getLogger("fastgate.mock")
 
 
 class MockConn:
@@ -147,19 +120,39 @@ class MockProvider:
         self.loop = loop
 
     def serve(self, exchange: Any, channel: Any) -> None:
+        """Answer the exchange's request from `channel` (soon, like a connection).
+
+        A request converted for a non-OpenAI mock is converted here by the real
+        channel type's code; raises errors.InvalidRequest when it cannot be."""
+        request = None
+        if exchange.attempts.convert and channel.protocol == ANTHROPIC:
+            hub = exchange.hub  # the request in OpenAI shape (protocols.hub_request)
+            try:
+                target, body, _ = anthropic_type.TYPE.converted_request(
+                    channel, hub, exchange.model, exchange.upstream_model, exchange.stream
+                )
+            except ConversionError as exc:
+                raise errors.InvalidRequest(str(exc)) from exc
+            request = (target, orjson.loads(body), False)
         conn = MockConn(self.loop, exchange, channel.delay_ms / 1000.0)
         exchange.conn = conn
-        self.loop.call_soon(self._respond, exchange, conn)
+        self.loop.call_soon(self._respond, exchange, conn, channel.protocol, request)
 
-    def _respond(self, ex: Any, conn: MockConn) -> None:
+    def _respond(self, ex: Any, conn: MockConn, protocol: str, request: Any) -> None:
         if conn.closed:
             return
-        if ex.hub is not None:  # converting: the mock receives the OpenAI-shaped request
-            obj, path, inject = ex.hub, b"/v1/chat/completions", ex.stream
+        if request is not None:
+            path, obj, inject = request
+        elif ex.attempts.convert:  # an OpenAI mock receives the OpenAI-shaped request
+            path, obj, inject = b"/v1/chat/completions", ex.hub, ex.stream
         else:
-            obj, path, inject = ex.obj, ex.head.path, ex.inject
-        model = ex.upstream_model
-        status, headers, chunks = build_response(path, obj, model, inject)
+            path, obj, inject = ex.head.path, ex.obj, ex.inject
+        try:
+            status, headers, chunks = build_response(path, obj, ex.upstream_model, inject, protocol)
+        except Exception as exc:  # e.g. a body nested deeper than orjson writes
+            conn.closed = True
+            ex.up_error(conn, BAD_RESPONSE, exc)  # as an upstream that cannot answer
+            return
         conn.chunks = chunks
         conn.got_bytes = True
         conn.request_id = b"mock-" + ex.request_id
@@ -172,234 +165,59 @@ class MockProvider:
         conn.pump()
 
 
-def _completion_words(obj: dict[str, Any]) -> list[str]:
-    limit = (
-        obj.get("max_completion_tokens") or obj.get("max_tokens") or obj.get("max_output_tokens")
-    )
-    n = len(WORDS)
-    if isinstance(limit, int) and 0 < limit < n:
-        n = limit
-    return WORDS[:n]
-
-
 def build_response(
-    path: bytes, obj: dict[str, Any], model: str, inject_usage: bool = False
+    path: bytes,
+    obj: dict[str, Any],
+    model: str,
+    inject_usage: bool = False,
+    protocol: str = OPENAI,
 ) -> tuple[int, list, list[bytes]]:
     """(status, headers, body chunks) the mock answers a request with.
 
     `inject_usage`: the gateway asked for include_usage on the client's behalf
-    (a real upstream would see it in the edited body)."""
-    status, headers, chunks = _build(path, obj, model, inject_usage)
+    (a real upstream would see it in the edited body). `protocol`: the wire
+    protocol the channel speaks."""
+    try:
+        status, headers, chunks = _build(path, obj, model, inject_usage, protocol)
+    except MockRefusal as exc:
+        status, headers, chunks = _error(protocol, 400, str(exc))
+    except Exception as exc:  # a request shape the mock did not foresee: a 400, not a hang
+        log.exception("the mock could not answer %s", path.decode("latin-1"))
+        status, headers, chunks = _error(protocol, 400, f"the mock could not read it: {exc}")
     if len(chunks) == 1:
         headers = [*headers, (b"content-length", b"%d" % len(chunks[0]))]
     return status, headers, chunks
 
 
+def _error(protocol: str, status: int, message: str) -> tuple[int, list, list[bytes]]:
+    if protocol == ANTHROPIC:
+        return mock_anthropic.error(status, message)
+    return mock_openai.error(status, message)
+
+
 def _build(
-    path: bytes, obj: dict[str, Any], model: str, inject_usage: bool
+    path: bytes, obj: dict[str, Any], model: str, inject: bool, protocol: str
 ) -> tuple[int, list, list[bytes]]:
-    stream = obj.get("stream") is True
-    created = int(time.time())
+    if not isinstance(obj, dict):
+        raise MockRefusal("the request body must be a JSON object")
     rid = hashlib.sha1(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)).hexdigest()[:24]
+    where = path.decode("latin-1")
+    if protocol == ANTHROPIC:
+        if path == b"/v1/messages":
+            return mock_anthropic.messages(obj, model, rid)
+        if path == b"/v1/messages/count_tokens":
+            return mock_anthropic.count_tokens(obj)
+        return mock_anthropic.error(404, f"the mock (anthropic) does not serve {where}")
+    created = int(time.time())
     if path == b"/v1/chat/completions":
-        prompt = estimate_tokens(obj.get("messages", []))
-        words = _completion_words(obj)
-        usage = openai_usage_dict(Usage(prompt, len(words)))
-        if not stream:
-            body = {
-                "id": f"chatcmpl-{rid}",
-                "object": "chat.completion",
-                "created": created,
-                "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": " ".join(words)},
-                        "finish_reason": "stop" if len(words) == len(WORDS) else "length",
-                    }
-                ],
-                "usage": usage,
-            }
-            return 200, _JSON_HEADERS, [orjson.dumps(body)]
-        so = obj.get("stream_options")
-        include = inject_usage or (isinstance(so, dict) and so.get("include_usage") is True)
-        base = {
-            "id": f"chatcmpl-{rid}",
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-        }
-        extra = {"usage": None} if include else {}
-        chunks = [
-            _sse(
-                {
-                    **base,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "delta": {"role": "assistant", "content": ""},
-                            "finish_reason": None,
-                        }
-                    ],
-                    **extra,
-                }
-            )
-        ]
-        for i, w in enumerate(words):
-            text = w if i == 0 else " " + w
-            chunks.append(
-                _sse(
-                    {
-                        **base,
-                        "choices": [
-                            {"index": 0, "delta": {"content": text}, "finish_reason": None}
-                        ],
-                        **extra,
-                    }
-                )
-            )
-        finish = "stop" if len(words) == len(WORDS) else "length"
-        chunks.append(
-            _sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}], **extra})
-        )
-        if include:
-            chunks.append(_sse({**base, "choices": [], "usage": usage}))
-        chunks.append(b"data: [DONE]\n\n")
-        return 200, _SSE_HEADERS, chunks
+        return mock_openai.chat(obj, model, rid, created, inject)
     if path == b"/v1/completions":
-        prompt = estimate_tokens(obj.get("prompt", ""))
-        words = _completion_words(obj)
-        usage = {
-            "prompt_tokens": prompt,
-            "completion_tokens": len(words),
-            "total_tokens": prompt + len(words),
-        }
-        base = {
-            "id": f"cmpl-{rid}",
-            "object": "text_completion",
-            "created": created,
-            "model": model,
-        }
-        if not stream:
-            body = {
-                **base,
-                "choices": [
-                    {"index": 0, "text": " ".join(words), "finish_reason": "stop", "logprobs": None}
-                ],
-                "usage": usage,
-            }
-            return 200, _JSON_HEADERS, [orjson.dumps(body)]
-        so = obj.get("stream_options")
-        include = inject_usage or (isinstance(so, dict) and so.get("include_usage") is True)
-        chunks = [
-            _sse(
-                {
-                    **base,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "text": (w if i == 0 else " " + w),
-                            "finish_reason": None,
-                            "logprobs": None,
-                        }
-                    ],
-                }
-            )
-            for i, w in enumerate(words)
-        ]
-        if include:
-            chunks.append(_sse({**base, "choices": [], "usage": usage}))
-        chunks.append(b"data: [DONE]\n\n")
-        return 200, _SSE_HEADERS, chunks
+        return mock_openai.completions(obj, model, rid, created, inject)
     if path == b"/v1/embeddings":
-        inp = obj.get("input", "")
-        items = inp if isinstance(inp, list) and inp and not isinstance(inp[0], int) else [inp]
-        dims = obj.get("dimensions") if isinstance(obj.get("dimensions"), int) else 8
-        data = []
-        for i, item in enumerate(items):
-            h = hashlib.sha256(orjson.dumps(item)).digest()
-            vec = [round((h[j % 32] - 128) / 128.0, 6) for j in range(dims)]
-            data.append({"object": "embedding", "index": i, "embedding": vec})
-        prompt = estimate_tokens(items)
-        body = {
-            "object": "list",
-            "data": data,
-            "model": model,
-            "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
-        }
-        return 200, _JSON_HEADERS, [orjson.dumps(body)]
+        return mock_openai.embeddings(obj, model)
     if path == b"/v1/responses":
-        prompt = estimate_tokens(obj.get("input", "")) + estimate_tokens(
-            obj.get("instructions") or ""
-        )
-        words = _completion_words(obj)
-        text = " ".join(words)
-        usage = responses_usage_dict(Usage(prompt, len(words)))
-        item = {
-            "id": f"msg_{rid}",
-            "type": "message",
-            "status": "completed",
-            "role": "assistant",
-            "content": [{"type": "output_text", "text": text, "annotations": []}],
-        }
-        resp = {
-            "id": f"resp_{rid}",
-            "object": "response",
-            "created_at": created,
-            "status": "completed",
-            "model": model,
-            "output": [item],
-            "usage": usage,
-        }
-        if not stream:
-            return 200, _JSON_HEADERS, [orjson.dumps(resp)]
-        pending = {**resp, "status": "in_progress", "output": [], "usage": None}
-        chunks = [
-            _sse_event(
-                "response.created",
-                {"type": "response.created", "sequence_number": 0, "response": pending},
-            )
-        ]
-        seq = 1
-        for i, w in enumerate(words):
-            delta = w if i == 0 else " " + w
-            chunks.append(
-                _sse_event(
-                    "response.output_text.delta",
-                    {
-                        "type": "response.output_text.delta",
-                        "sequence_number": seq,
-                        "item_id": item["id"],
-                        "output_index": 0,
-                        "content_index": 0,
-                        "delta": delta,
-                    },
-                )
-            )
-            seq += 1
-        chunks.append(
-            _sse_event(
-                "response.completed",
-                {"type": "response.completed", "sequence_number": seq, "response": resp},
-            )
-        )
-        return 200, _SSE_HEADERS, chunks
-    err = {
-        "error": {
-            "message": f"the mock provider does not serve {path.decode('latin-1')}",
-            "type": "invalid_request_error",
-            "code": "unknown_url",
-        }
-    }
-    return 404, _JSON_HEADERS, [orjson.dumps(err)]
-
-
-def _sse(obj: dict[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(obj) + b"\n\n"
-
-
-def _sse_event(name: str, obj: dict[str, Any]) -> bytes:
-    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(obj) + b"\n\n"
+        return mock_openai.responses(obj, model, rid, created)
+    return mock_openai.error(404, f"the mock provider does not serve {where}", "unknown_url")
 
 
 class MockType(ChannelType):
@@ -411,4 +229,10 @@ class MockType(ChannelType):
         return []
 
 
-TYPE = MockType("mock", in_process=True, needs_base_url=False, default_models=("mock-1",))
+TYPE = MockType(
+    "mock",
+    in_process=True,
+    needs_base_url=False,
+    default_models=("mock-1",),
+    protocols=(OPENAI, ANTHROPIC),
+)

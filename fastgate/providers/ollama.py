@@ -1,7 +1,7 @@
 """The `ollama` channel type: Ollama's native API (`/api/chat`, `/api/tags`).
 
 Conversion to and from the hub is `fastgate.convert.ollama`; this is what is specific
-to talking to the service: the chat path, the probe (`num_predict: 1`), and the model
+to talking to the service: the chat path, embeddings (`/api/embed`), the probe (`num_predict: 1`), and the model
 list (`/api/tags`, where a bare name means `:latest`).
 """
 
@@ -11,8 +11,10 @@ from typing import Any
 
 import orjson
 
+from fastgate.convert.embeddings import ollama_embed_request, ollama_embed_response
 from fastgate.convert.errors import UpstreamProtocolError
 from fastgate.providers.base import ChannelType, probe_message
+from fastgate.vocab.usage import Usage
 
 __all__ = ["TYPE", "OllamaType", "ollama_tags_to_models"]
 
@@ -44,6 +46,16 @@ class OllamaType(ChannelType):
         req = dict(self._hub_to_protocol(ch, hub), model=upstream_model)
         req["stream"] = stream  # always explicit: Ollama streams by default
         return orjson.dumps(req)
+
+    def embed_request(
+        self, ch: Any, req: dict[str, Any], upstream_model: str
+    ) -> tuple[bytes, bytes, list[bytes]]:
+        return b"/api/embed", orjson.dumps(ollama_embed_request(req, upstream_model)), []
+
+    def embed_response(
+        self, ch: Any, resp: Any, upstream_model: str, headers: list[bytes]
+    ) -> tuple[list[list[float]], Usage]:
+        return ollama_embed_response(resp)
 
     def probe_request(
         self, cfg: Any, model: str, upstream: str, headers: dict[str, str]

@@ -72,7 +72,13 @@ Interface (all async, run on the store loop; ids are integers; `ref` is an id
   series. Each dict: {<group_by>: value ("day": "YYYY-MM-DD"), ["bucket": int,]
   "requests", "errors" (status >= 400), "prompt_tokens", "completion_tokens",
   "cached_tokens", "cache_write_tokens", "cost_micros"} (all ints). Order:
-  by bucket, then value; without bucket by cost_micros descending.
+  by bucket, then value; without bucket by cost_micros descending. bucket may
+  also be "minute".
+- `query_stats(group_by=("tag",), since=, until=, tag=, tagged_only=True,
+  limit=None) -> list[dict]`: run statistics per group (tag, model, channel,
+  key, and at most one of minute/hour/day): counts, errors by code, tokens,
+  cost, cache hits, first/last time and the p50/p95/p99 of latency_ms, ttfb_ms
+  and gateway_ms, computed by the database (runs.py documents the rule).
 - `listen(callback)`: `callback(version: int)` is called ON THE STORE THREAD after
   every write made through this store and, on Postgres, for every NOTIFY from
   any instance (version -1 means "(re)connected or disconnected: changes may

@@ -137,6 +137,11 @@ class ThreadBridge:
         except concurrent.futures.TimeoutError:
             fut.cancel()
             raise TimeoutError(f"store operation timed out after {timeout} s") from None
+        finally:
+            # An exception's traceback holds this frame, which holds fut, which holds
+            # the exception: a cycle that kept the coroutine's arguments (a batch of
+            # usage records) alive until the next full gc, after every failed write.
+            del fut
 
     @property
     def sync(self) -> Any:

@@ -22,7 +22,10 @@ batches of at most `batch_size`:
    Postgres). If the database fails, the batch is appended to the spool and the
    sink is "degraded": later batches also go to the spool, behind it, so order is
    kept; the spool is retried with backoff (0.2 s doubling to 2 s) and replayed
-   oldest first; a spool file is deleted only after all its rows are committed.
+   oldest first, 250 records at a time (a replay holds one such chunk in memory,
+   whatever the file's size); a spool file is deleted only after all its rows
+   are committed. Once a replay is done and nothing waits, the heap is trimmed
+   (`trim_if_due`).
    Replays never duplicate a row: inserts skip uids already present.
    A batch the database rejects as bad data (not an outage) is retried record
    by record; records that still fail go to `<spool_dir>/rejected.jsonl` (or
@@ -70,6 +73,9 @@ log = logging.getLogger("fastgate.sink")
 
 _BACKOFF_START = 0.2
 _BACKOFF_MAX = 2.0
+# Spooled records replayed per write: a replay holds this many parsed records at
+# a time, about what a batch holds at full load (see writer_spool.chunks).
+_REPLAY_CHUNK = 250
 
 
 class LogSink:
@@ -115,6 +121,7 @@ class LogSink:
         self._backoff = _BACKOFF_START
         self._retry_at = 0.0
         self._down = False  # a write failed and none succeeded since
+        self.trim_due = False  # a replay ran: trim the heap once nothing waits
         self._dropped_reported = 0
         self._warned: dict[str, float] = {}
 
@@ -169,11 +176,13 @@ class LogSink:
         with self._lock:
             self._retry_at = 0.0
             self._cycle()
+            self.trim_if_due()
 
     def tick(self) -> None:
         """Write what is queued now; retry the spool only when its backoff is over."""
         with self._lock:
             self._cycle()
+            self.trim_if_due()
 
     def note_outage(self, message: str) -> None:
         """The caller knows the database is away (and says so): log `message` once
@@ -265,6 +274,7 @@ class LogSink:
             try:
                 with self._lock:
                     self._cycle()
+                    self.trim_if_due()
             except Exception:
                 log.exception("usage sink: write cycle failed")
 
@@ -395,23 +405,36 @@ class LogSink:
                 break
             if deadline is not None and time.monotonic() >= deadline:
                 return
-            item = backlog.oldest()
-            if item is None:
+            handle = backlog.oldest()
+            if handle is None:
                 break
-            handle, records = item
-            stored = 0
-            for i in range(0, len(records), self.batch_size):
-                n = self._db_write(records[i : i + self.batch_size], deadline)
-                if n is None:
-                    backlog.release(handle)
-                    return
-                stored += n
+            stored = seen = 0
+            chunks = backlog.chunks(handle, min(self.batch_size, _REPLAY_CHUNK))
+            try:
+                for records in chunks:
+                    n = self._db_write(records, deadline)
+                    if n is None:
+                        backlog.release(handle)
+                        return
+                    stored += n
+                    seen += len(records)
+                    del records
+            finally:
+                chunks.close()
             backlog.commit(handle)
-            done += len(records)
+            done += seen
             self.written += stored
             self.replayed += stored
         if done:
             log.info("usage store reachable again: replayed %d spooled records", done)
+            self.trim_due = True
+
+    def trim_if_due(self) -> None:
+        """After a replay, once nothing waits (the queue, the spool): give the heap an
+        outage grew back to the system (once; the writer process calls this on its
+        idle ticks, after the worker's backlog has been written too)."""
+        if self.trim_due and not self.queue and not self.degraded:
+            self.trim_due = False
             _trim_heap()
 
     def _report_drops(self) -> None:

@@ -33,6 +33,7 @@ from fastgate.store.kinds import (
     clean_input,
 )
 from fastgate.store.merge import StoreState
+from fastgate.store.runs import RunQueries
 from fastgate.store.secrets import SecretBox, SecretDecryptError, load_secret_box
 from fastgate.store.unpriced import UnpricedQueries
 
@@ -41,7 +42,7 @@ __all__ = ["BUCKETS", "GROUP_BY", "SQLStore", "Tx"]
 log = logging.getLogger("fastgate.store")
 
 GROUP_BY = ("key", "model", "channel", "tag", "day")
-BUCKETS = {"hour": 3600, "day": 86400}
+BUCKETS = {"minute": 60, "hour": 3600, "day": 86400}
 
 
 def _budget_patch(patch: dict[str, Any]) -> dict[str, Any]:
@@ -71,8 +72,9 @@ class Tx(abc.ABC):
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
 
 
-class SQLStore(UnpricedQueries, Store):
-    """The SQL both backends share: CRUD, load, quotas, usage queries.
+class SQLStore(UnpricedQueries, RunQueries, Store):
+    """The SQL both backends share: CRUD, load, quotas, usage queries (run
+    statistics: runs.py).
 
     A backend provides transactions (`_tx`), the unique-violation exception
     types, the time-bucket expression, usage writes and its notify hook.
@@ -523,7 +525,7 @@ class SQLStore(UnpricedQueries, Store):
         if group_by is not None and group_by not in GROUP_BY:
             raise InvalidEntry([f"usage.group_by: must be one of {', '.join(GROUP_BY)}"])
         if bucket is not None and bucket not in BUCKETS:
-            raise InvalidEntry(["usage.bucket: must be hour or day"])
+            raise InvalidEntry(["usage.bucket: must be minute, hour or day"])
         cols = {"key": "key_name", "model": "model", "channel": "channel", "tag": "tag"}
         select: list[str] = []
         groups: list[str] = []

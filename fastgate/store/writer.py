@@ -20,8 +20,9 @@ stream socket (the inherited fd):
 
 The writing itself is `LogSink` (logsink.py) driven without its thread:
 `write_batch` per received batch (frames that arrived together are merged up
-to `batch_size`), `tick` on idle ticks for the spool replay with backoff, and
-`close` at EOF. Records carry a uid before they leave the worker, so a batch
+to 250 records, so catching up after an outage holds no more than the steady
+state), `tick` on idle ticks for the spool replay with backoff, and `close` at
+EOF. Records carry a uid before they leave the worker, so a batch
 re-sent after a writer crash is inserted at most once.
 
 Signals: SIGINT, SIGTERM and SIGHUP are ignored. A group-wide SIGTERM must not
@@ -54,9 +55,14 @@ log = logging.getLogger("fastgate.writer")
 # worker's "store up" frame makes the next attempt at once).
 _START_RETRY = 0.5
 _START_RETRY_MAX = 30.0
+_RECV_SIZE = 256 << 10  # bytes read from the worker at a time
+# Frames that arrived together are merged into one write up to this many records:
+# about a full-load batch, so that catching up after an outage (when the worker's
+# backlog arrives at once) needs no more memory than the steady state.
+_MERGE_LIMIT = 250
 
 
-def _records(payload: bytes) -> list[Any]:
+def _records(payload: bytes | bytearray) -> list[Any]:
     """A batch as the worker sent it: records as lists in RECORD_FIELDS order (the
     store and the spool take them as they are) or dicts."""
     return orjson.loads(payload)
@@ -139,10 +145,10 @@ class _Writer:
             msg["final"] = True
         self.sock.sendall(orjson.dumps(msg) + b"\n")
 
-    def handle(self, frames: list[tuple[int, bytes]]) -> None:
+    def handle(self, frames: list[tuple[int, bytearray]]) -> None:
         batch: list[Any] = []
         last = 0
-        limit = self.sink.batch_size
+        limit = min(self.sink.batch_size, _MERGE_LIMIT)
         for seq, payload in frames:
             if seq == 0:
                 ctl = orjson.loads(payload)
@@ -178,6 +184,9 @@ class _Writer:
         self.open_store()
         tick = float(self.cfg.get("flush_interval", 0.1))
         buf = bytearray()
+        # One receive buffer for the life of the process, of a size that bounds what
+        # is parsed at once when the worker has a backlog to send (after an outage).
+        rbuf = memoryview(bytearray(_RECV_SIZE))
         sock = self.sock
         hsize = HEADER.size
         while True:
@@ -187,20 +196,22 @@ class _Writer:
                 self.sink.tick()  # spool replay when due (backoff), access log reopen
                 self.send()
                 continue
-            data = sock.recv(1 << 20)
-            if not data:
+            got = sock.recv_into(rbuf)
+            if not got:
                 break
-            buf += data
+            buf += rbuf[:got]
             frames = []
             while len(buf) >= hsize:
                 n, seq = HEADER.unpack_from(buf)
                 if len(buf) < hsize + n:
                     break
-                frames.append((seq, bytes(buf[hsize : hsize + n])))
+                frames.append((seq, buf[hsize : hsize + n]))
                 del buf[: hsize + n]
             if frames:
                 self.open_store()
                 self.handle(frames)
+                if self.sink.trim_due and not select.select([sock], [], [], 0)[0]:
+                    self.sink.trim_if_due()  # after a replay, and the worker's backlog
         if buf:
             log.error("usage writer: %d bytes of a partial frame at EOF (not acked)", len(buf))
         self.next_start = 0.0  # one last attempt, whatever the backoff says

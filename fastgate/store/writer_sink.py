@@ -70,7 +70,7 @@ class WriterSink:
         batch_size: int = 1000,
         write_timeout: float = 10.0,
         close_timeout: float = 10.0,
-        spool_file_records: int = 2_000,  # a replay holds one file in memory
+        spool_file_records: int = 2_000,  # what a replay cut mid-file writes again
         store_options: dict[str, Any] | None = None,
         wait_store: bool = False,
     ) -> None:

@@ -13,6 +13,7 @@ import os
 import re
 import time
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -24,6 +25,7 @@ __all__ = ["_DiskSpool", "_MemoryBacklog", "_json_line"]
 log = logging.getLogger("fastgate.sink")
 
 _SPOOL_NAME = re.compile(r"spool-(\d+)\.jsonl")
+_WRITE_CHUNK = 250  # records encoded per write() when a batch is spooled
 
 
 def _json_line(record: Any) -> bytes:
@@ -77,8 +79,12 @@ class _MemoryBacklog:
             self.count -= len(old)
             self.lost += len(old)
 
-    def oldest(self) -> tuple[Any, list[Any]] | None:
-        return (None, self.batches[0]) if self.batches else None
+    def oldest(self) -> Any:
+        return self.batches[0] if self.batches else None
+
+    def chunks(self, handle: Any, size: int) -> Iterator[list[Any]]:
+        for i in range(0, len(handle), size):
+            yield handle[i : i + size]
 
     def commit(self, handle: Any) -> None:
         self.count -= len(self.batches.popleft())
@@ -179,12 +185,15 @@ class _DiskSpool:
             self._rotate()
             self._open_new()
         assert self.cur_fd is not None
-        _write_all(self.cur_fd, b"".join([_json_line(r) for r in batch]))
+        for i in range(0, len(batch), _WRITE_CHUNK):  # bounded buffers, one fsync
+            _write_all(self.cur_fd, b"".join([_json_line(r) for r in batch[i : i + _WRITE_CHUNK]]))
         os.fsync(self.cur_fd)
         self.cur_count += len(batch)
         self.count += len(batch)
 
-    def oldest(self) -> tuple[Any, list[Any]] | None:
+    def oldest(self) -> Any:
+        """The oldest file, locked for replay: a handle for `chunks`, then `commit`
+        (delete it) or `release` (keep it for the next attempt); None: nothing."""
         if not self.files:
             self._rotate()
         while self.files:
@@ -203,19 +212,31 @@ class _DiskSpool:
                 os.close(fd)
                 self._forget(path)
                 continue
-            with os.fdopen(os.dup(fd), "rb") as f:
-                data = f.read()
-            records = []
-            for i, line in enumerate(data.splitlines()):
+            return path, fd
+        return None
+
+    def chunks(self, handle: Any, size: int) -> Iterator[list[Any]]:
+        """The records of a file from `oldest`, at most `size` at a time, read as they
+        are written: only one chunk is in memory (a whole file parsed at once was what
+        an outage left the writer process bigger by)."""
+        path, fd = handle
+        with os.fdopen(os.dup(fd), "rb") as f:  # a dup shares the offset: rewind
+            f.seek(0)
+            chunk: list[Any] = []
+            for i, line in enumerate(f):
                 if not line.strip():
                     continue
                 try:
-                    records.append(orjson.loads(line))
+                    chunk.append(orjson.loads(line))
                 except orjson.JSONDecodeError:
                     self.corrupt += 1
                     log.error("usage spool %s: line %d is not valid JSON (skipped)", path, i + 1)
-            return (path, fd), records
-        return None
+                    continue
+                if len(chunk) >= size:
+                    yield chunk
+                    chunk = []
+            if chunk:
+                yield chunk
 
     def _forget(self, path: str) -> None:
         self.files.remove(path)

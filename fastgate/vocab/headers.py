@@ -32,6 +32,7 @@ REQUEST_SLOTS: dict[bytes, str] = {
     b"x-request-id": "request_id",
     b"x-fastgate-tag": "tag",
     b"x-fastgate-cache": "cache",
+    b"x-fastgate-channel": "channel",
     b"expect": "expect",
     b"content-length": "content_length",
     b"content-type": "content_type",

@@ -71,13 +71,18 @@ def count(value: Any) -> int:
 def estimate_tokens(value: object) -> int:
     """A rough token count of request text (~4 characters a token, 3 per message),
     for the mock provider, for count-tokens calls no channel can answer."""
-    if isinstance(value, str):
-        return max(1, len(value) // 4)
-    if isinstance(value, list):
-        return sum(estimate_tokens(v) for v in value)
-    if isinstance(value, dict):
-        return sum(estimate_tokens(v) for k, v in value.items() if k not in ("role", "type")) + 3
-    return 0
+    total = 0
+    stack = [value]  # a loop, not recursion: a client's JSON may be nested 1000 deep
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            total += max(1, len(v) // 4)
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, dict):
+            total += 3
+            stack.extend(x for k, x in v.items() if k not in ("role", "type"))
+    return total
 
 
 # --- OpenAI ---------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import struct
 import threading
 import time
 import uuid
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -56,6 +57,7 @@ __all__ = [
     "closed_port",
     "content_pieces",
     "dumps",
+    "embedding_for",
     "json_pieces",
     "pick_tool",
     "text_of",
@@ -372,6 +374,13 @@ class Answer:
         }
 
 
+def embedding_for(text: str, dims: int) -> list[float]:
+    """A deterministic vector for `text` (values exactly representable in float32):
+    every fake's embeddings, so a test can compute what any provider answers."""
+    seed = zlib.crc32(text.encode())
+    return [((seed >> (j % 24)) % 1024 + j) / 1024.0 for j in range(dims)]
+
+
 def closed_port() -> int:
     """A local TCP port with nothing listening (bind, read the port, close)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -648,8 +657,14 @@ class FakeUpstream:
 
     # ------------------------------------------------------------------ request handling
 
+    def _streams_body(self, request: BaseRequest) -> bool:
+        """True when the provider's route reads the body itself, as it arrives (an
+        upload); `Recorded.body` is then what the route stores there."""
+        return False
+
     async def _handle(self, request: BaseRequest) -> web.StreamResponse:
-        body = await request.read()
+        t = time.monotonic()
+        body = b"" if self._streams_body(request) else await request.read()
         parsed: Any = None
         if body:
             try:
@@ -666,7 +681,7 @@ class FakeUpstream:
             ],
             body=body,
             json=parsed,
-            t=time.monotonic(),
+            t=t,
             response_request_id=self._new_request_id(),
         )
         behaviour = self._next_behaviour()

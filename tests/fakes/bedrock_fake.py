@@ -2,7 +2,8 @@
 
 Same machinery, behaviours and recording API as FakeOpenAI (tests.fakes.base).
 Endpoints: `POST /model/{modelId}/converse` (JSON) and `/converse-stream` (binary
-`application/vnd.amazon.eventstream` frames, see `encode_frame`), plus
+`application/vnd.amazon.eventstream` frames, see `encode_frame`), `/invoke` for the
+Titan and Cohere embedding models (see `_invoke`), plus
 `GET /foundation-models` (the control plane's listing, for convenience).
 
 Every request must carry a SigV4 `Authorization: AWS4-HMAC-SHA256 Credential=AKID/
@@ -49,6 +50,7 @@ from tests.fakes.base import (
     StreamError,
     chat_prompt_tokens,
     dumps,
+    embedding_for,
     pick_tool,
     text_of,
 )
@@ -106,7 +108,7 @@ CONVERSE_FIELDS = frozenset(
     }
 )
 _STOP = {"stop": "end_turn", "length": "max_tokens", "tool": "tool_use"}
-_PATH_RE = re.compile(r"^/model/([^/]+)/(converse|converse-stream)$")
+_PATH_RE = re.compile(r"^/model/([^/]+)/(converse|converse-stream|invoke)$")
 _AUTH_RE = re.compile(
     r"^AWS4-HMAC-SHA256\s+Credential=([^/,\s]+)/(\d{8})/([^/,\s]+)/([^/,\s]+)/aws4_request,\s*"
     r"SignedHeaders=([^,\s]+),\s*Signature=([0-9a-f]{64})\s*$"
@@ -505,6 +507,8 @@ class FakeBedrock(FakeUpstream):
         body = rec.json
         if not isinstance(body, dict):
             return self._error(rec, 400, "Malformed input request, please reformat your input.")
+        if m.group(2) == "invoke":
+            return self._invoke(rec, model_id, body, behaviour)
         problem = _validate(body)
         if problem:
             return self._error(rec, 400, problem)
@@ -529,6 +533,73 @@ class FakeBedrock(FakeUpstream):
         if m.group(2) == "converse":
             return await self._answer_once(request, rec, behaviour, ok, self._response(ans))
         return await self._stream(request, rec, behaviour, ok, self._events(ans))
+
+    def _invoke(
+        self, rec: Recorded, model_id: str, body: dict, behaviour: Behaviour
+    ) -> web.Response:
+        """InvokeModel for the embedding models: Titan (`inputText` -> `embedding`,
+        `inputTextTokenCount`, `embeddingsByType`; 1024 values unless `dimensions`)
+        and Cohere (`texts` + `input_type` -> `embeddings`, 1024 values, or
+        `output_dimension`). Tokens = words; the count is also in the
+        `X-Amzn-Bedrock-Input-Token-Count` header, as Bedrock sends it."""
+        ok = behaviour if isinstance(behaviour, Ok) else Ok()
+        if "titan-embed" in model_id:
+            text = body.get("inputText")
+            extra = set(body) - {"inputText", "dimensions", "normalize", "embeddingTypes"}
+            if not isinstance(text, str) or extra:
+                return self._validation(
+                    rec,
+                    "Malformed input request: "
+                    + (
+                        f"extraneous key [{sorted(extra)[0]}] is not permitted"
+                        if extra
+                        else "required key [inputText] not found"
+                    ),
+                )
+            texts = [text]
+            vec = embedding_for(text, int(body.get("dimensions") or 1024))
+        elif "cohere.embed" in model_id:
+            texts = body.get("texts")
+            allowed = {"texts", "input_type", "truncate", "embedding_types", "output_dimension"}
+            if (
+                not isinstance(texts, list)
+                or not isinstance(body.get("input_type"), str)
+                or set(body) - allowed
+            ):
+                return self._validation(
+                    rec, "Malformed input request: texts and input_type are required"
+                )
+            dims = int(body.get("output_dimension") or 1024)
+        else:
+            return self._validation(
+                rec, f"The provided model {model_id} does not support InvokeModel here"
+            )
+        n = sum(len(t.split()) for t in texts)
+        if ok.prompt_tokens is not None:
+            n = ok.prompt_tokens
+        rec.usage = {"prompt_tokens": n, "completion_tokens": 0, "total_tokens": n}
+        if "titan-embed" in model_id:
+            doc: dict[str, Any] = {
+                "embedding": vec,
+                "inputTextTokenCount": n,
+                "embeddingsByType": {"float": vec},
+            }
+        else:
+            doc = {
+                "embeddings": [embedding_for(t, dims) for t in texts],
+                "id": str(uuid.uuid4()),
+                "response_type": "embeddings_floats",
+                "texts": texts,
+            }
+        headers = {
+            "X-Amzn-Bedrock-Input-Token-Count": str(n),
+            "X-Amzn-Bedrock-Invocation-Latency": "42",
+            **(ok.headers or {}),
+        }
+        return self._json(rec, doc, extra=headers)
+
+    def _validation(self, rec: Recorded, message: str) -> web.Response:
+        return self._aws_error(rec, 400, "ValidationException", message)
 
     # ------------------------------------------------------------------ wire format
 

@@ -5,6 +5,8 @@ Endpoints, under `/v1beta/` and `/v1/` (and `/v1alpha/`):
 `POST models/{model}:generateContent`, `:streamGenerateContent` (`?alt=sse`: SSE
 events `data: {json}` ended by CRLF CRLF, as Google sends them; without it: one JSON
 array streamed element by element, `[{..}\\n,\\r\\n{..}\\n]`), `:countTokens`, and
+`:embedContent`, `:batchEmbedContents` (vectors by `embedding_for`, 8 values
+unless `outputDimensionality` says otherwise; no token counts, like the Gemini API),
 `GET models[/{model}]`. Auth: `x-goog-api-key` header or `?key=` (an
 `Authorization: Bearer` token is accepted too); with `api_key` set, any other key
 gets Google's 400 API_KEY_INVALID. Unknown top-level fields (e.g. OpenAI's
@@ -38,6 +40,7 @@ from tests.fakes.base import (
     Recorded,
     StreamError,
     chat_prompt_tokens,
+    embedding_for,
     pick_tool,
     text_of,
 )
@@ -87,6 +90,17 @@ REQUEST_FIELDS = frozenset(
         "generation_config",
         "cachedContent",
         "cached_content",
+    }
+)
+EMBED_FIELDS = frozenset(
+    {
+        "model",
+        "content",
+        "taskType",
+        "task_type",
+        "title",
+        "outputDimensionality",
+        "output_dimensionality",
     }
 )
 _METHOD_RE = re.compile(r"^/(v1|v1beta|v1alpha)/models/([^/:]+):([A-Za-z]+)$")
@@ -248,6 +262,8 @@ class FakeGemini(FakeUpstream):
         if not isinstance(body, dict):
             return self._error(rec, 400, "Invalid JSON payload received.")
         ok = behaviour if isinstance(behaviour, Ok) else Ok()
+        if verb in ("embedContent", "batchEmbedContents"):
+            return self._embed(rec, model, verb, body, ok)
         if verb == "countTokens":
             return self._count_tokens(rec, body, ok)
         if verb not in ("generateContent", "streamGenerateContent"):
@@ -325,6 +341,49 @@ class FakeGemini(FakeUpstream):
             "total_tokens": n,
         }
         doc = {"totalTokens": n, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": n}]}
+        return self._json(rec, doc, extra=ok.headers)
+
+    def _embed(self, rec: Recorded, model: str, verb: str, body: dict, ok: Ok) -> web.Response:
+        """`embedContent` -> `{"embedding":{"values"}}`; `batchEmbedContents` (every
+        request naming `models/{model}`) -> `{"embeddings":[{"values"}]}`. Like the
+        Gemini API, no token counts; `rec.usage` holds the words embedded (for tests)."""
+        if verb == "embedContent":
+            items = [body]
+        else:
+            items = body.get("requests")
+            if not isinstance(items, list) or not items:
+                return self._error(rec, 400, "* BatchEmbedContentsRequest.requests: empty")
+            for item in items:
+                if not isinstance(item, dict) or item.get("model") != f"models/{model}":
+                    return self._error(
+                        rec,
+                        400,
+                        "Model names in the batch requests must match the model in the URL.",
+                    )
+        vectors = []
+        n = 0
+        for item in items:
+            for k in item:
+                if k not in EMBED_FIELDS:
+                    return self._error(
+                        rec,
+                        400,
+                        f'Invalid JSON payload received. Unknown name "{k}": Cannot find field.',
+                    )
+            content = item.get("content")
+            parts = content.get("parts") if isinstance(content, dict) else None
+            if not isinstance(parts, list) or not parts:
+                return self._error(
+                    rec, 400, "* EmbedContentRequest.content: contents is not specified"
+                )
+            text = text_of(parts)
+            dims = _get(item, "outputDimensionality", "output_dimensionality") or 8
+            vectors.append(embedding_for(text, int(dims)))
+            n += len(text.split())
+        rec.usage = {"prompt_tokens": n, "completion_tokens": 0, "total_tokens": n}
+        if verb == "embedContent":
+            return self._json(rec, {"embedding": {"values": vectors[0]}}, extra=ok.headers)
+        doc = {"embeddings": [{"values": v} for v in vectors]}
         return self._json(rec, doc, extra=ok.headers)
 
     def _models(self, rec: Recorded, version: str, model: str | None) -> web.Response:

@@ -4,7 +4,8 @@ Same machinery, behaviours and recording API as FakeOpenAI (tests.fakes.base).
 Endpoints: `POST /api/chat` and `POST /api/generate` — streaming by default
 (NDJSON, `application/x-ndjson`, one object per line, a final `"done": true` line
 with `done_reason`, `prompt_eval_count`, `eval_count` and durations) unless the body
-says `"stream": false`; `GET /api/tags`, `GET /api/version`, `GET /`. No auth, like
+says `"stream": false`; `POST /api/embed` (vectors by `embedding_for`, `prompt_eval_count` = words);
+`GET /api/tags`, `GET /api/version`, `GET /`. No auth, like
 Ollama. Errors are `{"error": "..."}`; a model outside `models` is a 404 only when
 `strict_models=True` (real Ollama: not pulled).
 
@@ -32,6 +33,7 @@ from tests.fakes.base import (
     StreamError,
     chat_prompt_tokens,
     dumps,
+    embedding_for,
     pick_tool,
     text_of,
 )
@@ -138,6 +140,8 @@ class FakeOllama(FakeUpstream):
             return self._json(rec, {"version": "0.6.2"})
         if method == "GET" and path == "/api/tags":
             return self._json(rec, {"models": [self._tag(m) for m in self.models]})
+        if path == "/api/embed" and method == "POST":
+            return self._embed(rec, behaviour)
         if path not in ("/api/chat", "/api/generate"):
             return self._error(rec, 404, "404 page not found")
         if method != "POST":
@@ -173,6 +177,35 @@ class FakeOllama(FakeUpstream):
         return await self._stream(request, rec, behaviour, ok, self._lines(model, ans, chat))
 
     # ------------------------------------------------------------------ wire format
+
+    def _embed(self, rec: Recorded, behaviour: Behaviour) -> web.StreamResponse:
+        """`/api/embed`: `input` a string or a list of strings -> `embeddings` (one
+        vector each, `dimensions` long, 8 by default) and `prompt_eval_count` (the
+        words embedded)."""
+        body = rec.json
+        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+            return self._error(rec, 400, "model is required")
+        inp = body.get("input")
+        texts = [inp] if isinstance(inp, str) else inp
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            return self._error(rec, 400, "invalid input type")
+        for k in body:
+            if k not in ("model", "input", "truncate", "options", "keep_alive", "dimensions"):
+                return self._error(rec, 400, f"json: unknown field {k!r}")
+        dims = int(body.get("dimensions") or 8)
+        n = sum(len(t.split()) for t in texts)
+        ok = behaviour if isinstance(behaviour, Ok) else Ok()
+        if ok.prompt_tokens is not None:
+            n = ok.prompt_tokens
+        rec.usage = {"prompt_tokens": n, "completion_tokens": 0, "total_tokens": n}
+        doc = {
+            "model": body["model"],
+            "embeddings": [embedding_for(t, dims) for t in texts],
+            "total_duration": 14143917,
+            "load_duration": 1019500,
+            "prompt_eval_count": n,
+        }
+        return self._json(rec, doc, extra=ok.headers)
 
     @staticmethod
     def _tag(name: str) -> dict:

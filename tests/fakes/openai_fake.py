@@ -18,7 +18,6 @@ import asyncio
 import base64
 import struct
 import uuid
-import zlib
 from typing import Any
 
 from aiohttp import web
@@ -40,6 +39,7 @@ from tests.fakes.base import (
     ToolCall,
     closed_port,
     content_pieces,
+    embedding_for,
 )
 from tests.fakes.base import JSON_CONTENT_TYPE as JSON_CONTENT_TYPE  # moved; re-exported
 from tests.fakes.base import SSE_CONTENT_TYPE as SSE_CONTENT_TYPE
@@ -48,6 +48,7 @@ from tests.fakes.base import _CountingServer as _CountingServer
 from tests.fakes.base import dumps as _dumps
 from tests.fakes.base import text_of as _text_of
 from tests.fakes.base import words as _words
+from tests.fakes.openai_files import OpenAIFiles
 
 __all__ = [
     "BigStream",
@@ -111,19 +112,18 @@ def prompt_tokens_for(path: str, body: Any) -> int:
     return 0
 
 
-def embedding_for(text: str, dims: int) -> list[float]:
-    """A deterministic vector for `text` (values exactly representable in float32)."""
-    seed = zlib.crc32(text.encode())
-    return [((seed >> (j % 24)) % 1024 + j) / 1024.0 for j in range(dims)]
-
-
 # --------------------------------------------------------------------------- the server
 
 
-class FakeOpenAI(FakeUpstream):
-    """Fake OpenAI upstream; see the module docstring."""
+class FakeOpenAI(OpenAIFiles, FakeUpstream):
+    """Fake OpenAI upstream; see the module docstring (and tests/fakes/openai_files.py
+    for files, batches, audio transcriptions and image generation)."""
 
     default_models = ["gpt-4o", "gpt-4o-mini", "text-embedding-3-small"]
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._init_files()
 
     async def _route(
         self, request: BaseRequest, rec: Recorded, behaviour: Behaviour
@@ -131,6 +131,9 @@ class FakeOpenAI(FakeUpstream):
         path, method = request.path, request.method
         if method == "GET" and path in ("/v1/models", "/models"):
             return self._json(rec, self._models_body())
+        answer = await self._no_model_route(request, rec)
+        if answer is not None:
+            return answer
         if method != "POST" or not path.startswith("/v1/"):
             return self._fail_response(rec, Fail(404, body=_error_body(404, f"Unknown url {path}")))
         if not isinstance(rec.json, dict):

@@ -252,15 +252,18 @@ async def test_dashboard_static_files(admin: AdminServer) -> None:
     assert assets, html
     for asset in assets:
         assert "://" not in asset and not asset.startswith("//"), asset
+        if asset.startswith("data:"):  # the empty favicon: no request at all
+            continue
         status, body, headers = await admin.raw("GET", "/dashboard/" + asset, token=None)
         assert status == 200, asset
         assert body == (STATIC_DIR / asset).read_bytes()
     status, _, headers = await admin.raw("GET", "/dashboard/app.js", token=None)
     assert headers["Content-Type"].startswith("text/javascript")
     assert "script-src 'self'" in headers["Content-Security-Policy"]
-    js = (STATIC_DIR / "app.js").read_text()
-    assert "http://" not in js.replace("http://www.w3.org/2000/svg", "")
-    assert "https://" not in js
+    for script in STATIC_DIR.glob("*.js"):
+        js = script.read_text()
+        assert "http://" not in js.replace("http://www.w3.org/2000/svg", ""), script
+        assert "https://" not in js, script
     # Nothing outside the static directory is reachable.
     for path in ("/dashboard/..%2Fapp.py", "/dashboard/%2e%2e/app.py", "/dashboard/nope.js"):
         status, _, _ = await admin.raw("GET", path, token=None)
@@ -587,7 +590,7 @@ async def test_usage_queries(
     # Bad parameters name the field.
     for query, field in (
         ("group_by=color", "group_by"),
-        ("bucket=minute", "bucket"),
+        ("bucket=week", "bucket"),
         ("since=yesterday-ish", "since"),
         ("since=2024-02-01&until=2024-01-01", "until"),
     ):

@@ -84,7 +84,7 @@ def test_example_file_loads() -> None:
     assert token.name == "demo"
     assert KEY_RE.match(demo_key)
     assert token.sha256 == hashlib.sha256(demo_key.encode()).hexdigest()
-    assert {p.model for p in cfg.prices} == {"mock-1", "gpt-4o-mini"}
+    assert {p.model for p in cfg.prices} == {"mock-1", "mock-claude", "gpt-4o-mini"}
     assert [(g.name, g.ratio) for g in cfg.groups] == [("default", 1.0)]
     # The curl line in the header comment uses the very key the file defines.
     assert f"Bearer {demo_key}" in EXAMPLE.read_text()
@@ -117,7 +117,7 @@ def test_example_commented_lines_are_valid_and_show_defaults(tmp_path: Path) -> 
 def test_example_check_config_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert check_config_main(str(EXAMPLE)) == 0
     out = capsys.readouterr().out
-    assert out.strip() == f"OK: {EXAMPLE}: 1 channels, 1 tokens, 2 prices"
+    assert out.strip() == f"OK: {EXAMPLE}: 2 channels, 1 tokens, 3 prices"
 
 
 # --------------------------------------------------------------------------- defaults

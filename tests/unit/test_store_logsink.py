@@ -4,9 +4,12 @@ limits, spooling while the database is locked, replay order, idempotency."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
+import os
 import sqlite3
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -360,3 +363,79 @@ def test_two_sinks_can_share_one_spool_dir(store: SQLiteStore, db: Path, tmp_pat
     b.close()
     assert sorted(rows(db)) == [f"uid-{i:05d}" for i in range(300)]
     assert not list(Path(spool).glob("spool-*.jsonl"))
+
+
+class Chunks(SQLiteStore):
+    """Records the size of every usage write; the second write fails once as an
+    outage (a replay cut in the middle of a spool file)."""
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.sizes: list[int] = []
+
+    async def write_usage(self, records: Any, coerce: bool = False) -> int:
+        self.sizes.append(len(records))
+        if len(self.sizes) == 2:
+            raise ConnectionResetError("connection lost")
+        return await super().write_usage(records, coerce)
+
+
+def test_replay_reads_a_spool_file_a_chunk_at_a_time(db: Path, tmp_path: Path) -> None:
+    """An outage leaves the writer no bigger: a spool file is parsed and written a
+    chunk at a time, not loaded whole; a replay cut in the middle of a file keeps
+    the file and loses nothing; every spool file descriptor is closed after."""
+    spool = tmp_path / "s"
+    spool.mkdir()
+    line = {"unpriced": False, "router": "", "service_tier": "", "gateway_ms": 0.0}
+    (spool / "spool-00000000000000000001.jsonl").write_bytes(
+        b"".join(orjson.dumps(rec(i, **line)) + b"\n" for i in range(600))
+        + b"{not json\n"
+        + b"".join(orjson.dumps(rec(i, **line)) + b"\n" for i in range(600, 1000))
+    )
+    store = Chunks(str(db), environ={})
+    store.start()
+    fds = len(os.listdir("/proc/self/fd"))
+    try:
+        sink = LogSink("", store=store, spool_dir=str(spool), batch_size=5000)
+        sink.open()
+        assert sink.spooled == 1001  # lines, counted before parsing
+        sink.flush()  # the first chunk is written, the second fails: the file stays
+        assert sink.degraded and list(spool.glob("spool-*.jsonl"))
+        assert len(os.listdir("/proc/self/fd")) == fds
+        sink.flush()
+        sink.close()
+        assert len(os.listdir("/proc/self/fd")) == fds
+    finally:
+        store.stop()
+    # 250, 250 (fails), then the whole file again in four (the corrupt line skipped)
+    assert store.sizes == [250, 250, 250, 250, 250, 250]
+    assert rows(db) == [f"uid-{i:05d}" for i in range(1000)]  # the first chunk once
+    assert sink.replayed == 1000 and not sink.degraded and sink.trim_due is False
+    assert not list(spool.glob("spool-*.jsonl"))
+
+
+class Batch(list):  # a list that can be watched with a weak reference
+    pass
+
+
+def test_a_failed_write_frees_its_batch_without_waiting_for_gc(
+    store: SQLiteStore, db: Path
+) -> None:
+    """A write that fails (the database is locked here) must not leave its records
+    in a reference cycle (exception -> traceback -> frame -> future -> exception):
+    during an outage that kept a batch alive per failure until a full collection."""
+    batch = Batch([rec(1)])
+    ref = weakref.ref(batch)
+    gc.disable()
+    try:
+        with Lock(db):
+            try:
+                store.run(store.write_usage(batch), timeout=5)
+            except sqlite3.OperationalError:
+                pass
+            else:
+                raise AssertionError("the write should fail while the database is locked")
+        del batch
+        assert ref() is None
+    finally:
+        gc.enable()
