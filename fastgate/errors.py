@@ -1,7 +1,7 @@
 """Error taxonomy of the gateway.
 
 Each `FastgateError` subclass carries the HTTP status, the OpenAI-style code and
-type of SPEC section 3, and renders itself in the ingress protocol's error shape
+type of docs/contract.md section 3, and renders itself in the ingress protocol's error shape
 (OpenAI, Anthropic or Gemini). The names per protocol come from the one error
 table, `fastgate.vocab.errors`, which converted upstream errors use too.
 Boundaries translate foreign exceptions with `raise ... from exc`; the data plane

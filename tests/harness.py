@@ -108,7 +108,7 @@ def gateway_config(
     prices: list[dict[str, Any]] | None = None,
     extra: str = "",
 ) -> str:
-    """Render a fastgate TOML config (SPEC section 2 key names)."""
+    """Render a fastgate TOML config (docs/contract.md section 2 key names)."""
     parts: list[str] = []
     if server:
         parts.append(toml_table("server", server))

@@ -377,7 +377,7 @@ class ControlPlane:
 
     async def missing_prices(self) -> dict[str, Any]:
         """Models with no price: those the running config (file and store) routes,
-        and those usage records show served unpriced (SPEC section 5). Each row
+        and those usage records show served unpriced (docs/contract.md section 5). Each row
         says whether it is routed now, whether it has a price now (a model priced
         since it was seen), and how many unpriced records it has."""
         from fastgate.gateway.billing import price_table

@@ -1,10 +1,11 @@
 """Model discovery: which models does a channel's upstream offer?
 
 Shared by `fastgate channel models NAME` and `GET /admin/channels/{id}/models`
-(SPEC 4). A control-plane tool: one aiohttp ClientSession per call, the channel's
-own credentials and extra headers (`fastgate.admin.probe.channel_headers`). Where
-each type lists its models and how a page is read is its registry entry's
-(`models_listing`, `models_page`, `fastgate.providers`); this module does the I/O:
+(docs/contract.md section 4). A control-plane tool: one aiohttp ClientSession per
+call, the channel's own credentials and extra headers
+(`fastgate.admin.probe.channel_headers`). Where each type lists its models and
+how a page is read is its registry entry's (`models_listing`, `models_page`,
+`fastgate.providers`); this module does the I/O:
 
 - openai, openrouter: `GET {base}/v1/models` (`data[].id`), Bearer key
 - azure: `azure_target(..., "/v1/models")`: `/openai/v1/models` for the v1 API,

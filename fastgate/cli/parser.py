@@ -22,14 +22,19 @@ from fastgate.cli.views import CHANNEL, GROUP, PRICE, TOKEN, list_command, show_
 def build_parser() -> argparse.ArgumentParser:
     """serve, check-config, systemd-unit, and the store commands."""
     p = argparse.ArgumentParser(prog="fastgate", description="A fast LLM API gateway.")
+    p.add_argument("--version", action=_Version, help="print fastgate's version and exit")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the gateway")
     s.set_defaults(main=serve.serve)
-    s.add_argument("--config", "-c", default="config.example.toml", help="TOML config file")
+    s.add_argument("--config", "-c", help=CONFIG_HELP)
     s.add_argument("--host", help="listen address (overrides [server] host)")
-    s.add_argument("--port", type=int, help="listen port, 0 = ephemeral (overrides [server] port)")
-    s.add_argument("--workers", type=int, help="processes sharing the port (SO_REUSEPORT)")
-    s.add_argument("--log-level", help="debug | info | warning | error")
+    s.add_argument(
+        "--port", type=_port, help="listen port, 0 = ephemeral (overrides [server] port)"
+    )
+    s.add_argument("--workers", type=_positive, help="processes sharing the port (SO_REUSEPORT)")
+    s.add_argument(
+        "--log-level", type=str.lower, choices=LOG_LEVELS, help="overrides [logging] level"
+    )
     c = sub.add_parser("check-config", help="validate a config file")
     c.set_defaults(main=serve.check_config)
     c.add_argument("file")
@@ -48,7 +53,54 @@ def build_parser() -> argparse.ArgumentParser:
     )
     u.add_argument("--user", default=unit.SHIPPED_USER, help="User= and Group= (default fastgate)")
     add_store_commands(sub)
+    v = sub.add_parser("version", help="print fastgate's version", description="Print the version.")
+    v.set_defaults(main=_print_version)
     return p
+
+
+CONFIG_HELP = "TOML config file (default: ./fastgate.toml, else ./config.example.toml)"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _port(text: str) -> int:
+    """A TCP port for --port: 0 (ephemeral) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0 to 65535, got {port}")
+    return port
+
+
+def _positive(text: str) -> int:
+    """A count of at least 1 (--workers)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
+def _print_version(args: argparse.Namespace | None = None) -> int:
+    from fastgate.cli import package_version
+
+    print(f"fastgate {package_version()}")
+    return 0
+
+
+class _Version(argparse.Action):
+    """--version, with the version looked up only when asked for (not at every start)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        kwargs.update(nargs=0, default=argparse.SUPPRESS)
+        super().__init__(option_strings, argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        _print_version()
+        parser.exit()
 
 
 def _common() -> argparse.ArgumentParser:
@@ -59,7 +111,7 @@ def _common() -> argparse.ArgumentParser:
         "--config",
         "-c",
         default=argparse.SUPPRESS,
-        help="TOML config file (default: ./fastgate.toml, else ./config.example.toml)",
+        help=CONFIG_HELP,
     )
     p.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"

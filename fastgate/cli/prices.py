@@ -2,7 +2,7 @@
 and list are generic, see `fastgate.cli.views`).
 
 `missing` lists the models with no price: routed by the config (file and store)
-or seen served unpriced in the usage records (cost 0, SPEC section 5).
+or seen served unpriced in the usage records (cost 0, docs/contract.md section 5).
 
 `sync` imports LiteLLM's model_prices_and_context_window.json (USD per token),
 converting exactly in decimal; entries the config file defines stay the file's.

@@ -10,13 +10,15 @@ import sys
 
 def serve(args: argparse.Namespace) -> int:
     """Load and check the config, set up logging, run the gateway until stopped."""
+    from fastgate.cli.session import EXIT_USAGE, config_error, default_config_path
     from fastgate.config import ConfigError, config_warnings, load_config
 
+    path = args.config or default_config_path()
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(path)
     except ConfigError as exc:
-        print(f"fastgate: invalid config {args.config}:\n{exc}", file=sys.stderr)
-        return 2
+        config_error(path, exc.problems, defaulted=not args.config)
+        return EXIT_USAGE
     level = (args.log_level or cfg.logging.level).upper()
     logging.basicConfig(
         level=getattr(logging, level, logging.INFO),
@@ -25,12 +27,15 @@ def serve(args: argparse.Namespace) -> int:
     )
     for warning in config_warnings(cfg):
         logging.getLogger("fastgate").warning("%s", warning)
-    if args.workers is not None and args.workers < 1:
-        print("fastgate: --workers must be >= 1", file=sys.stderr)
-        return 2
     from fastgate.supervisor import serve as serve_forever
 
-    return serve_forever(cfg, host=args.host, port=args.port, workers=args.workers)
+    try:
+        return serve_forever(cfg, host=args.host, port=args.port, workers=args.workers)
+    except OSError as exc:  # binding: permission denied, unknown host, address not here
+        host = cfg.server.host if args.host is None else args.host
+        port = cfg.server.port if args.port is None else args.port
+        print(f"fastgate: cannot serve on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
 
 
 def check_config(args: argparse.Namespace) -> int:

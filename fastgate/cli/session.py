@@ -5,12 +5,14 @@ through `--config FILE` (default: ./fastgate.toml if it exists, else
 ./config.example.toml), opens the store, does one thing through
 `fastgate.admin.ControlPlane` (the same rules as the admin API: config file
 entries are listed but read-only) and closes it. Handlers raise; only `run`
-decides what an error means for the exit code, so every command agrees:
+decides what an error means for the exit code, so every command agrees
+(the table is in `fastgate.cli`'s docstring and the README's "Exit codes"):
 
 0 ok; 1 the operation was refused (unknown name, name taken, invalid value,
 read-only file entry, failed probe, missing FASTGATE_SECRET_KEY); 2 usage error
-(bad arguments, config file missing or invalid); 3 the database (for
-`channel models`: the upstream) cannot be reached.
+(bad arguments, config file missing, unreadable or invalid); 3 the database (for
+`channel models`: the upstream) cannot be reached. An exception none of these
+covers is a bug: it leaves `run` and `fastgate.cli.main` prints its traceback.
 """
 
 from __future__ import annotations
@@ -71,11 +73,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(path)
     except ConfigError as exc:
-        warn(f"config {path}:")
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        if not getattr(args, "config", None):
-            print("  (pass --config FILE to use another file)", file=sys.stderr)
+        config_error(path, exc.problems, defaulted=not getattr(args, "config", None))
         return EXIT_USAGE
     try:
         store = store_for(cfg.database)
@@ -90,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(func(Session(cfg, store, out), args)) or EXIT_OK
     except UsageError as exc:
-        warn(str(exc))
+        usage_error(args, str(exc))
         return EXIT_USAGE
     except InvalidEntry as exc:
         warn("invalid value:")
@@ -100,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
     except (NotFound, Conflict, Refused, SecretKeyMissing, SecretKeyInvalid) as exc:
         warn(str(exc))
         return EXIT_REFUSED
+    except BrokenPipeError:
+        raise  # stdout closed by its reader: `fastgate.cli.main` exits quietly
     except (StoreError, OSError, TimeoutError) as exc:
         warn(f"database error ({_where(cfg)}): {exc or exc.__class__.__name__}")
         return EXIT_DATABASE
@@ -110,6 +110,31 @@ def run(args: argparse.Namespace) -> int:
         raise
     finally:
         store.stop()
+
+
+def config_error(path: str, problems: list[str], *, defaulted: bool = False) -> None:
+    """A config file that cannot be used: one line for one problem, else a header and
+    one indented line per problem; with `defaulted`, a hint that --config exists."""
+    hint = " (no --config given: ./fastgate.toml, else ./config.example.toml)" if defaulted else ""
+    if len(problems) == 1:
+        only = problems[0]
+        # "FILE: file not found" already names the file.
+        warn(f"{only}{hint}" if only.startswith(f"{path}:") else f"config {path}: {only}{hint}")
+        return
+    warn(f"config {path}: {len(problems)} problems{hint}:")
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
+
+
+def usage_error(args: argparse.Namespace, message: str) -> None:
+    """A bad argument found after parsing, shown as argparse shows its own: the
+    command's usage, then "fastgate COMMAND: error: MESSAGE"."""
+    parser = getattr(args, "parser", None)
+    if parser is None:
+        warn(message)
+        return
+    parser.print_usage(sys.stderr)
+    print(f"{parser.prog}: error: {message}", file=sys.stderr)
 
 
 def _where(cfg: Any) -> str:

@@ -293,8 +293,9 @@ def config_warnings(cfg: Config) -> list[str]:
 
 
 def check_config_main(path: str) -> int:
-    """`fastgate check-config FILE`: 0 and an OK line if valid, else 1 and one
-    problem per line on stderr. Missing environment variables only warn."""
+    """`fastgate check-config FILE`: 0 and an OK line if valid, else 2 (the exit
+    code of every command given an invalid config) and one problem per line on
+    stderr. Missing environment variables only warn."""
     try:
         cfg = load_config(path)
     except ConfigError as exc:
@@ -302,7 +303,7 @@ def check_config_main(path: str) -> int:
             print(problem, file=sys.stderr)
         n = len(exc.problems)
         print(f"{path}: {n} problem{'s' if n != 1 else ''}", file=sys.stderr)
-        return 1
+        return 2
     for warning in config_warnings(cfg):
         print(f"WARNING: {warning}", file=sys.stderr)
     print(

@@ -2,7 +2,7 @@
 
 Why frozen: the hot path reads these objects without re-checking or copying
 them, and a snapshot built from one Config can never see it change. Defaults
-live here (the dataclass fields are the documented defaults of SPEC section 2);
+live here (the dataclass fields are the documented defaults of docs/contract.md section 2);
 validation lives in the parsers (`fastgate.config.sections`,
 `fastgate.config.entries`), so a value that reaches a dataclass is already good.
 """

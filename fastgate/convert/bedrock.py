@@ -24,7 +24,7 @@ Conversion decisions (each preserves meaning or raises `ConversionError`):
   `parallel_tool_calls: false`, `response_format: json_object`, audio input.
 
 Usage: Bedrock's `inputTokens` excludes cache reads and writes (as Anthropic's
-`input_tokens` does; LiteLLM and others add them up the same way), so SPEC 5's
+`input_tokens` does; LiteLLM and others add them up the same way), so docs/contract.md section 5's
 `prompt_tokens` = inputTokens + cacheReadInputTokens + cacheWriteInputTokens.
 """
 

@@ -1,4 +1,4 @@
-"""Pricing: usage -> integer micro-dollars (SPEC section 5).
+"""Pricing: usage -> integer micro-dollars (docs/contract.md section 5).
 
 Units. Prices are configured in USD per 1M tokens, i.e. micro-dollars per token;
 they are kept as integer pico-dollars per token (x 1e6, exact to 1e-6 USD per 1M

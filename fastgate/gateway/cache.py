@@ -1,5 +1,5 @@
 """The response cache's policy: which requests, under which key, what is stored,
-and how a hit is answered (SPEC section 7).
+and how a hit is answered (docs/contract.md section 7).
 
 A request is cacheable when it opts in (`x-fastgate-cache: on`, or its key has
 `cache = true`) and the process has a cache (`App.cache`, None when `[cache]

@@ -1,8 +1,8 @@
 """The OpenAI wire protocol: building the upstream request for a passthrough, and
 the `openai` and `openrouter` channel types (the registry's defaults, unchanged).
 
-The body goes upstream as the client sent it, except the two edits SPEC
-section 3 allows: the model name when the channel renames it, and
+The body goes upstream as the client sent it, except the two edits
+docs/contract.md section 3 allows: the model name when the channel renames it, and
 `stream_options.include_usage = true` for chat/completions streams. Both are
 done as byte edits when the body's shape allows it, by re-encoding otherwise.
 """

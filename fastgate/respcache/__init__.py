@@ -1,4 +1,4 @@
-"""The response cache's backends (SPEC section 7), built once per worker.
+"""The response cache's backends (docs/contract.md section 7), built once per worker.
 
 `build_cache` returns what `App.cache` holds: None when `[cache] enabled` is
 false, a `MemoryCache` (cachetools, this worker's own entries) or a

@@ -1,4 +1,4 @@
-"""Token estimates for a response whose upstream reported no usage (SPEC section 5).
+"""Token estimates for a response whose upstream reported no usage (docs/contract.md section 5).
 
 Used only at the end of a request that got a 2xx from its upstream and no usage
 object (an upstream that reports none, a stream that ended or was cut before

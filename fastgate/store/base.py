@@ -30,7 +30,7 @@ Interface (all async, run on the store loop; ids are integers; `ref` is an id
     `list_<kind>s() -> list[dict]`, `get_<kind>(ref) -> dict`,
     `create_<kind>(spec: dict) -> dict`, `update_<kind>(ref, patch: dict) -> dict`,
     `delete_<kind>(ref) -> dict` (the deleted entry).
-  `spec` uses the TOML keys of SPEC section 2 (and is validated by the same
+  `spec` uses the TOML keys of docs/contract.md section 2 (and is validated by the same
   rules, problems named "channel.base_url: ...", raised as InvalidEntry). A patch
   replaces the keys it names; a key set to None goes back to its default.
   Output dicts are JSON-ready: the TOML keys + "id", "created_at", "updated_at"

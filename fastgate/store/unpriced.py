@@ -1,7 +1,7 @@
 """Usage-record queries about prices: the models served without one.
 
 A mixin of `SQLStore` (both backends): `unpriced_models()` reads the usage
-records marked `unpriced` (served, cost 0, SPEC section 5), for `fastgate price
+records marked `unpriced` (served, cost 0, docs/contract.md section 5), for `fastgate price
 missing` and `GET /admin/prices/missing`. A scan of the table filtered on the
 flag: a control-plane query, never on the data plane.
 """

@@ -1,6 +1,6 @@
 """The error table: one row per HTTP status, naming the error in every protocol.
 
-`ERRORS[status]` gives the OpenAI-style `code` and `type` of SPEC section 3, the
+`ERRORS[status]` gives the OpenAI-style `code` and `type` of docs/contract.md section 3, the
 Anthropic error `type` and Google's status name. The gateway's own errors
 (`fastgate.errors`) and upstream errors converted to another protocol
 (`fastgate.convert.errors`) both read this table, so a 402 is the same error
@@ -8,7 +8,7 @@ whichever way it was made. Also here: the mappings between the protocols' type
 names, and the three error body shapes.
 
 Anthropic types are Anthropic's own, by the status Anthropic documents for each
-(SPEC section 3 names the types of 400/401/403/404/429/5xx; for the statuses it
+(docs/contract.md section 3 names the types of 400/401/403/404/429/5xx; for the statuses it
 does not name, Anthropic's documented types are used: 402 `billing_error`, 413
 `request_too_large`, 504 `timeout_error`, 529 `overloaded_error`). A 408 (the
 client was too slow) is `timeout_error` / `DEADLINE_EXCEEDED`. A 402 has two
@@ -29,7 +29,7 @@ import orjson
 
 
 class ErrorKind(NamedTuple):
-    code: str  # OpenAI-style `error.code` (SPEC section 3)
+    code: str  # OpenAI-style `error.code` (docs/contract.md section 3)
     type: str  # OpenAI-style `error.type`
     anthropic: str  # Anthropic `error.type`
     gemini: str  # Google status name

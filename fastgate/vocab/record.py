@@ -1,4 +1,4 @@
-"""The usage record: one per request (SPEC section 5), as a plain tuple.
+"""The usage record: one per request (docs/contract.md section 5), as a plain tuple.
 
 The data plane builds a record as a tuple in `RECORD_FIELDS` order (the
 cheapest object to build on the hot path and to ship to the writer); the store

@@ -16,7 +16,7 @@ One coercion rule, `count`, reads every token count:
 - anything else (None, bools, strings such as "12", lists...) is 0.
 
 `Usage.prompt_tokens` is all the input: cached and cache-write tokens included
-(SPEC section 5). A usage object that is present but empty still counts as
+(docs/contract.md section 5). A usage object that is present but empty still counts as
 `found` (the upstream did report usage: zero of it); `found` stays False only
 when there was no usage object at all.
 
@@ -164,7 +164,8 @@ def openai_reasoning_tokens(obj: Any) -> int:
 
 
 def openai_usage_dict(u: Usage, reasoning_tokens: int = 0) -> dict[str, Any]:
-    """An OpenAI chat `usage` object (SPEC section 5: prompt includes cached and cache-write).
+    """An OpenAI chat `usage` object (docs/contract.md section 5: prompt includes cached and
+    cache-write).
 
     `prompt_tokens_details.cache_write_tokens` is set only when the upstream reported
     cache writes (Anthropic); it is the field name the OpenAI SDK models.
@@ -198,7 +199,8 @@ def responses_usage_dict(u: Usage, reasoning_tokens: int = 0) -> dict[str, Any]:
 
 
 def usage_from_anthropic(obj: Any) -> Usage:
-    """`Usage` from an Anthropic `usage` object (SPEC 5: prompt = input + read + write)."""
+    """`Usage` from an Anthropic `usage` object (docs/contract.md section 5: prompt = input +
+    read + write)."""
     u = Usage()
     if type(obj) is not dict:
         return u
@@ -232,7 +234,8 @@ def merge_anthropic_usage(merged: dict[str, Any], obj: Any) -> Usage:
 
 
 def anthropic_usage_dict(u: Usage) -> dict[str, int]:
-    """An Anthropic `usage` object (SPEC 5: input = prompt - cached - cache write)."""
+    """An Anthropic `usage` object (docs/contract.md section 5: input = prompt - cached -
+    cache write)."""
     return {
         "input_tokens": max(u.prompt_tokens - u.cached_tokens - u.cache_write_tokens, 0),
         "output_tokens": u.completion_tokens,

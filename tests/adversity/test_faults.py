@@ -401,7 +401,7 @@ ENDS = {
 def test_stream_failing_midway_ends_with_an_error_event(
     gw: Gateway, key: str, fake: FakeOpenAI, proxy: FaultProxy, end: str, cut: str
 ) -> None:
-    """SPEC section 3: after bytes reached the client there is no failover; the
+    """docs/contract.md section 3: after bytes reached the client there is no failover; the
     stream ends with an error event in the client's format and a proper end."""
     proxy.script(ENDS[end](CUTS[cut]))
     rid = f"midstream-{end}-{cut}"

@@ -384,7 +384,7 @@ def test_deeply_nested_json(gw: Gateway, rig: Rig, case: str) -> None:
 
 def test_half_close_after_the_request(gw: Gateway, rig: Rig) -> None:
     """shutdown(SHUT_WR) right after the request. A FIN is all the gateway sees,
-    the same FIN as a client that closed its socket, and SPEC section 3 says a
+    the same FIN as a client that closed its socket, and docs/contract.md section 3 says a
     client that leaves has its upstream request cancelled: so answers already
     written (a local answer is written as the request is read) reach the client
     before the close, while a request waiting on its upstream is cancelled (499,

@@ -1,6 +1,6 @@
 """Authentication, authorization and the gateway's own errors, end to end.
 
-Every error fastgate produces on the OpenAI ingress must have SPEC section 3's
+Every error fastgate produces on the OpenAI ingress must have docs/contract.md section 3's
 status, code and type in OpenAI's shape, carry one x-request-id, and never reach
 the upstream. One gateway serves the whole module (each test uses its own key or
 model so they do not interfere).
@@ -90,7 +90,7 @@ def chat(model: str = "gpt-4o") -> dict[str, Any]:
 
 
 def assert_error(resp: httpx2.Response, status: int, code: str, etype: str) -> dict[str, Any]:
-    """SPEC section 3: OpenAI error shape with the table's status, code and type."""
+    """docs/contract.md section 3: OpenAI error shape with the table's status, code and type."""
     assert resp.status_code == status, resp.text
     assert resp.headers["content-type"].startswith("application/json")
     assert len(resp.headers.get_list("x-request-id")) == 1

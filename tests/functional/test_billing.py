@@ -1,4 +1,4 @@
-"""Billing end to end (SPEC section 5): a real fastgate in front of fake upstreams
+"""Billing end to end (docs/contract.md section 5): a real fastgate in front of fake upstreams
 whose usage numbers and service tier each test scripts; the record's cost is
 compared with the figure computed here by hand, in integers:
 
@@ -84,7 +84,7 @@ VIP_RATIO = 1_500_000
 
 
 def cost(pico: int, ratio: int = M, mult: int = M) -> int:
-    """SPEC section 5 in integers: one rounding, half up, to micro-dollars."""
+    """docs/contract.md section 5 in integers: one rounding, half up, to micro-dollars."""
     return (pico * ratio * mult + HALF) // DEN
 
 

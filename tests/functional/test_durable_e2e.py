@@ -553,7 +553,7 @@ def test_quota_is_shared_by_two_instances(
     (write-behind) and each instance picks other instances' totals up from there,
     so requests spaced by more than that see each other's spend. Requests closer
     together, or in flight at the same time, can overspend; that overspend is
-    bounded by the requests in flight (SPEC section 5) and is not tested here.
+    bounded by the requests in flight (docs/contract.md section 5) and is not tested here.
     """
     cost = quota_cost(fake_openai)
     assert cost == 4000

@@ -1,4 +1,4 @@
-"""The response cache (SPEC section 7), end to end through real fastgate processes.
+"""The response cache (docs/contract.md section 7), end to end through real fastgate processes.
 
 A gateway with `[cache] enabled = true` sits in front of the OpenAI, Anthropic
 and Gemini fakes; the official SDKs (and raw httpx where the exact bytes

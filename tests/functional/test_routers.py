@@ -1,4 +1,4 @@
-"""Routing strategies and routers end to end (SPEC sections 2 and 3).
+"""Routing strategies and routers end to end (docs/contract.md sections 2 and 3).
 
 A real fastgate in front of fake upstreams. Which candidate a strategy chose is
 read from the fakes (each answers "Hello from <name>" and records every request
@@ -407,7 +407,7 @@ def test_config_refuses_unknown_strategy_or_model(tmp_path, extra: str, problem:
         timeout=60,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
     )
-    assert out.returncode == 1
+    assert out.returncode == 2
     assert problem in out.stderr, out.stderr
 
 

@@ -306,7 +306,7 @@ def test_check_config_command(tmp_path: Path) -> None:
     res = subprocess.run(
         [sys.executable, "-m", "fastgate", "check-config", str(bad)], capture_output=True, text=True
     )
-    assert res.returncode == 1
+    assert res.returncode == 2
     assert "channels[0].weight" in res.stderr
     # The server refuses the same file with the same message.
     srv = subprocess.run(
@@ -315,5 +315,5 @@ def test_check_config_command(tmp_path: Path) -> None:
         text=True,
         timeout=20,
     )
-    assert srv.returncode != 0
+    assert srv.returncode == 2
     assert "channels[0].weight" in srv.stderr

@@ -470,7 +470,7 @@ def test_unknown_event_names_are_refused(tmp_path, make_gateway) -> None:
         cwd=REPO_ROOT,
         timeout=30,
     )
-    assert res.returncode == 1
+    assert res.returncode == 2
     assert (
         'webhooks.events[1]: unknown event "channel_dwn" (did you mean "channel_down"?); '
         'the events are "channel_down", "channel_up", "unpriced_model", "budget"'

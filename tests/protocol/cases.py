@@ -1,6 +1,6 @@
 """The exchange table: what a client sends, what each upstream answers, what must come out.
 
-Every expectation is derived from the case definition and SPEC section 3, not
+Every expectation is derived from the case definition and docs/contract.md section 3, not
 recorded from the gateway:
 
 - upstream request = `POST <channel prefix><ingress path> HTTP/1.1`, the
@@ -254,7 +254,7 @@ def error_json(message: str, type_: str, code: str | None) -> bytes:
 
 
 def openai_error_event(message: str) -> bytes:
-    """SPEC section 3: an upstream failure after bytes reached the client."""
+    """docs/contract.md section 3: an upstream failure after bytes reached the client."""
     err = {"error": {"message": message, "type": "server_error", "param": None, "code": None}}
     return b"data: " + orjson.dumps(err) + b"\n\n"
 

@@ -1,6 +1,6 @@
 """Backpressure both ways and a vanishing client, seen on the fake transports.
 
-SPEC section 3: a slow client slows the upstream read (the client transport's
+docs/contract.md section 3: a slow client slows the upstream read (the client transport's
 `pause_writing` pauses reading the upstream); a slow upstream slows reading the
 client; a client that goes away cancels the upstream request and its connection
 is closed, and what was used is still logged.

@@ -765,7 +765,7 @@ def test_check_config_main_failure(tmp_path: Path, capsys: pytest.CaptureFixture
         '[server]\nport = "80"\n[[channels]]\nname = "o"\ntype = "openai"\n'
         'base_url = "https://x"\nmodels = ["m"]\nweight = -1\n'
     )
-    assert check_config_main(str(f)) == 1
+    assert check_config_main(str(f)) == 2
     cap = capsys.readouterr()
     assert cap.out == ""
     lines = cap.err.splitlines()
@@ -776,11 +776,11 @@ def test_check_config_main_failure(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_check_config_main_missing_and_syntax(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert check_config_main(str(tmp_path / "absent.toml")) == 1
+    assert check_config_main(str(tmp_path / "absent.toml")) == 2
     assert "file not found" in capsys.readouterr().err
     f = tmp_path / "bad.toml"
     f.write_text("this is = = not toml")
-    assert check_config_main(str(f)) == 1
+    assert check_config_main(str(f)) == 2
     assert "invalid TOML" in capsys.readouterr().err
 
 

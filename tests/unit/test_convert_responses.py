@@ -1,4 +1,4 @@
-"""Non-stream response conversion, usage mapping (SPEC section 5) and error bodies.
+"""Non-stream response conversion, usage mapping (docs/contract.md section 5) and error bodies.
 
 Outputs are also validated against the providers' own SDK models (anthropic, openai,
 google-genai), so a shape the SDKs would reject cannot pass.
@@ -55,7 +55,7 @@ def chat_completion(message, finish="stop", usage=None):
 
 
 # ==================================================================================
-# usage (SPEC section 5)
+# usage (docs/contract.md section 5)
 # ==================================================================================
 
 
@@ -317,7 +317,8 @@ def test_gemini_response_to_openai_with_calls_and_thoughts():
     openai.types.chat.ChatCompletion.model_validate(out)
     assert out["id"] == "chatcmpl-resp-1"
     choice = out["choices"][0]
-    assert choice["finish_reason"] == "tool_calls"  # SPEC: a Gemini function call -> tool_calls
+    # docs/contract.md section 5: a Gemini function call -> tool_calls
+    assert choice["finish_reason"] == "tool_calls"
     msg = choice["message"]
     assert msg["content"] == "Let me check."
     assert msg["reasoning_content"] == "thinking..."

@@ -390,7 +390,7 @@ def test_anthropic_to_openai_full_stream():
     assert json.loads(res["tools"][0]["args"]) == {"city": "Paris", "days": 3}
     assert res["finish"] == "tool_calls"
     assert res["done"] and not res["errors"]
-    # SPEC 5: prompt = input + cache read + cache write; cached = cache read
+    # docs/contract.md section 5: prompt = input + cache read + cache write; cached = cache read
     assert res["usage"] == {
         "prompt_tokens": 146,
         "completion_tokens": 57,
@@ -629,7 +629,7 @@ def test_openai_to_anthropic_full_stream():
     ]
     assert res["stop"] == "tool_use"
     assert res["stopped"] and not res["errors"]
-    # SPEC 5: input = prompt - cached; cache read = cached
+    # docs/contract.md section 5: input = prompt - cached; cache read = cached
     assert res["usage"]["input_tokens"] == 20
     assert res["usage"]["cache_read_input_tokens"] == 100
     assert res["usage"]["output_tokens"] == 30

@@ -1,4 +1,4 @@
-"""The layer contract of DESIGN.md holds (pyproject.toml [tool.importlinter]).
+"""The layer contract of docs/design.md holds (pyproject.toml [tool.importlinter]).
 
 `.ci/run` runs `lint-imports` too; this test makes the README's test command
 check it as well, and checks that the contract would notice a violation.

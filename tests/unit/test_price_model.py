@@ -1,5 +1,5 @@
 """The price model (gateway/billing.py) and the usage estimator (scan/estimate.py),
-sans-IO. Expected figures are written out by hand from SPEC section 5 (pico-dollars
+sans-IO. Expected figures are written out by hand from docs/contract.md section 5 (pico-dollars
 per token = USD per 1M x 1e6; one rounding, half up, to micro-dollars)."""
 
 from __future__ import annotations

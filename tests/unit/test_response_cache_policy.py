@@ -1,6 +1,6 @@
 """The response cache's policy pieces that need no process: the canonical key,
 the header modes, the stored value's encoding, error detection, the memory
-backend's bounds, and the config rules of `[cache]` (SPEC section 7)."""
+backend's bounds, and the config rules of `[cache]` (docs/contract.md section 7)."""
 
 from __future__ import annotations
 

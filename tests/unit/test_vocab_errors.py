@@ -15,8 +15,8 @@ from fastgate import errors
 from fastgate.convert import convert_error_body, error_body
 from fastgate.vocab.errors import ERRORS, error_kind
 
-# SPEC section 3: status, code, type for the gateway's own errors
-SPEC_TABLE = [
+# docs/contract.md section 3: status, code, type for the gateway's own errors
+CONTRACT_TABLE = [
     (errors.InvalidRequest, 400, "invalid_request", "invalid_request_error"),
     (errors.InvalidToken, 401, "invalid_token", "invalid_request_error"),
     (errors.TokenExpired, 401, "token_expired", "invalid_request_error"),
@@ -32,7 +32,7 @@ SPEC_TABLE = [
 ]
 
 
-@pytest.mark.parametrize(("cls", "status", "code", "type_"), SPEC_TABLE)
+@pytest.mark.parametrize(("cls", "status", "code", "type_"), CONTRACT_TABLE)
 def test_gateway_errors_follow_spec_section_3(cls, status, code, type_) -> None:
     assert (cls.status, cls.code, cls.type) == (status, code, type_)
     assert ERRORS[status].type == type_
@@ -65,7 +65,7 @@ def test_gateway_and_converted_errors_agree(cls) -> None:
         (408, "timeout_error", "DEADLINE_EXCEEDED"),  # converted: INVALID_ARGUMENT before
         (504, "timeout_error", "DEADLINE_EXCEEDED"),  # was api_error for ours
         (405, "invalid_request_error", "INVALID_ARGUMENT"),  # was api_error / UNKNOWN for ours
-        # SPEC section 3's own names
+        # docs/contract.md section 3's own names
         (400, "invalid_request_error", "INVALID_ARGUMENT"),
         (401, "authentication_error", "UNAUTHENTICATED"),
         (403, "permission_error", "PERMISSION_DENIED"),

@@ -65,7 +65,7 @@ def openai_request_to_anthropic(
     """Anthropic Messages request for a hub (OpenAI chat) request.
 
     Anthropic requires `max_tokens`; when the client gave none the channel's
-    `default_max_tokens` is used (SPEC section 5).
+    `default_max_tokens` is used (docs/contract.md section 5).
     """
     req = require_dict(req, "request body")
     out: dict[str, Any] = {"model": req.get("model")}

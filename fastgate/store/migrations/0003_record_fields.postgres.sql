@@ -1,4 +1,4 @@
--- Usage record fields of SPEC section 5 (version 3, Postgres). Keep in step with
+-- Usage record fields of docs/contract.md section 5 (version 3, Postgres). Keep in step with
 -- 0003_record_fields.sqlite.sql.
 ALTER TABLE usage_records ADD COLUMN unpriced BOOLEAN NOT NULL DEFAULT FALSE;
 ALTER TABLE usage_records ADD COLUMN router TEXT NOT NULL DEFAULT '';
