@@ -34,7 +34,7 @@ def serve(args: argparse.Namespace) -> int:
     except OSError as exc:  # binding: permission denied, unknown host, address not here
         host = cfg.server.host if args.host is None else args.host
         port = cfg.server.port if args.port is None else args.port
-        print(f"fastgate: cannot serve on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"fastgate: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
 
 

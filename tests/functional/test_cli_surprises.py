@@ -268,7 +268,7 @@ def test_serve_cannot_bind(tmp_path: Path) -> None:
     proc = fastgate(
         "serve", "-c", str(cfg), "--host", "no-such-host.invalid", "--port", "0", cwd=tmp_path
     )
-    one_line(proc, FAILED, "cannot serve on no-such-host.invalid:0")
+    one_line(proc, FAILED, "cannot listen on no-such-host.invalid:0")
     prefix = _unprivileged()
     if int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text()) <= 81:
         pytest.skip("ports below 1024 are not privileged on this machine")
