@@ -12,6 +12,7 @@ the gateway's RSS growing by its size.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sqlite3
 import threading
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx2
 import openai
 import pytest
@@ -280,3 +282,37 @@ def test_billed_once_across_a_restart(env: Env, tmp_path: Path) -> None:
             (f"batch:{fid}",),
         ).fetchall()
     assert rows == [("big", BIG_COST), ("gpt-4o-mini", MINI_COST)]
+
+
+def test_billed_once_across_instances_on_postgres(env: Env, tmp_path: Path, pg_db: str) -> None:
+    oa = env.oa
+    fid = oa.add_batch_output(RESULTS)
+    key = make_key()
+    text = config(oa, key, make_key()) + f'\n[database]\nurl = "{pg_db}"\n'
+
+    async def stored() -> list[tuple[str, int]]:
+        con = await asyncpg.connect(pg_db)
+        try:
+            rows = await con.fetch(
+                "SELECT model, cost_micros FROM usage_records WHERE request_id = $1 ORDER BY model",
+                f"batch:{fid}",
+            )
+        finally:
+            await con.close()
+        return [(r["model"], r["cost_micros"]) for r in rows]
+
+    a = Env(Gateway(tmp_path / "a", text).start(), oa, key, "", text, tmp_path / "a")
+    b = Env(Gateway(tmp_path / "b", text).start(), oa, key, "", text, tmp_path / "b")
+    try:
+        download(a, fid)
+        assert len(wait_batch_records(a, fid, 2)) == 2
+        deadline = time.monotonic() + 5
+        while len(asyncio.run(stored())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        download(b, fid)  # another instance: the store says the file was billed
+        settle()
+        assert batch_records(b, fid) == []
+    finally:
+        a.gw.close()
+        b.gw.close()
+    assert asyncio.run(stored()) == [("big", BIG_COST), ("gpt-4o-mini", MINI_COST)]
