@@ -5,9 +5,10 @@ fake serves a batch output file with scripted usage for two models; the
 download (`client.files.content`) bills each model's results at its price x
 `batch_multiplier`, one record per model (service tier "batch"), computed here
 by hand in integer pico-dollars; a second download bills nothing, also after a
-restart (the store is asked); a file that is not batch output bills nothing; a
-download cut before its end bills nothing; a file of several MB passes without
-the gateway's RSS growing by its size.
+restart and on a second instance sharing Postgres (the store is asked); a file
+that is not batch output bills nothing; Anthropic batch results are a 404 (no
+passthrough); a download cut before its end bills nothing; a file of several
+MB passes without the gateway's RSS growing by its size.
 """
 
 from __future__ import annotations
@@ -316,3 +317,11 @@ def test_billed_once_across_instances_on_postgres(env: Env, tmp_path: Path, pg_d
         a.gw.close()
         b.gw.close()
     assert asyncio.run(stored()) == [("big", BIG_COST), ("gpt-4o-mini", MINI_COST)]
+
+
+def test_anthropic_batch_results_have_no_passthrough(env: Env) -> None:
+    r = httpx2.get(
+        env.gw.url + "/v1/messages/batches/msgbatch_1/results",
+        headers={"x-api-key": env.key, "anthropic-version": "2023-06-01"},
+    )
+    assert r.status_code == 404  # not passed through: Anthropic batches are not billed
