@@ -99,6 +99,7 @@ class App:
         self.quota_used: dict[str, int] = {}  # token name -> micro-dollars used
         self.last_cost: dict[tuple[str, str], int] = {}  # (key, model) -> micro-dollars
         self.charge_hook: Any = None  # the store's quota write-behind, when there is a store
+        self.uids_present: Any = None  # uids -> awaitable count in the store (batch billing)
         # /ready's store fields: {"store": "ok" | "connecting" | "unreachable"[, "store_error"]}
         self.store_status: dict[str, Any] = {"store": "ok"}  # the worker's StoreLink.view
         self.file_cfg = cfg

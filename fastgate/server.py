@@ -270,6 +270,8 @@ class Worker:
         for name, used in self.state.quota_used.items():
             app.quota_used[name] = used + quota.pending.get(name, 0)
         app.charge_hook = quota.charge
+        store = self.store  # batch billing asks it whether a file was billed already
+        app.uids_present = lambda uids: store.call(store.uids_present(uids))
         quota.start()
         self._tasks.append(asyncio.get_running_loop().create_task(self._refresh_loop()))
         # Budgets: the current periods' spend (and what was charged meanwhile)

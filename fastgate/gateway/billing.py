@@ -217,3 +217,31 @@ def tiered_pico(price: IntPrice, read: int, write: int, uncached: int, output: i
 def _overlap(lo: int, hi: int, a: int, b: int) -> int:
     n = (hi if hi < b else b) - (lo if lo > a else a)
     return n if n > 0 else 0
+
+
+def batch_amount(price: IntPrice, usage: Usage) -> int:
+    """One batch result's price before the group ratio and the rounding:
+    pico-dollars x `batch_multiplier` (ppm), whatever tier the line reports.
+    Summed over a file's results, then rounded once by `micros_of`. (The
+    arithmetic of `cost_micros`, not shared with it: that one is on the hot
+    path, where every call counts.)"""
+    read = usage.cached_tokens
+    write = usage.cache_write_tokens
+    uncached = usage.prompt_tokens - read - write
+    if uncached < 0:
+        uncached = 0
+    if price.tiers:
+        amount = tiered_pico(price, read, write, uncached, usage.completion_tokens)
+    else:
+        amount = (
+            uncached * price.input
+            + read * price.cache_read
+            + write * price.cache_write
+            + usage.completion_tokens * price.output
+        )
+    return amount * price.batch_ppm
+
+
+def micros_of(amount: int, ratio_ppm_: int = PPM) -> int:
+    """Micro-dollars of a `batch_amount` sum under a group ratio, rounded half up once."""
+    return (amount * ratio_ppm_ + _DEN // 2) // _DEN

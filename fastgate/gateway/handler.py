@@ -36,7 +36,7 @@ from fastgate.gateway.context import OPENAI_INGRESS, RequestContext
 from fastgate.gateway.converting import collect_complete, conv_failed, convert_head
 from fastgate.gateway.outbound import other_request
 from fastgate.gateway.parts import ExchangeParts
-from fastgate.gateway.passthrough import PASSTHROUGH
+from fastgate.gateway.passthrough import FILE_CONTENT, PASSTHROUGH
 from fastgate.gateway.passthrough import PLAIN_INGRESS as UNREAD  # answers not read for usage
 from fastgate.gateway.routing import attempt_plan
 from fastgate.gateway.states import (
@@ -349,9 +349,13 @@ class Exchange(ExchangeParts):
                 self.transform = tr = Transform.collecting()
                 tr.head = parts
                 return
-            inject = ctx.inject
-            self.transform = Transform.passthrough(
-                ctx.ingress.protocol, 200 <= status < 300 and ctx.ingress is not UNREAD, sse, inject
+            inject, ing = ctx.inject, ctx.ingress  # (a file's content: batch_billing.py)
+            self.transform = (
+                Transform.passthrough(
+                    ing.protocol, 200 <= status < 300 and ing is not UNREAD, sse, inject
+                )
+                if ing is not FILE_CONTENT
+                else Transform.file_content(self, status)
             )
             length = conn.content_length
             w.begin(parts, conn, length if length and not (sse and inject) else b"")

@@ -19,7 +19,10 @@ POST whose JSON body names a `model`). Those go upstream as they are:
   record has no model, and counts the tokens of a `usage` object in the JSON
   answer to a POST (audio transcriptions report one); GET and DELETE answers
   are not read (a retrieved batch or response reports usage that was billed
-  when it was made), so their records carry no tokens and no cost.
+  when it was made), so their records carry no tokens and no cost. One
+  exception: the content of a batch output file (`GET /v1/files/{id}/content`)
+  is scanned as it passes and its results billed at the batch price when the
+  download completes (`batch_billing.py`).
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ PASSTHROUGH = "passthrough"
 # others' are not (see the module docstring).
 POST_INGRESS = protocols.Ingress(OPENAI, PASSTHROUGH)
 PLAIN_INGRESS = protocols.Ingress(OPENAI, PASSTHROUGH)
+# A third: `GET /v1/files/{id}/content`, read for batch results (`batch_billing.py`).
+FILE_CONTENT = protocols.Ingress(OPENAI, PASSTHROUGH)
 
 # Endpoints routed by the model of their JSON body (never passed through modelless).
 MODEL_PATHS = frozenset(
@@ -65,7 +70,12 @@ def classify(ctx: RequestContext) -> None:
         raise errors.InvalidRequest(f"{path.decode('latin-1')} takes a JSON body")
     if path.startswith(b"/v1/messages"):  # Anthropic's, and answered by model only
         raise errors.NotFound(f"no route for {method.decode()} {path.decode('latin-1')}")
-    ctx.ingress = POST_INGRESS if method == b"POST" else PLAIN_INGRESS
+    if method == b"POST":
+        ctx.ingress = POST_INGRESS
+    elif method == b"GET" and path.endswith(b"/content") and path.startswith(b"/v1/files/"):
+        ctx.ingress = FILE_CONTENT
+    else:
+        ctx.ingress = PLAIN_INGRESS
     ctx.model = ctx.requested = ""
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from fastgate.convert import error_event
 from fastgate.gateway import protocols
+from fastgate.gateway.batch_billing import BatchOutput, file_id
 from fastgate.scan.anthropic import AnthropicUsage
 from fastgate.scan.gemini import GeminiUsage
 from fastgate.scan.openai import OpenAIBodyUsage, OpenAIStreamUsage
@@ -65,6 +66,17 @@ class Transform:
         if scanner is not None:
             self.kind = OBSERVE if scanner.__class__ is OpenAIBodyUsage else SCAN
             self.scanner = scanner
+        return self
+
+    @classmethod
+    def file_content(cls, ex: Any, status: int) -> Transform:
+        """A file's content (`GET /v1/files/{id}/content`): bytes as they are, a
+        200's read for batch results (`batch_billing.py`)."""
+        self = cls.__new__(cls)
+        self._blank()
+        fid = file_id(ex.ctx.head.path) if status == 200 else ""
+        if fid:
+            self.kind, self.scanner = SCAN, BatchOutput(ex, fid)
         return self
 
     @classmethod
@@ -121,6 +133,8 @@ class Transform:
             rest = scanner.close()
             if rest:
                 return scanner.feed(rest)
+        elif scanner.__class__ is BatchOutput:  # a whole download: its results are billed
+            scanner.complete()
         return b""
 
     def collected(self) -> bytes | None:

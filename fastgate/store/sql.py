@@ -20,6 +20,7 @@ import orjson
 
 from fastgate.config import generate_key
 from fastgate.store.base import Store
+from fastgate.store.batches import BatchQueries
 from fastgate.store.errors import Conflict, InvalidEntry, NotFound, SecretKeyMissing
 from fastgate.store.kinds import (
     CHANNEL_SECRETS,
@@ -72,7 +73,7 @@ class Tx(abc.ABC):
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
 
 
-class SQLStore(UnpricedQueries, RunQueries, Store):
+class SQLStore(BatchQueries, UnpricedQueries, RunQueries, Store):
     """The SQL both backends share: CRUD, load, quotas, usage queries (run
     statistics: runs.py).
 

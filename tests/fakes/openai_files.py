@@ -10,6 +10,11 @@ transcriptions and image generation, in OpenAI's wire format.
 - `POST /v1/batches` (`input_file_id` of a stored file, `endpoint`,
   `completion_window`), `GET /v1/batches/{id}`: a batch object, `completed` when
   retrieved, with the `usage` OpenAI reports for a batch (input/output tokens).
+- `add_batch_output(results)`: a batch output file in OpenAI's format (one
+  line per request: `{"id","custom_id","response":{"status_code","request_id",
+  "body"},"error"}`, chat completion bodies with the scripted model and usage;
+  a result without usage is a failed request, `response` null and `error` set),
+  stored as a file of purpose `batch_output` and served by `.../content`.
 - `POST /v1/audio/transcriptions` (multipart `file`, `model`): `{"text","usage"}`
   with token usage as gpt-4o-transcribe reports it (input = audio bytes / 1000,
   output = words of the text).
@@ -20,6 +25,7 @@ transcriptions and image generation, in OpenAI's wire format.
 from __future__ import annotations
 
 import base64
+import json
 import time
 import uuid
 from typing import Any
@@ -160,6 +166,55 @@ class OpenAIFiles:
                 del self.files[fid]
             return self._json(rec, {"id": fid, "object": "file", "deleted": True})
         return self._fail(rec, 404, f"Invalid URL ({method} {request.path})", None)
+
+    def add_batch_output(self, results: list[tuple[str, dict | None]], pad: int = 0) -> str:
+        """Store a batch output file: one line per (model, usage) result (usage
+        None: a failed request); each answer's text is `pad` characters long.
+        Returns the file id."""
+        lines = []
+        for i, (model, usage) in enumerate(results):
+            line: dict[str, Any] = {"id": f"batch_req_{i}", "custom_id": f"request-{i}"}
+            if usage is None:
+                line["response"] = None
+                line["error"] = {"code": "batch_expired", "message": "not completed in time"}
+            else:
+                body = {
+                    "id": f"chatcmpl-{i}",
+                    "object": "chat.completion",
+                    "created": CREATED,
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": "x" * pad},
+                            "logprobs": None,
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": usage,
+                    "service_tier": "default",
+                    "system_fingerprint": "fp_fake",
+                }
+                line["response"] = {"status_code": 200, "request_id": f"req_{i}", "body": body}
+                line["error"] = None
+            lines.append(json.dumps(line, separators=(",", ":")))
+        data = ("\n".join(lines) + "\n").encode()
+        fid = "file-" + uuid.uuid4().hex[:24]
+        obj = {
+            "id": fid,
+            "object": "file",
+            "bytes": len(data),
+            "created_at": CREATED,
+            "filename": "batch_output.jsonl",
+            "purpose": "batch_output",
+            "status": "processed",
+            "expires_at": None,
+            "status_details": None,
+        }
+        with self._lock:
+            self.files[fid] = data
+            self.file_objects[fid] = obj
+        return fid
 
     # -- batches -------------------------------------------------------------------------
 
