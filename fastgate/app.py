@@ -36,6 +36,7 @@ SWEEP_INTERVAL = 0.05
 COOLDOWNS = declare(
     "fastgate_upstream_cooldowns_total",
     "Channels put in cooldown by an upstream's rate-limit answer (429, or a budget at 0).",
+    labelled=True,
 )
 
 
@@ -57,6 +58,8 @@ class App:
         self.breakers = Breakers(cfg.routing.breaker_failures, cfg.routing.breaker_cooldown)
         bind_breakers(snapshot.plans, self.breakers)
         self.metrics = Metrics()
+        if hasattr(sink, "observe"):  # the per-request metrics, folded from the records
+            sink.observe = self.fold_records
         self.mock = MockProvider(loop)
         rl = cfg.ratelimit
         # The fleet's shared state (`[ratelimit] backend = "redis"`): one pool per
@@ -115,6 +118,10 @@ class App:
     def new_request_id(self) -> bytes:
         self._rid += 1
         return b"%b%x" % (self._rid_prefix, self._rid)
+
+    def fold_records(self, batch: list[Any]) -> None:
+        """The sink ships a batch of usage records: count them in the metrics."""
+        self.metrics.fold(batch, self.snapshot)
 
     def quota_left(self, token: Any) -> int:
         return token.quota_micros - self.quota_used.get(token.name, 0)

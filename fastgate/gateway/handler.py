@@ -224,6 +224,7 @@ class Exchange(ExchangeParts):
         att = self.attempts
         ctx = self.ctx
         self._to(CONNECTING)
+        self.writer.t_up = time.time()  # this attempt's upstream window (writer.py)
         convert = att.convert = ch.protocol != ctx.ingress.protocol
         if ch.is_mock:
             if convert:
@@ -374,11 +375,14 @@ class Exchange(ExchangeParts):
     def up_complete(self, conn: Any) -> None:
         try:
             self.attempts.conn = None
+            w = self.writer
+            if w.t_up:  # the upstream's part ends here (a collected body is converted after)
+                w.up_s += time.time() - w.t_up
+                w.t_up = 0.0
             tr = self.transform
             if tr.kind == COLLECT:
                 collect_complete(self, conn)
                 return
-            w = self.writer
             if tr.kind >= SCAN:  # a stream scanner or converter may hold a last event
                 try:
                     rest = tr.end()
@@ -409,6 +413,7 @@ class Exchange(ExchangeParts):
                     att.stale_retry = True
                     self._to(CONNECTING)
                     self.writer.reset()
+                    self.writer.t_up = time.time()  # still this attempt's window
                     self.transform = None
                     att.cancel_acquire = app.pool.acquire(
                         att.channel.origin, self.on_conn, self.on_conn_error
@@ -418,7 +423,7 @@ class Exchange(ExchangeParts):
                 return
             # Bytes already reached the client: no failover. End the stream with an
             # error event in its format, or cut the connection if it is not a stream.
-            app.metrics.attempt(att.channel.name, kind)
+            app.metrics.upstream_error(att.channel.name, kind)
             att.breaker.failure()
             tr = self.transform
             tr.abort()

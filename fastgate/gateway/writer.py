@@ -8,10 +8,20 @@ every proxied request, in this order and once: the last bytes are flushed, the
 upstream connection goes back to the pool, the request is accounted
 (`accounting.account`, the same call as the fast path's), and the client
 connection is handed back (`client.finish`), or not when the client is gone.
+
+Gateway time (the record's `gateway_ms`) is the latency minus the request's
+upstream windows. A window opens when an attempt starts (`t_up`: asking the
+pool for a connection, connecting, writing, waiting for the head and reading
+the response are the upstream's) and closes when the attempt fails or its
+response's last byte arrived (`up_s` adds the closed ones up). What is left is
+the gateway's own: auth, admission (its Redis round trips included), routing,
+moving on to the next candidate, converting a collected body, the last write
+to the client and accounting. A stream is forwarded inside its window.
 """
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from fastgate.gateway.accounting import account
@@ -39,6 +49,8 @@ class ResponseWriter:
         "request_id",
         "status",
         "t_first",
+        "t_up",
+        "up_s",
         "upstream_request_id",
     )
 
@@ -56,6 +68,8 @@ class ResponseWriter:
         self.request_id = request_id
         self.status = 0  # the accepted upstream status (0: no head accepted)
         self.t_first = 0.0  # when that head arrived (time to first byte)
+        self.t_up = 0.0  # when the current attempt's upstream window opened (0: none open)
+        self.up_s = 0.0  # seconds of the upstream windows already closed
         self.upstream_request_id = b""
         self.head_out: bytes | None = None  # the head, until the first body bytes
         self.out: list[bytes] = [] if out is None else out  # framed bytes not yet written
@@ -138,7 +152,11 @@ class ResponseWriter:
         return keep
 
     def reset(self) -> None:
-        """Forget what a failed attempt's response head set up (nothing was sent)."""
+        """Forget what a failed attempt's response head set up (nothing was sent);
+        its upstream window closes."""
+        if self.t_up:
+            self.up_s += time.time() - self.t_up
+            self.t_up = 0.0
         self.head_out = None
         self.out.clear()
         self.chunked = False
@@ -188,6 +206,8 @@ class ResponseWriter:
         app.inflight -= 1
         counts = app.metrics.status
         counts[status] = counts.get(status, 0) + 1
+        now = time.time()
+        up = self.up_s + (now - self.t_up if self.t_up else 0.0)
         account(
             app,
             self.head,
@@ -207,6 +227,7 @@ class ResponseWriter:
             attempts,
             self.client.client_ip,
             cache_hit,
+            gateway_ms=int((now - self.head.t0 - up) * 1_000_000) / 1000,
         )
         if limited is not None:  # the admission's ticket
             app.limits.done(

@@ -6,10 +6,12 @@ for every batch they encoded and wrote. Here the worker keeps only a list:
 - `append(record)` is a list append and a length check (hot path). The first
   record of a batch arms one timer on the event loop (`flush_interval`); the
   batch leaves when the timer fires or when it holds `batch_size` records.
-- shipping a batch = one `orjson.dumps` of the list (records are tuples in
-  RECORD_FIELDS order, or dicts) and one non-blocking `send` on an AF_UNIX
-  socket to the writer process; what the socket does not take waits in an
-  outbox written when the loop says the socket is writable. No thread.
+- shipping a batch = `observe(batch)` (the metrics fold the records: the
+  per-request families cost the hot path nothing), one `orjson.dumps` of the
+  list (records are tuples in RECORD_FIELDS order, or dicts) and one
+  non-blocking `send` on an AF_UNIX socket to the writer process; what the
+  socket does not take waits in an outbox written when the loop says the
+  socket is writable. No thread. A scrape ships at once (`ship`).
 - every batch is kept (as its encoded frame) until the writer acks it as
   settled. If the writer dies (EOF on the socket), a new one is started (after
   a short backoff if they keep dying) and every unacked frame is sent again, in
@@ -105,6 +107,9 @@ class WriterSink:
         self._restarts: list[float] = []
         self._restart_timer: asyncio.TimerHandle | None = None
         self.restarts = 0
+        # Called with every batch as it leaves (before a full queue drops it):
+        # App sets it to fold the records into the metrics.
+        self.observe: Any = None
 
     # -- counters -----------------------------------------------------------------------
 
@@ -175,6 +180,11 @@ class WriterSink:
         elif n >= self.batch_size:
             self._ship()
 
+    def ship(self) -> None:
+        """Send what waits now, without waiting for the timer (a scrape: the
+        metrics folded from the records are then exact)."""
+        self._ship()
+
     def _append_closed(self, record: Any) -> None:
         self._dropped_here += 1
 
@@ -187,6 +197,11 @@ class WriterSink:
         if not buf:
             return
         self._buf = []
+        if self.observe is not None:
+            try:
+                self.observe(buf)
+            except Exception:  # the metrics must never cost a record
+                log.exception("usage sink: folding records into the metrics failed")
         if self._inflight + len(buf) > self.max_queue:
             self._dropped_here += len(buf)
             self._warn_drops()
