@@ -15,7 +15,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import time
 from typing import Any
 
@@ -24,6 +23,7 @@ import uvloop
 from fastgate.app import App
 from fastgate.config import Config, ConfigError, load_config
 from fastgate.http.client import ClientProtocol
+from fastgate.logs import announce
 from fastgate.siblings import Siblings
 from fastgate.snapshot import build_snapshot
 from fastgate.store.base import QuotaSync, merge, store_for
@@ -274,7 +274,7 @@ class Worker:
         await site.start()
         self.admin_runner = runner
         bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        print(f"fastgate: admin on http://{admin.host}:{bound}", file=sys.stderr, flush=True)
+        announce(f"admin on http://{admin.host}:{bound}")
 
     def status(self) -> dict[str, Any]:
         app = self.app

@@ -14,11 +14,11 @@ import os
 import shutil
 import signal
 import socket
-import sys
 import tempfile
 from typing import Any
 
 from fastgate.config import Config
+from fastgate.logs import announce
 from fastgate.server import _run_worker
 
 log = logging.getLogger("fastgate")
@@ -45,11 +45,7 @@ def serve(
     workers = workers if workers is not None else cfg.server.workers
     sock = bind(host, port)
     bound = sock.getsockname()[1]
-    print(
-        f"fastgate: listening on http://{host}:{bound} (workers={workers}, pid={os.getpid()})",
-        file=sys.stderr,
-        flush=True,
-    )
+    announce(f"listening on http://{host}:{bound} (workers={workers}, pid={os.getpid()})")
     if workers <= 1:
         return _run_worker(cfg, sock)
     limited = [t.name for t in cfg.tokens if t.rpm or t.tpm or t.max_concurrency]

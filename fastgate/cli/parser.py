@@ -29,6 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, help="listen port, 0 = ephemeral (overrides [server] port)")
     s.add_argument("--workers", type=int, help="processes sharing the port (SO_REUSEPORT)")
     s.add_argument("--log-level", help="debug | info | warning | error")
+    s.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="application logs as text or one JSON object per line (overrides [logging] format)",
+    )
     c = sub.add_parser("check-config", help="validate a config file")
     c.set_defaults(main=serve.check_config)
     c.add_argument("file")

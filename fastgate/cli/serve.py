@@ -17,12 +17,9 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"fastgate: invalid config {args.config}:\n{exc}", file=sys.stderr)
         return 2
-    level = (args.log_level or cfg.logging.level).upper()
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from fastgate import logs
+
+    logs.setup(args.log_level or cfg.logging.level, args.log_format or cfg.logging.format)
     for warning in config_warnings(cfg):
         logging.getLogger("fastgate").warning("%s", warning)
     if args.workers is not None and args.workers < 1:

@@ -188,7 +188,7 @@ class Exchange(ExchangeParts):
         ctx = self.ctx
         ch = att.pick(self.app, ctx.model)
         if ch is None:
-            self.local_error(att.give_up_error(ctx.model))
+            self.local_error(att.give_up_error(ctx.model, ctx.request_id))
             return
         if ch is WAIT:
             self.app.spawn(self._channel_later())
@@ -224,6 +224,8 @@ class Exchange(ExchangeParts):
         att = self.attempts
         ctx = self.ctx
         self._to(CONNECTING)
+        if att.count > 1:
+            att.log_failover(ctx.request_id)
         self.writer.t_up = time.time()  # this attempt's upstream window (writer.py)
         convert = att.convert = ch.protocol != ctx.ingress.protocol
         if ch.is_mock:
@@ -285,7 +287,7 @@ class Exchange(ExchangeParts):
     def attempt_failed(self, kind: str) -> None:
         """The attempt failed before any byte reached the client: the next one."""
         self._to(FAILED_OVER)
-        self.attempts.failed(self.app, kind)
+        self.attempts.failed(self.app, kind, self.ctx.request_id)
         self.writer.reset()
         self.transform = None
         self.attempt()
@@ -423,8 +425,7 @@ class Exchange(ExchangeParts):
                 return
             # Bytes already reached the client: no failover. End the stream with an
             # error event in its format, or cut the connection if it is not a stream.
-            app.metrics.upstream_error(att.channel.name, kind)
-            att.breaker.failure()
+            att.failed_mid_response(app, kind, self.ctx.request_id)
             tr = self.transform
             tr.abort()
             w = self.writer
@@ -577,9 +578,8 @@ class Exchange(ExchangeParts):
         """A bug or an illegal transition: log it, answer 500 (nothing sent yet) or
         cut the response; stop the upstream. The event loop carries on."""
         state = self.state
-        log.exception(
-            "request %s failed in state %s", self.ctx.request_id.decode("latin-1"), state.name
-        )
+        rid = self.ctx.request_id.decode("latin-1")
+        log.exception("request %s failed in state %s", rid, state.name, extra={"request_id": rid})
         if state is DONE:
             return
         self.writer.force_close = True

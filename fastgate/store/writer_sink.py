@@ -47,6 +47,7 @@ from typing import Any
 
 import orjson
 
+from fastgate import logs
 from fastgate.store.usage import with_uid
 from fastgate.store.writer import HEADER
 
@@ -328,6 +329,7 @@ class WriterSink:
             "spool_file_records": self.spool_file_records,
             "store_options": self.store_options,
             "log_level": logging.getLogger("fastgate").getEffectiveLevel(),
+            "log_format": logs.current,
         }
 
     def _spawn(self) -> None:
