@@ -176,7 +176,7 @@ class Attempts:
                 err = errors.UpstreamError(f"all {self.count} attempt(s) failed: " + listed)
         rid = request_id.decode("latin-1")
         log.log(
-            logging.INFO if err.status == 503 else logging.WARNING,  # 503: the breakers said
+            logging.DEBUG if err.status == 503 else logging.WARNING,  # 503: the breakers said
             "request %s: answered %d: %s",
             rid,
             err.status,
