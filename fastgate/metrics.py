@@ -90,29 +90,27 @@ HISTOGRAMS = (  # (name, help, bounds, index of its counts in a series)
 TOKEN_KINDS = ("prompt", "completion", "cached", "cache_write")  # series[6:10]
 COST = 10  # series[10]: integer micro-dollars
 
-# What `fold` takes from a record, in this order: the requests counter's key
+# The record fields `fold` reads, in this order: the requests counter's key
 # (ingress, model, channel, status), then latency, ttfb, gateway time, the four
 # token counts and the cost.
-_ROW = itemgetter(
-    *(
-        FIELD_INDEX[f]
-        for f in (
-            "ingress",
-            "model",
-            "channel",
-            "status",
-            "latency_ms",
-            "ttfb_ms",
-            "gateway_ms",
-            "prompt_tokens",
-            "completion_tokens",
-            "cached_tokens",
-            "cache_write_tokens",
-            "cost_micros",
-        )
+_FOLDED = tuple(
+    FIELD_INDEX[f]
+    for f in (
+        "ingress",
+        "model",
+        "channel",
+        "status",
+        "latency_ms",
+        "ttfb_ms",
+        "gateway_ms",
+        "prompt_tokens",
+        "completion_tokens",
+        "cached_tokens",
+        "cache_write_tokens",
+        "cost_micros",
     )
 )
-_KEY = itemgetter(0, 1, 2, 3)
+_WIDTH = len(RECORD_FIELDS)
 _NUMERIC = (
     "status",
     "latency_ms",
@@ -134,9 +132,10 @@ def _new_series() -> list[Any]:
 
 
 def _as_tuple(record: Any) -> tuple[Any, ...]:
-    """A record given as a dict (or an object) in RECORD_FIELDS order."""
-    if isinstance(record, list):
-        return tuple(record)
+    """A record given as a dict, list, object or older (shorter) tuple, as a
+    tuple in RECORD_FIELDS order (missing fields: 0 or "")."""
+    if isinstance(record, list | tuple):
+        record = dict(zip(RECORD_FIELDS, record, strict=False))
     if not isinstance(record, dict):
         record = {f: getattr(record, f, None) for f in RECORD_FIELDS}
     got = (record.get(f) for f in RECORD_FIELDS)
@@ -191,25 +190,28 @@ class Metrics:
         into the per-request families. `snapshot`: the models it routes are the
         only model labels kept (others count under model="").
 
-        Batched so that the per-record work is C loops (itemgetter, sort,
-        groupby, zip, bisect, sum); Python runs once per group of records
-        with the same labels."""
+        Batched so that the per-record work is C loops (zip, set, sort,
+        groupby, sum); Python runs once per group of records with the same
+        labels (and once per histogram bound)."""
         if not records:
             return
-        try:
-            cols = list(zip(*map(_ROW, records), strict=True))
-        except (IndexError, KeyError, TypeError):  # dicts, objects, short tuples
-            cols = list(zip(*map(_ROW, map(_as_tuple, records)), strict=True))
+        if set(map(type, records)) != {tuple} or set(map(len, records)) != {_WIDTH}:
+            records = [_as_tuple(r) for r in records]  # dicts, lists, older tuples
         if snapshot is not None and snapshot is not self._known_of:
             self._known = frozenset(m for _, m in snapshot.routes)
             self._known_of = snapshot
         known = self._known if snapshot is not None else None
+        every = list(zip(*records, strict=True))  # the batch's columns
+        folded = [every[i] for i in _FOLDED]
         groups: Iterable[tuple[Any, list[Any]]]
-        if all(len(set(c)) == 1 for c in cols[:4]):  # the usual batch: one set of labels
-            groups = ((tuple(c[0] for c in cols[:4]), cols),)
-        else:
-            rows = sorted(zip(*cols, strict=True), key=_KEY)
-            groups = ((k, list(zip(*g, strict=True))) for k, g in groupby(rows, _KEY))
+        if all(len(set(c)) == 1 for c in folded[:4]):  # one set of labels (a quiet batch)
+            groups = ((tuple(c[0] for c in folded[:4]), folded),)
+        else:  # sort the columns by labels, then one slice of each per group
+            keys = list(zip(*folded[:4], strict=True))
+            order = sorted(range(len(keys)), key=keys.__getitem__)
+            take = itemgetter(*order)
+            folded = [take(c) for c in folded]
+            groups = _slices(take(keys), folded)
         requests, series = self.requests, self.series
         with self.lock:
             for (ingress, model, channel, status), cols in groups:
@@ -322,6 +324,15 @@ class Metrics:
     def render(self, app: Any) -> bytes:
         """One process's scrape (no --workers supervisor)."""
         return render_reports([self.report(app)])
+
+
+def _slices(keys: tuple[Any, ...], cols: list[Any]) -> Iterable[tuple[Any, list[Any]]]:
+    """(key, its slice of every column) for each run of equal sorted `keys`."""
+    at = 0
+    for key, run in groupby(keys):
+        n = len(list(run))
+        yield key, [c[at : at + n] for c in cols]
+        at += n
 
 
 def _add_series(into: list[Any], values: list[Any]) -> None:
