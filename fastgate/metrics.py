@@ -204,7 +204,7 @@ class Metrics:
         every = list(zip(*records, strict=True))  # the batch's columns
         folded = [every[i] for i in _FOLDED]
         groups: Iterable[tuple[Any, list[Any]]]
-        if all(len(set(c)) == 1 for c in folded[:4]):  # one set of labels (a quiet batch)
+        if all(c.count(c[0]) == len(c) for c in folded[:4]):  # one set of labels
             groups = ((tuple(c[0] for c in folded[:4]), folded),)
         else:  # sort the columns by labels, then one slice of each per group
             keys = list(zip(*folded[:4], strict=True))

@@ -206,8 +206,6 @@ class ResponseWriter:
         app.inflight -= 1
         counts = app.metrics.status
         counts[status] = counts.get(status, 0) + 1
-        now = time.time()
-        up = self.up_s + (now - self.t_up if self.t_up else 0.0)
         account(
             app,
             self.head,
@@ -227,7 +225,8 @@ class ResponseWriter:
             attempts,
             self.client.client_ip,
             cache_hit,
-            gateway_ms=int((now - self.head.t0 - up) * 1_000_000) / 1000,
+            # latency minus the windows; one still open closes now, so it ends the count
+            gateway_ms=int(((self.t_up or time.time()) - self.head.t0 - self.up_s) * 1e6) / 1000,
         )
         if limited is not None:  # the admission's ticket
             app.limits.done(
