@@ -93,35 +93,10 @@ COST = 10  # series[10]: integer micro-dollars
 # The record fields `fold` reads, in this order: the requests counter's key
 # (ingress, model, channel, status), then latency, ttfb, gateway time, the four
 # token counts and the cost.
-_FOLDED = tuple(
-    FIELD_INDEX[f]
-    for f in (
-        "ingress",
-        "model",
-        "channel",
-        "status",
-        "latency_ms",
-        "ttfb_ms",
-        "gateway_ms",
-        "prompt_tokens",
-        "completion_tokens",
-        "cached_tokens",
-        "cache_write_tokens",
-        "cost_micros",
-    )
-)
+_NUMERIC = ("status", "latency_ms", "ttfb_ms", "gateway_ms", "prompt_tokens")
+_NUMERIC += ("completion_tokens", "cached_tokens", "cache_write_tokens", "cost_micros")
+_FOLDED = tuple(FIELD_INDEX[f] for f in ["ingress", "model", "channel", *_NUMERIC])
 _WIDTH = len(RECORD_FIELDS)
-_NUMERIC = (
-    "status",
-    "latency_ms",
-    "ttfb_ms",
-    "gateway_ms",
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_tokens",
-    "cache_write_tokens",
-    "cost_micros",
-)
 
 
 def _new_series() -> list[Any]:
