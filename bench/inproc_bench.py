@@ -4,7 +4,9 @@ One non-stream OpenAI request and its upstream answer go through a real App,
 ClientProtocol and UpstreamProtocol wired to fake transports (as in
 tests/unit/inproc.py), on a kept-alive upstream connection. Prints the number of
 Python-level calls of fastgate's own code for one request (sys.setprofile) and
-the time per request over a loop (perf_counter). `--root` points at another
+the time per request over a loop (perf_counter) and its CPU time (process_time:
+steadier on a shared machine). Usage records are batched by 1000 and handed to
+the metrics fold as the real sink does (`NOFOLD=1`: without it). `--root` points at another
 checkout (e.g. a `git worktree` of an older commit) to compare before and after:
 
     python bench/inproc_bench.py
@@ -81,8 +83,21 @@ class Transport:
 
 
 class Sink:
+    """Batches of 1000 like WriterSink; `observe` (the metrics fold, which App
+    sets where the checkout has it) is called with each batch, as WriterSink's
+    ship does. NOFOLD=1 in the environment leaves the fold out."""
+
+    def __init__(self) -> None:
+        self.buf: list[Any] = []
+        self.observe: Any = None
+
     def append(self, record: Any) -> None:
-        pass
+        buf = self.buf
+        buf.append(record)
+        if len(buf) >= 1000:
+            if self.observe is not None:
+                self.observe(buf)
+            self.buf = []
 
 
 def main() -> int:
@@ -108,6 +123,8 @@ def main() -> int:
     cfg = parse_config(tomllib.loads(text))
     loop = uvloop.new_event_loop()
     app = App(cfg, build_snapshot(cfg), loop, Sink())
+    if os.environ.get("NOFOLD"):
+        app.sink.observe = None
     ups: list[tuple[Any, Transport]] = []
 
     async def create_connection(factory: Any, host: str, port: int, **kw: Any) -> Any:
@@ -146,6 +163,7 @@ def main() -> int:
         profiler = Profiler(interval=0.0001)
         profiler.start()
     t0 = time.perf_counter()
+    c0 = time.process_time()
     for i in range(args.n):
         client.data_received(REQUEST)
         up.data_received(RESPONSE)
@@ -153,11 +171,13 @@ def main() -> int:
             ctr.written.clear()
             utr.written.clear()
     dt = (time.perf_counter() - t0) / args.n
+    cpu = (time.process_time() - c0) / args.n
     if profiler is not None:
         profiler.stop()
         print(profiler.output_text(unicode=False, color=False, show_all=False))
     print(f"fastgate at {pkg}")
     print(f"Python-level calls of fastgate per request: {calls}")
+    print(f"in-process CPU per request (no sockets): {cpu * 1e6:.2f} us")
     print(f"in-process time per request (no sockets): {dt * 1e6:.2f} us")
     return 0
 

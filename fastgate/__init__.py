@@ -17,7 +17,7 @@ contracts in pyproject.toml):
    exchange as a state machine, limits, breaker, billing, accounting, the
    response cache's policy),
    `providers/` (one registry entry per channel type), `snapshot`, `config/`,
-   `metrics`.
+   `metrics`, `logs` (text or JSON application logs).
 3. transport: `http/` (client and upstream protocols, pool, flow control; no LLM
    knowledge; the interfaces it calls are `typing.Protocol`s in
    `http/interfaces`).

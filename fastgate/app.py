@@ -39,6 +39,7 @@ SWEEP_INTERVAL = 0.05
 COOLDOWNS = declare(
     "fastgate_upstream_cooldowns_total",
     "Channels put in cooldown by an upstream's rate-limit answer (429, or a budget at 0).",
+    labelled=True,
 )
 
 
@@ -63,6 +64,8 @@ class App:
         self.latency = Latency()
         bind_latency(snapshot.routes, self.latency)
         self.metrics = Metrics()
+        if hasattr(sink, "observe"):  # the per-request metrics, folded from the records
+            sink.observe = self.fold_records
         self.mock = MockProvider(loop)
         rl = cfg.ratelimit
         # The fleet's shared state (`[ratelimit] backend = "redis"`): one pool per
@@ -127,6 +130,10 @@ class App:
     def new_request_id(self) -> bytes:
         self._rid += 1
         return b"%b%x" % (self._rid_prefix, self._rid)
+
+    def fold_records(self, batch: list[Any]) -> None:
+        """The sink ships a batch of usage records: count them in the metrics."""
+        self.metrics.fold(batch, self.snapshot)
 
     def quota_left(self, token: Any) -> int:
         return token.quota_micros - self.quota_used.get(token.name, 0)

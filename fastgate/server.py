@@ -28,6 +28,7 @@ import uvloop
 from fastgate.app import App
 from fastgate.config import Config, ConfigError, load_config
 from fastgate.http.client import IDLE, READING, ClientProtocol
+from fastgate.logs import announce
 from fastgate.sdnotify import Notifier
 from fastgate.siblings import Siblings
 from fastgate.snapshot import build_snapshot
@@ -391,7 +392,7 @@ class Worker:
             return False
         self.admin_runner = runner
         bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        print(f"fastgate: admin on http://{admin.host}:{bound}", file=sys.stderr, flush=True)
+        announce(f"admin on http://{admin.host}:{bound}")
         return True
 
     def status(self) -> dict[str, Any]:

@@ -44,6 +44,7 @@ import traceback
 from dataclasses import dataclass, field
 
 from fastgate.config import Config, ConfigError, load_config
+from fastgate.logs import announce
 from fastgate.sdnotify import Notifier, parse
 from fastgate.server import StartupError, _run_worker, note_early_hup, restart_needed
 
@@ -127,11 +128,7 @@ def serve(
         print(f"fastgate: {exc}", file=sys.stderr, flush=True)
         return 1
     if workers <= 1:
-        print(
-            f"fastgate: listening on http://{host}:{port} (workers=1, pid={os.getpid()})",
-            file=sys.stderr,
-            flush=True,
-        )
+        announce(f"listening on http://{host}:{port} (workers=1, pid={os.getpid()})")
         return _run_worker(cfg, sock, notify=notifier)
     limited = [t.name for t in cfg.tokens if t.rpm or t.tpm or t.max_concurrency]
     limited += [c.name for c in cfg.channels if c.rpm]
@@ -270,11 +267,9 @@ class Supervisor:
             if not all(s.ready for s in self.slots):
                 return
             self.started = True
-            print(
-                f"fastgate: listening on http://{self.host}:{self.port} "
-                f"(workers={self.count}, pid={os.getpid()})",
-                file=sys.stderr,
-                flush=True,
+            announce(
+                f"listening on http://{self.host}:{self.port} "
+                f"(workers={self.count}, pid={os.getpid()})"
             )
         elif not self.reload_until or any(s.reloading for s in self.slots):
             return

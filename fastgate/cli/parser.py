@@ -35,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--log-level", type=str.lower, choices=LOG_LEVELS, help="overrides [logging] level"
     )
+    s.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="application logs as text or one JSON object per line (overrides [logging] format)",
+    )
     c = sub.add_parser("check-config", help="validate a config file")
     c.set_defaults(main=serve.check_config)
     c.add_argument("file")

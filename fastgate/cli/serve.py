@@ -19,12 +19,9 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         config_error(path, exc.problems, defaulted=not args.config)
         return EXIT_USAGE
-    level = (args.log_level or cfg.logging.level).upper()
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from fastgate import logs
+
+    logs.setup(args.log_level or cfg.logging.level, args.log_format or cfg.logging.format)
     for warning in config_warnings(cfg):
         logging.getLogger("fastgate").warning("%s", warning)
     from fastgate.supervisor import serve as serve_forever

@@ -153,6 +153,7 @@ class LoggingConfig:
     access_log: str = ""  # "" none, "-" stdout, else an absolute path (after parsing)
     usage_spool_dir: str = ""  # "" none, else an absolute path (after parsing)
     level: str = "info"
+    format: str = "text"  # application logs: "text" or "json" (one object per line)
 
 
 @dataclass(frozen=True, slots=True)

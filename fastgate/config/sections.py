@@ -173,6 +173,7 @@ def parse_logging(t: Table, base: Path) -> LoggingConfig:
             t.kw["level"] = level.lower()
         else:
             t.error("level", f'must be one of {quote_list(LOG_LEVELS)}; got "{level}"')
+    t.string("format", choices=("text", "json"))
     t.finish()
     return LoggingConfig(**t.kw)
 

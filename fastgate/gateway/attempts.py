@@ -11,12 +11,16 @@ channel, without counting as a failure (`stale_retry`).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from fastgate import errors
+from fastgate.gateway.breaker import OPEN
 from fastgate.http import upstream as up
+
+log = logging.getLogger("fastgate.upstream")
 
 WAIT = object()  # pick's answer when a channel's shared rpm window needs a round trip
 
@@ -108,24 +112,86 @@ class Attempts:
         self.upstream_model = ch.model_map.get(model, model)
         return ch
 
-    def failed(self, app: Any, kind: str) -> None:
+    def failed(self, app: Any, kind: str, request_id: bytes = b"") -> None:
         """The current attempt failed before any byte reached the client."""
         name = self.channel.name
         self.failures.append((name, kind))
-        self.breaker.failure(None, kind)
         app.metrics.attempt(name, kind)
+        rid = request_id.decode("latin-1")
+        log.warning(
+            "request %s: attempt %d on channel %s failed: %s",
+            rid,
+            self.count,
+            name,
+            kind,
+            extra={"request_id": rid, "channel": name, "kind": kind, "attempt": self.count},
+        )
+        self._breaker_failure(rid, kind)
 
-    def give_up_error(self, model: str) -> errors.FastgateError:
+    def failed_mid_response(self, app: Any, kind: str, request_id: bytes) -> None:
+        """The upstream failed after bytes reached the client (no failover)."""
+        name = self.channel.name
+        app.metrics.upstream_error(name, kind)
+        rid = request_id.decode("latin-1")
+        log.warning(
+            "request %s: channel %s failed mid-response: %s",
+            rid,
+            name,
+            kind,
+            extra={"request_id": rid, "channel": name, "kind": kind},
+        )
+        self._breaker_failure(rid, kind)
+
+    def _breaker_failure(self, rid: str, kind: str) -> None:
+        br = self.breaker
+        was = br.state
+        br.failure(None, kind)
+        if br.state == OPEN and was != OPEN:
+            channel, model = br.key
+            log.warning(
+                "request %s: circuit breaker for channel %s, model %s opened (%d failures)",
+                rid,
+                channel,
+                model,
+                br.failures,
+                extra={"request_id": rid, "channel": channel, "model": model},
+            )
+
+    def log_failover(self, request_id: bytes) -> None:
+        """The request moves on to its next candidate (the current channel)."""
+        rid = request_id.decode("latin-1")
+        name = self.channel.name
+        log.info(
+            "request %s: failing over to channel %s (attempt %d)",
+            rid,
+            name,
+            self.count,
+            extra={"request_id": rid, "channel": name, "attempt": self.count},
+        )
+
+    def give_up_error(self, model: str, request_id: bytes = b"") -> errors.FastgateError:
         """The error for a request whose every candidate failed or was skipped."""
         failures = self.failures
         if self.count == 0 and self.skipped_open:
-            return errors.ServiceUnavailable(
+            err: errors.FastgateError = errors.ServiceUnavailable(
                 f"every channel for '{model}' is temporarily unavailable (circuit open)"
             )
-        listed = "; ".join(f"{c}: {k}" for c, k in failures)
-        if failures and all(k in up.TIMEOUT_KINDS for _, k in failures):
-            return errors.UpstreamTimeout("upstream timed out: " + listed)
-        return errors.UpstreamError(f"all {self.count} attempt(s) failed: " + listed)
+        else:
+            listed = "; ".join(f"{c}: {k}" for c, k in failures)
+            if failures and all(k in up.TIMEOUT_KINDS for _, k in failures):
+                err = errors.UpstreamTimeout("upstream timed out: " + listed)
+            else:
+                err = errors.UpstreamError(f"all {self.count} attempt(s) failed: " + listed)
+        rid = request_id.decode("latin-1")
+        log.log(
+            logging.DEBUG if err.status == 503 else logging.WARNING,  # 503: the breakers said
+            "request %s: answered %d: %s",
+            rid,
+            err.status,
+            err.message,
+            extra={"request_id": rid, "model": model, "status": err.status},
+        )
+        return err
 
     def drop_conn(self, app: Any, conn: Any) -> None:
         """Done with a connection that must not be reused: close it, free its slot."""

@@ -98,7 +98,8 @@ def conv_failed(ex: Exchange, exc: Exception, release: Any = None) -> None:
     if att.conn is not None:
         att.drop_conn(ex.app, att.conn)
     msg = f"upstream sent a malformed stream: {exc}"
-    log.warning("request %s: %s", ex.ctx.request_id.decode("latin-1"), msg)
+    rid = ex.ctx.request_id.decode("latin-1")
+    log.warning("request %s: %s", rid, msg, extra={"request_id": rid})
     w = ex.writer
     conv = ex.transform.conv
     if conv is not None:

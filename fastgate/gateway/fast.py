@@ -125,6 +125,7 @@ def dispatch(app: Any, client: Any, head: Any) -> None:
     app.inflight += 1
     client.exchange = fx
     srv = app.cfg.server
+    fx.t_up = time.time()  # the upstream window opens (gateway_ms: writer.py)
     conn = app.pool.take_idle(ch.origin)
     if conn is not None:
         fx.conn = conn

@@ -192,7 +192,7 @@ class Exchange(ExchangeParts):
         ctx = self.ctx
         ch = att.pick(self.app, ctx.model)
         if ch is None:
-            self.local_error(att.give_up_error(ctx.model))
+            self.local_error(att.give_up_error(ctx.model, ctx.request_id))
             return
         if ch is WAIT:
             self.app.spawn(self._channel_later())
@@ -230,6 +230,9 @@ class Exchange(ExchangeParts):
         self._to(CONNECTING)
         if ctx.measure:  # the latency strategy: time this attempt to its response head
             att.sent = time.time()
+        if att.count > 1:
+            att.log_failover(ctx.request_id)
+        self.writer.t_up = time.time()  # this attempt's upstream window (writer.py)
         convert = att.convert = ch.protocol != ctx.ingress.protocol
         if ch.is_mock:
             try:
@@ -294,7 +297,7 @@ class Exchange(ExchangeParts):
     def attempt_failed(self, kind: str) -> None:
         """The attempt failed before any byte reached the client: the next one."""
         self._to(FAILED_OVER)
-        self.attempts.failed(self.app, kind)
+        self.attempts.failed(self.app, kind, self.ctx.request_id)
         self.writer.reset()
         self.transform = None
         self.attempt()
@@ -390,11 +393,14 @@ class Exchange(ExchangeParts):
     def up_complete(self, conn: Any) -> None:
         try:
             self.attempts.conn = None
+            w = self.writer
+            if w.t_up:  # the upstream's part ends here (a collected body is converted after)
+                w.up_s += time.time() - w.t_up
+                w.t_up = 0.0
             tr = self.transform
             if tr.kind == COLLECT:
                 collect_complete(self, conn)
                 return
-            w = self.writer
             if tr.kind >= SCAN:  # a stream scanner or converter may hold a last event
                 try:
                     rest = tr.end()
@@ -425,6 +431,7 @@ class Exchange(ExchangeParts):
                     att.stale_retry = True
                     self._to(CONNECTING)
                     self.writer.reset()
+                    self.writer.t_up = time.time()  # still this attempt's window
                     self.transform = None
                     att.cancel_acquire = app.pool.acquire(
                         att.channel.origin, self.on_conn, self.on_conn_error
@@ -434,8 +441,7 @@ class Exchange(ExchangeParts):
                 return
             # Bytes already reached the client: no failover. End the stream with an
             # error event in its format, or cut the connection if it is not a stream.
-            app.metrics.attempt(att.channel.name, kind)
-            att.breaker.failure(None, kind)
+            att.failed_mid_response(app, kind, self.ctx.request_id)
             tr = self.transform
             tr.abort()
             w = self.writer
@@ -602,9 +608,8 @@ class Exchange(ExchangeParts):
         """A bug or an illegal transition: log it, answer 500 (nothing sent yet) or
         cut the response; stop the upstream. The event loop carries on."""
         state = self.state
-        log.exception(
-            "request %s failed in state %s", self.ctx.request_id.decode("latin-1"), state.name
-        )
+        rid = self.ctx.request_id.decode("latin-1")
+        log.exception("request %s failed in state %s", rid, state.name, extra={"request_id": rid})
         if state is DONE:
             return
         self.writer.force_close = True

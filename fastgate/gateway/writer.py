@@ -10,10 +10,20 @@ as the fast path's: its record leaves the worker), the last bytes are written
 (so a client never has a whole answer whose record is still in the worker),
 and the client connection is handed back (`client.finish`), or not when the
 client is gone.
+
+Gateway time (the record's `gateway_ms`) is the latency minus the request's
+upstream windows. A window opens when an attempt starts (`t_up`: asking the
+pool for a connection, connecting, writing, waiting for the head and reading
+the response are the upstream's) and closes when the attempt fails or its
+response's last byte arrived (`up_s` adds the closed ones up). What is left is
+the gateway's own: auth, admission (its Redis round trips included), routing,
+moving on to the next candidate, converting a collected body, the last write
+to the client and accounting. A stream is forwarded inside its window.
 """
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from fastgate.gateway.accounting import account
@@ -45,6 +55,8 @@ class ResponseWriter:
         "sent",
         "status",
         "t_first",
+        "t_up",
+        "up_s",
         "upstream_request_id",
     )
 
@@ -62,6 +74,8 @@ class ResponseWriter:
         self.request_id = request_id
         self.status = 0  # the accepted upstream status (0: no head accepted)
         self.t_first = 0.0  # when that head arrived (time to first byte)
+        self.t_up = 0.0  # when the current attempt's upstream window opened (0: none open)
+        self.up_s = 0.0  # seconds of the upstream windows already closed
         self.upstream_request_id = b""
         self.head_out: bytes | None = None  # the head, until the first body bytes
         self.out: list[bytes] = [] if out is None else out  # framed bytes not yet written
@@ -172,7 +186,11 @@ class ResponseWriter:
         return keep
 
     def reset(self) -> None:
-        """Forget what a failed attempt's response head set up (nothing was sent)."""
+        """Forget what a failed attempt's response head set up (nothing was sent);
+        its upstream window closes."""
+        if self.t_up:
+            self.up_s += time.time() - self.t_up
+            self.t_up = 0.0
         self.head_out = None
         self.out.clear()
         self.chunked = False
@@ -261,6 +279,8 @@ class ResponseWriter:
             self.client.client_ip,
             cache_hit,
             router=router,
+            # latency minus the windows; one still open closes now, so it ends the count
+            gateway_ms=int(((self.t_up or time.time()) - self.head.t0 - self.up_s) * 1e6) / 1000,
         )
         if data:
             self.held = b""

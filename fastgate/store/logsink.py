@@ -124,6 +124,9 @@ class LogSink:
         self.trim_due = False  # a replay ran: trim the heap once nothing waits
         self._dropped_reported = 0
         self._warned: dict[str, float] = {}
+        # Called (from the writer thread) with each batch taken from the queue:
+        # App sets it to fold the records into the metrics (which lock).
+        self.observe: Any = None
 
     # -- public -------------------------------------------------------------------------
 
@@ -303,6 +306,11 @@ class LogSink:
             if not batch:
                 break
             n -= len(batch)
+            if self.observe is not None:
+                try:
+                    self.observe(batch)
+                except Exception:  # the metrics must never cost a record
+                    log.exception("usage sink: folding records into the metrics failed")
             self._handle(batch, deadline)
 
     def _handle(self, batch: list[Any], deadline: float | None) -> None:

@@ -262,10 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     fd, cfg = int(args[0]), orjson.loads(args[1])
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
-    logging.basicConfig(
-        level=cfg.get("log_level", logging.INFO),
-        format=f"%(asctime)s %(levelname)s %(name)s[writer {os.getpid()}]: %(message)s",
-        stream=sys.stderr,
+    from fastgate import logs
+
+    logs.setup(
+        cfg.get("log_level", logging.INFO),
+        cfg.get("log_format", "text"),
+        f"%(asctime)s %(levelname)s %(name)s[writer {os.getpid()}]: %(message)s",
     )
     sock = socket.socket(fileno=fd)
     sock.setblocking(True)

@@ -10,6 +10,9 @@ for every batch they encoded and wrote. Here the worker keeps no thread:
   ended loses no record (the writer reads what is buffered, then EOF). The
   writer batches (`flush_interval`, `batch_size`). What the socket does not
   take waits in an outbox written when the loop says the socket is writable.
+- the records also wait in a list for the metrics (`observe`, the per-request
+  families folded in batches: they cost the hot path a list append): the first
+  of a batch arms one timer (`flush_interval`); a scrape folds at once (`ship`).
 - every record is kept (as its encoded frame) until the writer acks it as
   settled. If the writer dies (EOF on the socket), a new one is started (after
   a short backoff if they keep dying) and every unacked frame is sent again, in
@@ -47,6 +50,7 @@ from typing import Any
 
 import orjson
 
+from fastgate import logs
 from fastgate.store.usage import with_uid
 from fastgate.store.writer import HEADER
 
@@ -109,6 +113,11 @@ class WriterSink:
         self._restarts: list[float] = []
         self._restart_timer: asyncio.TimerHandle | None = None
         self.restarts = 0
+        # Called with the records appended since the last call (every
+        # `flush_interval`, and at a scrape): App folds them into the metrics.
+        self.observe: Any = None
+        self._fold: list[Any] = []
+        self._fold_timer: asyncio.TimerHandle | None = None
 
     # -- counters -----------------------------------------------------------------------
 
@@ -198,6 +207,26 @@ class WriterSink:
         self._unacked[self._seq] = (frame, 1)
         self._inflight += 1
         self._send(frame)
+        fold = self._fold
+        fold.append(record)
+        if len(fold) == 1 and self._loop is not None:
+            self._fold_timer = self._loop.call_later(self.flush_interval, self.ship)
+
+    def ship(self) -> None:
+        """Fold the records appended since the last time into the metrics (the
+        timer, or a scrape: the metrics are then exact)."""
+        if self._fold_timer is not None:
+            self._fold_timer.cancel()
+            self._fold_timer = None
+        batch = self._fold
+        if not batch:
+            return
+        self._fold = []
+        if self.observe is not None:
+            try:
+                self.observe(batch)
+            except Exception:  # the metrics must never cost a record
+                log.exception("usage sink: folding records into the metrics failed")
 
     def _append_closed(self, record: Any) -> None:
         self._dropped_here += 1
@@ -313,6 +342,7 @@ class WriterSink:
             "store_options": self.store_options,
             "wait_store": self.wait_store,
             "log_level": logging.getLogger("fastgate").getEffectiveLevel(),
+            "log_format": logs.current,
         }
 
     def _spawn(self) -> None:
@@ -413,6 +443,7 @@ class WriterSink:
             return
         self.append = self._append_closed  # type: ignore[method-assign]
         self._closing = True
+        self.ship()
         if self._restart_timer is not None:
             self._restart_timer.cancel()
             self._restart_timer = None

@@ -90,7 +90,7 @@ def scrape(
 
 
 def requests_total(sample: dict[Any, float], status: int) -> float:
-    return sample.get(("fastgate_requests_total", (("status", str(status)),)), 0)
+    return sample.get(("fastgate_http_responses_total", (("status", str(status)),)), 0)
 
 
 def worker_pids(sample: dict[Any, float]) -> dict[int, int]:
