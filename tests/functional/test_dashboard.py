@@ -33,6 +33,7 @@ from typing import Any
 
 import pytest
 
+from fastgate.cli.render import usd
 from tests.fakes.base import Fail, Ok
 from tests.fakes.openai_fake import FakeOpenAI
 from tests.functional.test_durable_e2e import ADMIN_TOKEN, admin, admin_toml, admin_url, chat
@@ -331,6 +332,14 @@ def test_runs_view(site: dict[str, Any], browser: Any) -> None:
         "#compare-table tr[data-metric=error_rate]", "n => n.cells[1].textContent"
     )
     assert err == "20.0%"
+    # Costs read the same on this page as in the CLI's tables (cli/render.py usd).
+    cost = p.page.eval_on_selector(
+        "#compare-table tr[data-metric=cost_usd]", "n => [...n.cells].map(c => c.textContent)"
+    )
+    micros = [cmp["a"]["run"]["cost_micros"], cmp["b"]["run"]["cost_micros"]]
+    assert cost[1:3] == ["$" + usd(m) for m in micros], (cost, micros)
+    for m in (0, 5, 1_234_567, 3_500_000, 12_000_000_001):
+        assert p.page.evaluate(f"FG.usd({m})") == "$" + usd(m)
     assert p.page.locator("#chart-compare rect.bar").count() == 12  # 6 percentiles x 2 runs
     labels_fit(p.page, "chart-compare")
     p.shot("runs-compare")

@@ -53,12 +53,15 @@ window.FG = (function () {
     if (Math.abs(v) >= 1) return "$" + v.toFixed(2);
     return "$" + Number(v.toPrecision(2));
   }
-  // Money arrives as integer micro-dollars; shown in USD.
+  // Money arrives as integer micro-dollars; shown in USD with every digit it has
+  // (at least two decimals): the CLI's rule (fastgate/cli/render.py usd), so a
+  // cost reads the same in a table and on this page (1234567 -> "$1.234567").
   function usd(micros) {
-    const v = micros / 1e6;
-    if (v === 0) return "$0";
-    if (Math.abs(v) < 0.01) return "$" + v.toFixed(6);
-    return "$" + v.toFixed(2);
+    const m = Math.abs(Math.trunc(Number(micros) || 0));
+    const sign = Number(micros) < 0 ? "-" : "";
+    let frac = String(m % 1e6).padStart(6, "0").replace(/0+$/, "");
+    if (frac.length < 2) frac = frac.padEnd(2, "0");
+    return sign + "$" + Math.floor(m / 1e6) + "." + frac;
   }
   const ms = (v) => (v === null || v === undefined ? "–" : v >= 100 ? v.toFixed(0) : v.toFixed(1));
   const pct = (v) => (v * 100).toFixed(v && v < 0.1 ? 2 : 1) + "%";
