@@ -350,7 +350,12 @@ def test_reload_reaches_respawned_workers_and_a_bad_file_keeps_the_last_good(
             lambda: (p := worker_pids(port)).get(0, pids[0]) != pids[0] and len(p) == 2 and p,
             "a new worker 0",
         )
-        admins = wait_for(lambda: len(ADMIN_RE.findall(gw.stderr_text())) == 2, "admin again")
+        try:  # the store may take its backoff (0.5 s doubling) to be reached again
+            admins = wait_for(
+                lambda: len(ADMIN_RE.findall(gw.stderr_text())) == 2, "admin again", timeout=45
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the gateway said:\n{gw.stderr_text()[-4000:]}") from None
         assert admins
         _host, aport = ADMIN_RE.findall(gw.stderr_text())[-1]
         status, body = get(
