@@ -64,7 +64,7 @@ def error_code(body: bytes) -> str:
 
 
 def test_budget_across_two_instances_is_exact_durable_and_fresh_next_period(
-    make_gateway, make_fake, redis_prefix: str, pg_db: str, tmp_path: Path
+    pg_db: str, redis_prefix: str, make_gateway, make_fake, tmp_path: Path
 ) -> None:
     fake = make_fake("up")
     fake.behaviour = Ok(prompt_tokens=PROMPT, completion_tokens=COMPLETION)
@@ -285,7 +285,7 @@ def served_after_change(call: Any, want: int, timeout: float = 5.0) -> bool:
 
 @pytest.mark.parametrize("on_error", ["open", "closed"])
 def test_budget_when_redis_goes_away(
-    make_gateway, make_fake, redis_prefix: str, pg_db: str, on_error: str
+    pg_db: str, redis_prefix: str, make_gateway, make_fake, on_error: str
 ) -> None:
     """Near a budget the admission needs Redis: "closed" answers 503 while Redis is
     gone; "open" decides on the worker's own copy (exact on one worker) and adds

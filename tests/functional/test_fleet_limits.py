@@ -54,7 +54,7 @@ def spread(gws: list[Any], key: str, n: int, body: dict[str, Any] = BODY) -> lis
 
 
 def test_key_rpm_is_exact_across_two_instances_of_two_workers(
-    make_gateway, make_fake, redis_prefix: str, pg_db: str
+    pg_db: str, redis_prefix: str, make_gateway, make_fake
 ) -> None:
     fake = make_fake("up")
     key = make_key()
@@ -81,7 +81,7 @@ def test_key_rpm_is_exact_across_two_instances_of_two_workers(
 
 
 def test_max_concurrency_holds_across_the_fleet(
-    make_gateway, make_fake, redis_prefix: str, pg_db: str
+    pg_db: str, redis_prefix: str, make_gateway, make_fake
 ) -> None:
     fake = make_fake("slow")
     fake.behaviour = Ok(first_byte_delay=0.4)
@@ -104,7 +104,7 @@ def test_max_concurrency_holds_across_the_fleet(
 
 
 def test_channel_rpm_is_shared_by_the_fleet(
-    make_gateway, make_fake, redis_prefix: str, pg_db: str
+    pg_db: str, redis_prefix: str, make_gateway, make_fake
 ) -> None:
     first, second = make_fake("first"), make_fake("second")
     key = make_key()
@@ -125,7 +125,7 @@ def test_channel_rpm_is_shared_by_the_fleet(
 
 
 def test_key_tpm_counts_the_tokens_of_every_instance(
-    make_gateway, make_fake, redis_prefix: str, pg_db: str
+    pg_db: str, redis_prefix: str, make_gateway, make_fake
 ) -> None:
     fake = make_fake("up")
     fake.behaviour = Ok(prompt_tokens=30, completion_tokens=10)  # 40 tokens a request
@@ -146,7 +146,7 @@ def test_key_tpm_counts_the_tokens_of_every_instance(
 
 
 def test_a_429_seen_by_one_instance_makes_the_other_skip_the_channel(
-    make_gateway, make_fake, redis_prefix: str, pg_db: str
+    pg_db: str, redis_prefix: str, make_gateway, make_fake
 ) -> None:
     limited, spare = make_fake("limited"), make_fake("spare")
     limited.script(Fail(429, retry_after="30"))
@@ -172,7 +172,7 @@ def test_a_429_seen_by_one_instance_makes_the_other_skip_the_channel(
 
 @pytest.mark.parametrize("on_error", ["open", "closed"])
 def test_redis_outage_fails_open_or_closed_and_recovers(
-    make_gateway, make_fake, redis_prefix: str, pg_db: str, on_error: str
+    pg_db: str, redis_prefix: str, make_gateway, make_fake, on_error: str
 ) -> None:
     fake = make_fake("up")
     relay = Relay(6379)
