@@ -96,6 +96,7 @@ class StartupError(Exception):
 
 
 _early_hup = False  # a SIGHUP that came before the worker's loop handled signals
+_early_stop = False  # a SIGTERM/SIGINT that did
 
 
 def note_early_hup(_sig: int, _frame: Any) -> None:
@@ -103,6 +104,13 @@ def note_early_hup(_sig: int, _frame: Any) -> None:
     the worker serves (a reload during start-up is not lost)."""
     global _early_hup
     _early_hup = True
+
+
+def note_early_stop(_sig: int, _frame: Any) -> None:
+    """SIGTERM/SIGINT handler until the loop's own is installed: the worker starts,
+    then drains and exits 0 at once (a stop during start-up is a clean stop)."""
+    global _early_stop
+    _early_stop = True
 
 
 class Worker:
@@ -466,6 +474,8 @@ class Worker:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         if _early_hup:
             self.reload()
+        if _early_stop:
+            self._terminate()
         self.notify.ready(f"serving (snapshot {self.version})")
 
     def _terminate(self) -> None:
@@ -555,6 +565,8 @@ def _run_worker(
 ) -> int:
     """Serve until SIGTERM; the exit code (1: the admin port could not be bound)."""
     signal.signal(signal.SIGHUP, note_early_hup)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, note_early_stop)
     _tune_gc()
     worker = Worker(cfg, sock, index, run_dir, count, notify)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
