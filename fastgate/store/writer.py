@@ -4,31 +4,32 @@ Why a process: the writes (JSON encoding, SQLite/Postgres round trips, fsync)
 used to run on two threads of the worker (the sink and the store thread); each
 batch took the GIL from the data-plane thread for milliseconds and the hand-offs
 showed as futex time (bench/WRITER-NOTES.md). Here they run in a child of the
-worker, started as `python -m fastgate.store.writer <fd> <config json>` (no fork
-of the uvloop worker, no import-time side effects), talking over one AF_UNIX
-stream socket (the inherited fd):
+worker, started as `python -m fastgate.store.writer <socket fd> <ring fd>
+<config json>` (no fork of the uvloop worker, no import-time side effects):
 
-- worker -> writer: frames `HEADER` (payload length, seq) + payload. seq > 0: an
-  orjson array of records (tuples in RECORD_FIELDS order arrive as arrays; dicts
-  as objects); the worker sends one frame per record as its request ends. seq
-  == 0: a control object ({"access_log": path} or {"reopen": true}: log
-  rotation). EOF (the worker shut its write side, or died): write what was
-  received, drain and exit. Frames are written in batches: `flush_interval`
-  after the first of them arrived (`batch_size` records a transaction);
-  meanwhile the writer empties the socket every 10 ms without waiting on it,
-  so the worker's sends wake no one and its buffer never fills.
-- writer -> worker: one orjson object per line, {"ack": seq, <counters>}: every
-  batch up to `seq` is settled (committed to the store, fsync'd to the spool,
-  rejected and set aside, or counted as dropped), so the worker forgets it. The
-  last line carries "final": true. Lines without a new ack report counters that
-  moved (a spool replay finished, say).
+- the records come through a shared-memory ring (ring.py): the worker copies
+  each record in as its request ends (no system call; the pages outlive a
+  worker killed with SIGKILL). The writer takes them in batches: `flush_interval`
+  after the first waiting record (sooner when a quarter of the ring is used),
+  at most `_MERGE_LIMIT` records a write, and moves the ring's `settled` offset
+  past each write once it is settled (committed to the store, fsync'd to the
+  spool, rejected and set aside, or counted as dropped). A writer started after
+  a crash goes on from `settled`; records carry a uid, so what the dead one had
+  written but not settled is inserted at most once.
+- worker -> writer, on one AF_UNIX stream socket (the inherited fd): frames
+  `HEADER` (payload length, kind). `CONTROL`: an orjson object ({"access_log":
+  path}, {"store": "up"} or {"reopen": true}) with "at", the ring's head when it
+  was sent: the records before it are written first, so it applies in order.
+  `DOORBELL`: the writer said it was going to sleep (the ring's flag) and a
+  record came. EOF (the worker shut its write side, or died): write what the
+  ring holds, drain and exit.
+- writer -> worker: one orjson object per line, {"ack": records settled, ever,
+  <counters>}; the last line carries "final": true. A line is sent after each
+  write and when counters move (a spool replay finished, say).
 
 The writing itself is `LogSink` (logsink.py) driven without its thread:
-`write_batch` per received batch (frames that arrived together are merged up
-to 250 records, so catching up after an outage holds no more than the steady
-state), `tick` on idle ticks for the spool replay with backoff, and `close` at
-EOF. Records carry a uid before they leave the worker, so a batch
-re-sent after a writer crash is inserted at most once.
+`write_batch` per write, `tick` on idle ticks for the spool replay with
+backoff, and `close` at EOF.
 
 Signals: SIGINT, SIGTERM and SIGHUP are ignored. A group-wide SIGTERM must not
 stop the writer before the worker has drained into it; EOF on the socket is the
@@ -49,10 +50,13 @@ from typing import Any
 
 import orjson
 
-__all__ = ["HEADER", "main"]
+from fastgate.store.ring import Ring
 
-# Frame header, worker -> writer: payload length, batch sequence number.
+__all__ = ["CONTROL", "DOORBELL", "HEADER", "main"]
+
+# Frame header, worker -> writer: payload length, kind.
 HEADER = struct.Struct("<IQ")
+CONTROL, DOORBELL = 0, 1
 
 log = logging.getLogger("fastgate.writer")
 
@@ -60,28 +64,22 @@ log = logging.getLogger("fastgate.writer")
 # worker's "store up" frame makes the next attempt at once).
 _START_RETRY = 0.5
 _START_RETRY_MAX = 30.0
-_RECV_SIZE = 256 << 10  # bytes read from the worker at a time
-# Frames that arrived together are merged into one write up to this many records:
-# about a full-load batch, so that catching up after an outage (when the worker's
-# backlog arrives at once) needs no more memory than the steady state.
+_RECV_SIZE = 64 << 10  # bytes read from the socket at a time (controls only)
+# Records written together at most (and settled after): about a full-load batch,
+# so that catching up after an outage needs no more memory than the steady state.
 _MERGE_LIMIT = 250
-DRAIN = 0.01  # seconds between two reads of the socket while a batch gathers
-# Frames gathered before a write at the latest (a worker's backlog after an
-# outage arrives at once: bounded so it needs no more memory than steady state).
-_MAX_FRAMES = 1000
-
-
-def _records(payload: bytes | bytearray) -> list[Any]:
-    """A batch as the worker sent it: records as lists in RECORD_FIELDS order (the
-    store and the spool take them as they are) or dicts."""
-    return orjson.loads(payload)
+# While records wait for their interval, the ring's fill is looked at this often.
+GATHER_CHECK = 0.02
 
 
 class _Writer:
-    def __init__(self, sock: socket.socket, cfg: dict[str, Any]) -> None:
+    def __init__(self, sock: socket.socket, ring: Ring, cfg: dict[str, Any]) -> None:
         from fastgate.store.logsink import LogSink
 
         self.sock = sock
+        self.ring = ring
+        self.settled_n = 0
+        self.orphan = False  # the worker died: reports go nowhere
         self.cfg = cfg
         self.store: Any = None
         self.next_start = 0.0
@@ -114,7 +112,6 @@ class _Writer:
             close_timeout=cfg.get("close_timeout", 10.0),
             spool_file_records=cfg.get("spool_file_records", 2_000),
         )
-        self.acked = 0
         self.reported: dict[str, Any] = {}  # the last message sent
 
     def open_store(self) -> None:
@@ -146,44 +143,62 @@ class _Writer:
         self.open_store()
 
     def send(self, final: bool = False) -> None:
-        msg = dict(self.sink.counters(), ack=self.acked)
-        if msg == self.reported and not final:
+        msg = dict(self.sink.counters(), ack=self.settled_n)
+        if self.orphan or (msg == self.reported and not final):
             return
         self.reported = dict(msg)
         if final:
             msg["final"] = True
-        self.sock.sendall(orjson.dumps(msg) + b"\n")
+        try:
+            self.sock.sendall(orjson.dumps(msg) + b"\n")
+        except OSError:
+            # The worker is gone (killed): nobody reads the reports, but what
+            # its ring holds is still written, to the end.
+            self.orphan = True
 
-    def handle(self, frames: list[tuple[int, bytearray]]) -> None:
-        batch: list[Any] = []
-        last = 0
-        limit = min(self.sink.batch_size, _MERGE_LIMIT)
-        for seq, payload in frames:
-            if seq == 0:
-                ctl = orjson.loads(payload)
-                if "access_log" in ctl:
-                    self.sink.access_log = ctl["access_log"]
-                if ctl.get("store") == "up":
-                    self.store_is_up()
-                if ctl.get("reopen"):
-                    self.sink.reopen()
-                continue
-            try:
-                batch.extend(_records(payload))
-            except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
-                log.error("usage writer: batch %d unreadable, dropped: %s", seq, exc)
-                self.sink.dropped += 1
-            last = seq
-            if len(batch) >= limit:
-                self.sink.write_batch(batch)
-                batch = []
-                self.acked = last
-                self.send()
+    def control(self, payload: bytes) -> None:
+        ctl = orjson.loads(payload)
+        if "access_log" in ctl:
+            self.sink.access_log = ctl["access_log"]
+        if ctl.get("store") == "up":
+            self.store_is_up()
+        if ctl.get("reopen"):
+            self.sink.reopen()
+
+    def write(self, payloads: list[bytes], offset: int) -> None:
+        """Write records taken from the ring, then settle them up to `offset`."""
+        try:
+            batch = orjson.loads(b"[" + b",".join(payloads) + b"]")
+        except orjson.JSONDecodeError:
+            batch = []
+            for p in payloads:  # find the bad one(s); keep the rest
+                try:
+                    batch.append(orjson.loads(p))
+                except orjson.JSONDecodeError as exc:
+                    log.error("usage writer: a record unreadable, dropped: %s", exc)
+                    self.sink.dropped += 1
         if batch:
             self.sink.write_batch(batch)
-        if last:
-            self.acked = last
+        self.settled_n += len(payloads)
+        self.ring.settle(offset, self.settled_n)
         self.send()
+
+    def take(self, start: int, end: int) -> int:
+        """Write the ring's records in [start, end) in writes of at most
+        `_MERGE_LIMIT`; settled up to `end` after. Returns `end`."""
+        self.open_store()
+        try:
+            frames = self.ring.frames(start, end)
+        except ValueError as exc:  # a producer bug: do not loop on it
+            log.error("%s; the rest of the batch is dropped", exc)
+            frames = []
+            self.sink.dropped += 1
+        limit = min(self.sink.batch_size, _MERGE_LIMIT)
+        for i in range(0, len(frames), limit):
+            chunk = frames[i : i + limit]
+            self.write([p for _, p in chunk], chunk[-1][0])
+        self.ring.settle(end, self.settled_n)  # a trailing skip to the boundary
+        return end
 
     def run(self) -> None:
         self.sink.open()
@@ -194,26 +209,34 @@ class _Writer:
             )
         self.open_store()
         tick = float(self.cfg.get("flush_interval", 0.1))
-        buf = bytearray()
-        # One receive buffer for the life of the process, of a size that bounds what
-        # is parsed at once when the worker has a backlog to send (after an outage).
-        rbuf = memoryview(bytearray(_RECV_SIZE))
+        ring = self.ring
+        read = ring.settled()  # where the previous writer (if any) stopped
+        self.settled_n = ring.settled_n()
+        early = ring.capacity // 4  # this much waiting: write before the interval ends
         sock = self.sock
         hsize = HEADER.size
-        frames: list[tuple[int, bytes]] = []  # received, not yet written
-        due = 0.0  # when the oldest of them must be written
+        buf = bytearray()
+        rbuf = memoryview(bytearray(_RECV_SIZE))
+        due = 0.0  # when the oldest unwritten record must be written (0: none waits)
         eof = False
         while not eof:
-            if frames:
-                # Records gather here until the oldest is due (one write per
-                # interval); the socket is emptied every DRAIN s meanwhile, so it
-                # never fills, and the worker's sends wake no one.
-                time.sleep(min(DRAIN, max(0.0, due - time.monotonic())))
-                ready = True
-            else:
+            if not due:
+                if ring.head() > read:
+                    due = time.monotonic() + tick
+                    continue
+                # Idle: ask for the doorbell, look again (a record may have come
+                # between the two), then wait on the socket for at most a tick.
+                ring.set_sleeping(True)
+                if ring.head() > read:
+                    ring.set_sleeping(False)
+                    continue
                 ready = bool(select.select([sock], [], [], tick)[0])
+                ring.set_sleeping(False)
+            else:
+                wait = max(0.0, min(due - time.monotonic(), GATHER_CHECK))
+                ready = bool(select.select([sock], [], [], wait)[0])
             if ready:
-                while len(frames) < _MAX_FRAMES:  # what the socket holds now
+                while True:  # controls, doorbells, EOF
                     try:
                         got = sock.recv_into(rbuf, 0, socket.MSG_DONTWAIT)
                     except (BlockingIOError, InterruptedError):
@@ -222,44 +245,46 @@ class _Writer:
                         eof = True
                         break
                     buf += rbuf[:got]
-                    if not frames:
-                        due = time.monotonic() + tick
-                    while len(buf) >= hsize:
-                        n, seq = HEADER.unpack_from(buf)
-                        if len(buf) < hsize + n:
-                            break
-                        frames.append((seq, bytes(buf[hsize : hsize + n])))
-                        del buf[: hsize + n]
-            if frames and (eof or len(frames) >= _MAX_FRAMES or time.monotonic() >= due):
-                self.open_store()
-                self.handle(frames)
-                frames = []
-                if self.sink.trim_due and not select.select([sock], [], [], 0)[0]:
+                while len(buf) >= hsize:
+                    n, kind = HEADER.unpack_from(buf)
+                    if len(buf) < hsize + n:
+                        break
+                    payload = bytes(buf[hsize : hsize + n])
+                    del buf[: hsize + n]
+                    if kind == CONTROL:
+                        at = orjson.loads(payload).get("at", 0)
+                        if at > read:  # the records before it first, in order
+                            read = self.take(read, at)
+                            due = 0.0
+                        self.control(payload)
+                        self.send()
+            head = ring.head()
+            if head > read and due and (eof or time.monotonic() >= due or head - read >= early):
+                read = self.take(read, head)
+                due = 0.0
+                if self.sink.trim_due and ring.head() == read:
                     self.sink.trim_if_due()  # after a replay, and the worker's backlog
-            elif not ready:
+            elif not due and not ready:
                 self.open_store()
                 self.sink.tick()  # spool replay when due (backoff), access log reopen
                 self.send()
-        if frames:
-            self.open_store()
-            self.handle(frames)
+        head = ring.head()  # EOF: the worker closed or died; what it wrote is here
+        if head > read:
+            read = self.take(read, head)
         if buf:
-            log.error("usage writer: %d bytes of a partial frame at EOF (not acked)", len(buf))
+            log.error("usage writer: %d bytes of a partial frame at EOF", len(buf))
         self.next_start = 0.0  # one last attempt, whatever the backoff says
         self.open_store()
         self.sink.close()
-        try:
-            self.send(final=True)
-        except OSError:
-            pass
+        self.send(final=True)
         if self.store is not None and self.store.started:
             self.store.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `python -m fastgate.store.writer <fd> <config json>`."""
+    """Entry point of `python -m fastgate.store.writer <fd> <ring fd> <config json>`."""
     args = sys.argv[1:] if argv is None else argv
-    fd, cfg = int(args[0]), orjson.loads(args[1])
+    fd, ring_fd, cfg = int(args[0]), int(args[1]), orjson.loads(args[2])
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
     from fastgate import logs
@@ -272,9 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     sock = socket.socket(fileno=fd)
     sock.setblocking(True)
     try:
-        _Writer(sock, cfg).run()
-    except BrokenPipeError:
-        return 1  # the worker is gone: what was not acked, it re-sends to the next writer
+        _Writer(sock, Ring(ring_fd), cfg).run()
     finally:
         sock.close()
     return 0

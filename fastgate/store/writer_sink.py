@@ -3,37 +3,43 @@
 Why: the sink and store threads used to take the GIL from the data-plane thread
 for every batch they encoded and wrote. Here the worker keeps no thread:
 
-- `append(record)` (hot path) encodes the record as a one-record frame and
-  sends it on the AF_UNIX socket to the writer process at once (one `send`,
-  about a microsecond): once it returns the record is out of the worker, in
-  the socket's buffer, so a worker killed with SIGKILL right after a response
-  ended loses no record (the writer reads what is buffered, then EOF). The
-  writer batches (`flush_interval`, `batch_size`). What the socket does not
-  take waits in an outbox written when the loop says the socket is writable.
+- `append(record)` (hot path) encodes the record and copies it into the
+  shared-memory ring (ring.py) at once: no system call, and once it returns
+  the record is in pages the writer process maps too, so a worker killed with
+  SIGKILL right after a response ended loses no record (the writer sees EOF on
+  its socket, writes what the ring holds and exits). The writer takes the ring
+  in batches (`flush_interval`, at most 250 records a write). A writer that
+  waits idle sets the ring's flag and the next record rings it (one small
+  frame on the socket): that is the only send of the hot path, once per idle
+  period.
 - the records also wait in a list for the metrics (`observe`, the per-request
   families folded in batches: they cost the hot path a list append): the first
   of a batch arms one timer (`flush_interval`); a scrape folds at once (`ship`).
-- every record is kept (as its encoded frame) until the writer acks it as
-  settled. If the writer dies (EOF on the socket), a new one is started (after
-  a short backoff if they keep dying) and every unacked frame is sent again, in
-  order; uids (set before the first send) make the replay idempotent.
-- records waiting in the worker (not yet acked) are bounded by `max_queue`; a
-  record beyond it is DROPPED and counted in `dropped` (logged at most once a
-  second), as before.
+- a record stays in the ring until the writer settles it (committed, fsync'd
+  to the spool, set aside or counted as dropped). If the writer dies (EOF on
+  the socket), a new one is started on the same ring (after a short backoff if
+  they keep dying) and goes on from what the last one settled; uids (set
+  before the record is copied) make that replay idempotent.
+- a record that finds the ring full waits in the worker, in order, until the
+  writer settles more (these, and only these, would be lost to a SIGKILL of the
+  worker). Records not yet settled are bounded by `max_queue`; a record beyond
+  it is DROPPED and counted in `dropped` (logged at most once a second).
 - the counters (`written`, `dropped`, `rejected`, `replayed`, `spooled`,
-  `write_failures`, `degraded`, `last_error`) come back with the acks;
-  cumulative ones are summed over writer restarts.
-- `reopen()` (SIGHUP) has the writer reopen the access log (log rotation): a
-  control frame, in order with the records.
+  `write_failures`, `degraded`, `last_error`) come back on the socket, a line
+  after each write; cumulative ones are summed over writer restarts.
+- `reopen()` (SIGHUP), a new access log and "the store is up" are control
+  frames on the socket, each carrying the ring's head: the writer writes the
+  records before it first, so they apply in order with the records.
 
 `aclose()` (SIGTERM, after the drain): shuts the socket's write side and waits
 for the writer's final report (it writes everything and replays the spool for
-at most `close_timeout` s); a writer that dies meanwhile is restarted and given
-the unacked records again until the deadline.
+at most `close_timeout` s); a writer that dies meanwhile is restarted on the
+ring until the deadline.
 
-One writer per worker process (not per instance): each worker owns its socket,
-acks and restarts with no coordination, the spool directory is already safe to
-share between processes (flock), and a writer crash touches one worker only.
+One writer (and one ring) per worker process (not per instance): each worker
+owns its socket, ring and restarts with no coordination, the spool directory is
+already safe to share between processes (flock), and a writer crash touches one
+worker only.
 """
 
 from __future__ import annotations
@@ -51,8 +57,9 @@ from typing import Any
 import orjson
 
 from fastgate import logs
+from fastgate.store.ring import CAPACITY, SLEEPING, Ring
 from fastgate.store.usage import with_uid
-from fastgate.store.writer import HEADER
+from fastgate.store.writer import CONTROL, DOORBELL, HEADER
 
 __all__ = ["WriterSink"]
 
@@ -79,7 +86,9 @@ class WriterSink:
         spool_file_records: int = 2_000,  # what a replay cut mid-file writes again
         store_options: dict[str, Any] | None = None,
         wait_store: bool = False,
+        ring_bytes: int = CAPACITY,
     ) -> None:
+        self.ring_bytes = ring_bytes  # the shared ring's data area (ring.py)
         self._access_log = access_log
         # True: the worker has not reached the store yet; the writer spools and
         # opens the database only once told (`store_up`), after the worker migrated it.
@@ -94,10 +103,15 @@ class WriterSink:
         self.close_timeout = close_timeout
         self.spool_file_records = spool_file_records
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._seq = 0
-        self._unacked: dict[int, tuple[bytes, int]] = {}  # seq -> (frame, records)
-        self._inflight = 0  # records in _unacked
-        self._out = bytearray()  # bytes the socket has not taken yet
+        self._ring: Ring | None = None
+        self._mm: Any = None  # the ring's mapping (its sleeping flag)
+        self._head = 0  # bytes copied into the ring, ever
+        self._settled = 0  # the writer's settled offset, as last read
+        self._n = 0  # records copied into the ring, ever
+        self._settled_n = 0  # records the writer settled, as last read
+        self._wait: list[bytes] = []  # encoded records the full ring could not take
+        self._doorbell = HEADER.pack(0, DOORBELL)
+        self._out = bytearray()  # control bytes the socket has not taken yet
         self._in = bytearray()
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -158,8 +172,10 @@ class WriterSink:
 
     @property
     def pending(self) -> int:
-        """Records not yet acked by the writer (in flight or being written)."""
-        return self._inflight
+        """Records not yet settled by the writer (in the ring or waiting for room)."""
+        if self._ring is not None:
+            self._settled_n = self._ring.settled_n()
+        return self._n - self._settled_n + len(self._wait)
 
     @property
     def writer_pid(self) -> int | None:
@@ -191,26 +207,60 @@ class WriterSink:
     # -- hot path -----------------------------------------------------------------------
 
     def append(self, record: Any) -> None:
-        """Ship one record now (the data plane's cost: one encode, one send)."""
-        if self._inflight >= self.max_queue:
+        """Ship one record now (the data plane's cost: one encode, one copy)."""
+        if (
+            self._n - self._settled_n + len(self._wait) >= self.max_queue
+            and self.pending >= self.max_queue  # re-read from the ring
+        ):
             self._dropped_here += 1
             self._warn_drops()
             return
         try:
-            payload = orjson.dumps((with_uid(record),))
+            payload = orjson.dumps(with_uid(record))
         except TypeError as exc:
             self._dropped_here += 1
             log.error("usage sink: a record not serialisable, dropped: %s", exc)
             return
-        self._seq += 1
-        frame = HEADER.pack(len(payload), self._seq) + payload
-        self._unacked[self._seq] = (frame, 1)
-        self._inflight += 1
-        self._send(frame)
+        ring = self._ring
+        if ring is None or self._wait:
+            self._wait.append(payload)  # before start(), or behind others waiting
+        else:
+            head = ring.put(self._head, self._settled, payload)
+            if head < 0:
+                self._settled = ring.settled()
+                head = ring.put(self._head, self._settled, payload)
+            if head < 0:
+                self._wait.append(payload)
+            else:
+                self._head = head
+                self._n += 1
+                if self._mm[SLEEPING]:  # the writer waits idle: wake it
+                    self._mm[SLEEPING] = 0
+                    self._send(self._doorbell)
         fold = self._fold
         fold.append(record)
         if len(fold) == 1 and self._loop is not None:
             self._fold_timer = self._loop.call_later(self.flush_interval, self.ship)
+
+    def _move_waiting(self) -> None:
+        """Copy the records that waited for room into the ring, in order."""
+        ring = self._ring
+        waiting = self._wait
+        if ring is None or not waiting:
+            return
+        self._settled = ring.settled()
+        i = 0
+        for payload in waiting:
+            head = ring.put(self._head, self._settled, payload)
+            if head < 0:
+                break
+            self._head = head
+            self._n += 1
+            i += 1
+        del waiting[:i]
+        if i and self._mm[SLEEPING]:
+            self._mm[SLEEPING] = 0
+            self._send(self._doorbell)
 
     def ship(self) -> None:
         """Fold the records appended since the last time into the metrics (the
@@ -232,8 +282,8 @@ class WriterSink:
         self._dropped_here += 1
 
     def _control(self, msg: dict[str, Any]) -> bytes:
-        payload = orjson.dumps(msg)
-        return HEADER.pack(len(payload), 0) + payload
+        payload = orjson.dumps(dict(msg, at=self._head))
+        return HEADER.pack(len(payload), CONTROL) + payload
 
     def _warn_drops(self) -> None:
         if self._dropped_here == self._dropped_reported:
@@ -253,7 +303,7 @@ class WriterSink:
     def _send(self, frame: bytes) -> None:
         sock = self._sock
         if sock is None:
-            return  # no writer now: the frame is in _unacked, re-sent on restart
+            return  # no writer now: records are in the ring, controls in its config
         if self._out:
             self._out += frame
             return
@@ -308,12 +358,8 @@ class WriterSink:
             if msg.pop("final", False):
                 self._final = True
             self._now = msg
-            unacked = self._unacked
-            while unacked:
-                seq = next(iter(unacked))
-                if seq > ack:
-                    break
-                self._inflight -= unacked.pop(seq)[1]
+            self._settled_n = max(self._settled_n, ack)
+        self._move_waiting()
         self._wake()
 
     def _wake(self) -> None:
@@ -326,6 +372,9 @@ class WriterSink:
         """Start the writer process (call on the event loop that will append)."""
         self._loop = loop or asyncio.get_running_loop()
         self._changed = asyncio.Event()
+        self._ring = Ring.create(self.ring_bytes)
+        self._mm = self._ring.mm
+        self._move_waiting()
         self._spawn()
 
     def _config(self) -> dict[str, Any]:
@@ -351,11 +400,13 @@ class WriterSink:
             mine.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PKG_PARENT, env.get("PYTHONPATH")) if p)
-        cmd = [sys.executable, "-m", "fastgate.store.writer", str(theirs.fileno())]
+        assert self._ring is not None
+        ring_fd = self._ring.fd
+        cmd = [sys.executable, "-m", "fastgate.store.writer", str(theirs.fileno()), str(ring_fd)]
         cmd.append(orjson.dumps(self._config()).decode())
         try:
             self._proc = subprocess.Popen(
-                cmd, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env
+                cmd, pass_fds=(theirs.fileno(), ring_fd), stdin=subprocess.DEVNULL, env=env
             )
         finally:
             theirs.close()
@@ -365,10 +416,9 @@ class WriterSink:
         self._now = {}
         self._final = False
         self._loop.add_reader(mine, self._readable)  # type: ignore[union-attr]
-        # Everything not acked goes again, in order (a fresh writer has seen none of it).
-        self._out = bytearray(b"".join(frame for frame, _ in self._unacked.values()))
-        if self._out:
-            self._loop.add_writer(mine, self._writable)  # type: ignore[union-attr]
+        # Controls a dead writer did not read need not go again: the new one's
+        # config has the current access log and store state, and opens the log anew.
+        self._out.clear()
 
     def _drop_socket(self) -> None:
         sock = self._sock
@@ -399,10 +449,10 @@ class WriterSink:
             return
         rc = proc.poll() if proc is not None else None
         log.error(
-            "usage writer (pid %s) exited (rc=%s); restarting it, re-sending %d records",
+            "usage writer (pid %s) exited (rc=%s); restarting it, %d records not settled",
             proc.pid if proc is not None else "?",
             rc,
-            self._inflight,
+            self.pending,
         )
         self._wake()
         if self._closing:
@@ -424,13 +474,13 @@ class WriterSink:
     # -- shutdown -----------------------------------------------------------------------
 
     async def drain(self, timeout: float = 10.0) -> bool:
-        """Wait until the writer acked everything appended."""
+        """Wait until the writer settled everything appended."""
         deadline = time.monotonic() + timeout
-        while self._unacked and time.monotonic() < deadline:
-            await self._wait(deadline)
-        return not self._unacked
+        while self.pending and time.monotonic() < deadline:
+            await self._wait_change(deadline)
+        return not self.pending
 
-    async def _wait(self, deadline: float) -> None:
+    async def _wait_change(self, deadline: float) -> None:
         ev = self._changed
         assert ev is not None
         ev.clear()
@@ -455,15 +505,18 @@ class WriterSink:
                     break
                 self.restarts += 1
                 self._spawn()
-            while self._out and self._sock is not None and time.monotonic() < deadline:
-                await self._wait(deadline)
+            while (
+                (self._out or self._wait) and self._sock is not None and time.monotonic() < deadline
+            ):
+                self._move_waiting()
+                await self._wait_change(deadline)
             sock = self._sock
             if sock is not None and not self._out:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_WR)  # EOF: the writer drains and exits
                 while self._sock is sock and time.monotonic() < deadline:
-                    await self._wait(deadline)
-            if self._final and not self._unacked:
+                    await self._wait_change(deadline)
+            if self._final and not self.pending:
                 break
         self._drop_socket()
         proc = self._proc
@@ -477,12 +530,15 @@ class WriterSink:
                 log.error("usage writer (pid %d) did not exit: killed", p.pid)
                 p.kill()
         self._old = []
-        if self._unacked:
-            lost = self._inflight
+        lost = self.pending
+        if lost:
             self._dropped_here += lost
-            log.error("usage sink: %d records not acknowledged by the writer at exit", lost)
-            self._unacked.clear()
-            self._inflight = 0
+            log.error("usage sink: %d records not settled by the writer at exit", lost)
+            self._wait.clear()
+            self._n = self._settled_n = self._ring.settled_n() if self._ring else 0
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = self._mm = None
         self._warn_drops()
 
 

@@ -303,3 +303,89 @@ def test_gateway_survives_a_writer_crash_under_load(
     url = "sqlite:///" + str(gw.config_path.parent / "fastgate.db")
     got = tagged_rows(url, tag)
     assert sorted(r[1] for r in got) == sorted(rids)
+
+
+def test_a_full_ring_keeps_records_in_the_worker_until_the_writer_settles(
+    tmp_path: Path,
+) -> None:
+    """A ring of 8 KB (a few dozen records) and a stopped writer: what does not
+    fit waits in the worker, in order; once the writer runs again every record
+    lands once, after the ring wrapped around many times."""
+    db = tmp_path / "fg.db"
+    n = 600
+
+    async def go() -> WriterSink:
+        sink = sink_for(db, tmp_path, ring_bytes=8192)
+        sink.start()
+        assert await until(lambda: sink.writer_pid is not None, 5)
+        sink.append(rec(0))
+        assert await until(lambda: sink.written == 1, 10)  # the writer is up
+        pid = sink.writer_pid or 0
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            for i in range(1, n):
+                sink.append(rec(i))
+                if i % 50 == 0:
+                    await asyncio.sleep(0.01)
+            assert sink.pending == n - 1 and sink.written == 1 and sink.dropped == 0
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert await sink.drain(20), sink.pending
+        await sink.aclose()
+        return sink
+
+    sink = asyncio.run(go())
+    assert rows(db) == [f"uid-{i:05d}" for i in range(n)]
+    assert sink.written == n and sink.dropped == 0 and sink.restarts == 0
+
+
+_KILLED_WORKER = """
+import asyncio, os, signal, sys
+from tests.functional.test_usage_writer import rec
+from fastgate.store.writer_sink import WriterSink
+
+async def main():
+    sink = WriterSink(database=sys.argv[1], spool_dir=sys.argv[2], flush_interval=5.0)
+    sink.start()
+    print(sink.writer_pid, flush=True)
+    for i in range(int(sys.argv[3])):
+        sink.append(rec(i))
+    os.kill(os.getpid(), signal.SIGKILL)  # no yield to the loop, no timer, no send
+
+asyncio.run(main())
+"""
+
+
+def test_records_appended_by_a_worker_killed_at_once_are_written(tmp_path: Path) -> None:
+    """`append` returns with the record out of the worker: a worker that appends
+    and is killed with SIGKILL before its loop runs again (its flush timer
+    5 s away) loses none; its writer sees EOF, writes the ring and exits."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "fg.db"
+    create_schema(db)
+    n = 2000
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLED_WORKER, f"sqlite:///{db}", str(tmp_path / "sp"), str(n)],
+        capture_output=True,
+        env=env,
+        timeout=60,
+        cwd=root,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    writer = int(proc.stdout.split()[0])
+
+    def gone() -> bool:
+        try:
+            return Path(f"/proc/{writer}/stat").read_text().split()[2] == "Z"
+        except OSError:
+            return True
+
+    deadline = time.monotonic() + 30
+    while not gone() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gone(), "the writer did not exit after its worker died"
+    assert rows(db) == [f"uid-{i:05d}" for i in range(n)]
