@@ -148,6 +148,19 @@ def _parse_protocol(t: Table, ctype: str | None, kind: Any) -> None:
         t.kw["protocol"] = proto
 
 
+def _refuse_other_types_keys(t: Table, ctype: str | None, kind: Any) -> None:
+    """A key that only other channel types use (`delay_ms` on an openai channel,
+    say) would be accepted and do nothing: refused, naming the types it is for."""
+    if kind is None:
+        return
+    from fastgate.providers import registry
+
+    for key in sorted(registry.TYPE_KEYS - kind.own_keys):
+        if t.has(key):
+            users = registry.types_using(key)
+            t.error(key, f'is only for channels of type {quote_list(users)}; this one is "{ctype}"')
+
+
 def parse_channel(t: Table) -> tuple[ChannelConfig | None, tuple[str, ...]]:
     """One [[channels]] entry, plus the models it serves (even if other keys are bad)."""
     name = t.string("name", required=True, nonempty=True)
@@ -218,6 +231,7 @@ def parse_channel(t: Table) -> tuple[ChannelConfig | None, tuple[str, ...]]:
     _parse_protocol(t, ctype, kind)
     t.number("timeout", lo=0)
     t.boolean("local")
+    _refuse_other_types_keys(t, ctype, kind)
     t.finish()
 
     served = models or ()

@@ -61,4 +61,5 @@ TYPE = AnthropicType(
     "anthropic",
     protocol="anthropic",
     dropped_client_headers=frozenset({b"anthropic-version"}),
+    own_keys=frozenset({"anthropic_version", "default_max_tokens"}),
 )

@@ -151,4 +151,4 @@ class AzureType(ChannelType):
         return origin(base) + target, None
 
 
-TYPE = AzureType("azure")
+TYPE = AzureType("azure", own_keys=frozenset({"api_version", "deployments"}))

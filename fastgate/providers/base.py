@@ -116,6 +116,9 @@ class ChannelType:
     # An OpenAI request goes to this type at the client's own path, body as it is
     # (with the allowed edits): the fast path may serve it (gateway/plan.py).
     fast_path: bool = False
+    # Config keys that only some types use (TYPE_KEYS below): the ones this type
+    # uses. A channel of another type that sets one is refused at config load.
+    own_keys: frozenset[str] = frozenset()
 
     # -- config ------------------------------------------------------------------------
 

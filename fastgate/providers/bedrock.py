@@ -155,6 +155,14 @@ TYPE = BedrockType(
     base_url_suffixes=(),
     needs_base_url=False,  # from the region
     needs_region=True,
+    own_keys=frozenset(
+        {"region", "default_max_tokens"}
+        | {
+            k + s
+            for k in ("access_key_id", "secret_access_key", "session_token")
+            for s in ("", "_env")
+        }
+    ),
     discoverable=False,
     not_discoverable_reason=(
         "bedrock channels cannot be discovered: the Bedrock Runtime API that fastgate "

@@ -235,4 +235,5 @@ TYPE = MockType(
     needs_base_url=False,
     default_models=("mock-1",),
     protocols=(OPENAI, ANTHROPIC),
+    own_keys=frozenset({"delay_ms", "default_max_tokens"}),  # the latter: protocol anthropic
 )

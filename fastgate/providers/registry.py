@@ -13,7 +13,7 @@ from types import MappingProxyType
 from fastgate.providers import anthropic, azure, bedrock, gemini, mock, ollama, openai
 from fastgate.providers.base import ChannelType
 
-__all__ = ["TYPES", "ChannelType", "get", "names"]
+__all__ = ["TYPES", "TYPE_KEYS", "ChannelType", "get", "names", "types_using"]
 
 _TYPES: tuple[ChannelType, ...] = (
     openai.TYPE,
@@ -27,6 +27,13 @@ _TYPES: tuple[ChannelType, ...] = (
 )
 
 TYPES: MappingProxyType[str, ChannelType] = MappingProxyType({t.name: t for t in _TYPES})
+# Channel config keys that only some types use (each type's `own_keys`).
+TYPE_KEYS: frozenset[str] = frozenset().union(*(t.own_keys for t in _TYPES))
+
+
+def types_using(key: str) -> tuple[str, ...]:
+    """The type names whose channels take `key` (one of TYPE_KEYS)."""
+    return tuple(t.name for t in _TYPES if key in t.own_keys)
 
 
 def get(name: str) -> ChannelType:

@@ -353,6 +353,27 @@ async def test_channels_crud(admin: AdminServer) -> None:
     assert not admin.leaked(FILE_UPSTREAM_SECRET)
 
 
+async def test_a_channel_with_another_types_key_is_refused(admin: AdminServer) -> None:
+    """The admin API validates like the config file: `delay_ms` on an openai
+    channel is a 422 validation error naming the key, and nothing is created."""
+    status, doc = await admin.call(
+        "POST",
+        "/admin/channels",
+        json={
+            "name": "up-delay",
+            "type": "openai",
+            "base_url": "http://127.0.0.1:9/v1",
+            "models": ["gpt-4o"],
+            "delay_ms": 50,
+        },
+    )
+    assert status == 422, doc
+    assert doc["error"]["code"] == "validation_error"
+    assert doc["error"]["fields"]["delay_ms"].startswith('is only for channels of type "mock"')
+    status, doc = await admin.call("GET", "/admin/channels")
+    assert "up-delay" not in by_name(doc["data"])
+
+
 async def test_file_entries_are_read_only(admin: AdminServer) -> None:
     cases = [
         ("channels", "file-mock", {"weight": 2}),

@@ -301,6 +301,46 @@ def test_section_value_rules(section: str, key: str, value: Any, message: str) -
     assert problem.startswith(f"{section}.{key}: {message}")
 
 
+@pytest.mark.parametrize(
+    ("ctype", "key", "value", "types"),
+    [
+        ("openai", "delay_ms", 5, '"mock"'),
+        ("anthropic", "delay_ms", 5, '"mock"'),
+        ("openai", "anthropic_version", "2023-06-01", '"anthropic"'),
+        ("gemini", "api_version", "2024-10-21", '"azure"'),
+        ("openai", "deployments", {"m1": "d1"}, '"azure"'),
+        ("openai", "access_key_id_env", "AWS_KEY", '"bedrock"'),
+        ("azure", "region", "us-east-1", '"bedrock"'),
+        ("openai", "default_max_tokens", 100, '"anthropic", "bedrock", "mock"'),
+    ],
+)
+def test_keys_of_other_channel_types_are_refused(
+    ctype: str, key: str, value: Any, types: str
+) -> None:
+    """A key only other types use would be accepted and do nothing: refused."""
+    c = chan(type=ctype, **{key: value})
+    prob = one_problem({"channels": [c]})
+    assert prob == (
+        f'channels[0].{key}: is only for channels of type {types}; this one is "{ctype}"'
+    )
+
+
+def test_keys_of_their_own_type_are_taken() -> None:
+    cfg = parse_config(
+        {
+            "channels": [
+                {"name": "m", "type": "mock", "delay_ms": 2, "default_max_tokens": 9},
+                chan("a", type="anthropic", anthropic_version="2023-01-01"),
+                chan("z", type="azure", api_version="v1", deployments={"m1": "d1"}),
+            ]
+        }
+    )
+    m, a, z = cfg.channels
+    assert m.delay_ms == 2 and m.default_max_tokens == 9
+    assert a.anthropic_version == "2023-01-01"
+    assert z.api_version == "v1" and dict(z.deployments) == {"m1": "d1"}
+
+
 def test_admin_port_must_differ_from_server_port() -> None:
     assert one_problem({"server": {"port": 9000}, "admin": {"port": 9000}}) == (
         "admin.port: must differ from server.port (9000)"
