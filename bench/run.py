@@ -545,8 +545,8 @@ def measure(env: Env, target: str, scenario: Scenario, rnd: int, duration: float
 # ---------------------------------------------------------------- profile
 
 
-def profile_fastgate(env: Env, duration: float) -> str:
-    """Sample the fastgate process tree with py-spy during an extra non-stream run."""
+def profile_fastgate(env: Env, duration: float, name: str = "nonstream") -> str:
+    """Sample the fastgate process tree with py-spy during an extra run of `name`."""
     pyspy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     if not pyspy:
         return "py-spy not found"
@@ -559,9 +559,10 @@ def profile_fastgate(env: Env, duration: float) -> str:
     log = env.tmp / "py-spy.log"
     spy = env.stack.start("py-spy", cmd, log)
     time.sleep(1.0)  # let py-spy attach before the load starts
-    scenario = SCENARIOS["nonstream"]
+    scenario = SCENARIOS[name]
+    port = env.ports[("fastgate", "sse" if scenario.stream else "json")]
     out, _ = run_wrk(
-        env.stack, env.ports[("fastgate", "json")], scenario, env.key, duration,
+        env.stack, port, scenario, env.key, duration,
         env.tmp / "wrk-profile.log",
     )  # fmt: skip
     try:
@@ -573,7 +574,7 @@ def profile_fastgate(env: Env, duration: float) -> str:
     w = parse_wrk(out)
     summary = summarize_profile(raw.read_text(), duration, 500)
     header = (
-        f"command: {shlex.join(cmd)}\nload: wrk -t1 -c{scenario.connections} nonstream, "
+        f"command: {shlex.join(cmd)}\nload: wrk -t1 -c{scenario.connections} {name}, "
         f"{w['rps']:.0f} req/s under sampling (not comparable to the timed runs)\n\n"
     )
     (OUT / "profile.txt").write_text(header + summary)
@@ -870,6 +871,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per target")
     p.add_argument("--append", action="store_true", help="also add this run to the history")
     p.add_argument("--profile", action="store_true", help="py-spy the fastgate worker")
+    p.add_argument(
+        "--profile-scenario",
+        default="nonstream",
+        choices=sorted(SCENARIOS),
+        help="the load run under --profile",
+    )
     p.add_argument("--results", type=Path, default=BENCH / "RESULTS.md")
     p.add_argument(
         "--database-url",
@@ -1073,7 +1080,7 @@ def session(
     profile = ""
     if args.profile and "fastgate" in args.targets:
         print("profiling fastgate with py-spy", flush=True)
-        profile = profile_fastgate(env, max(args.duration, 5))
+        profile = profile_fastgate(env, max(args.duration, 5), args.profile_scenario)
     return results, checks, profile
 
 
