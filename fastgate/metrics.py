@@ -543,7 +543,7 @@ def render_reports(
         (
             "fastgate_usage_queue_records",
             "gauge",
-            "Usage records not yet acknowledged by the writer (queued or being written).",
+            "Usage records not yet settled by the writer (in the ring or waiting for room).",
             pending,
         ),
         (

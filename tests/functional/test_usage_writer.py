@@ -3,11 +3,12 @@
 The data plane's side (`WriterSink`) appends tuples (RECORD_FIELDS order) or
 dicts on an event loop; a `python -m fastgate.store.writer` child writes them.
 Checked here: everything appended reaches the database and the access log; a
-SIGKILLed writer is restarted and every batch it had not acknowledged is sent
-again, with no row written twice (also while the database is locked and the
-batches went to the spool); an outage spools and replays; `aclose()` writes
-everything before returning; a gateway whose writer is killed under load
-still has one row per request.
+SIGKILLed writer is restarted on the same ring and goes on from what it had
+settled: every record lands, none twice (also while the database is locked and
+the records went to the spool); an outage spools and replays; `aclose()`
+writes everything before returning; a full ring holds records in the worker; a
+worker killed right after appending loses none; a gateway whose writer is
+killed under load still has one row per request.
 """
 
 from __future__ import annotations
@@ -136,9 +137,9 @@ def test_records_without_uid_get_one_before_they_leave(tmp_path: Path) -> None:
     assert len(set(rows(db))) == 10 and all(rows(db))
 
 
-def test_sigkill_of_the_writer_resends_what_it_had_not_acked(tmp_path: Path) -> None:
+def test_sigkill_of_the_writer_rewrites_what_it_had_not_settled(tmp_path: Path) -> None:
     """Batches are shipped and the writer killed right after (some committed but
-    not acked, some not received): every record lands exactly once."""
+    not settled, some not taken yet): every record lands exactly once."""
     db = tmp_path / "fg.db"
     n = 4000
 
@@ -154,8 +155,8 @@ def test_sigkill_of_the_writer_resends_what_it_had_not_acked(tmp_path: Path) -> 
                 assert await until(
                     lambda f=floor: sink.written >= f and sink.writer_pid is not None, 10
                 ), sink.written
-            if i % 1000 == 550:  # 150 appended since without yielding: a batch just
-                # shipped (not acked: the loop has not run) and 50 records still queued
+            if i % 1000 == 550:  # 150 appended since without yielding: they are
+                # in the ring, not settled (the loop has not run since)
                 pid = sink.writer_pid
                 assert pid is not None
                 pids.add(pid)
