@@ -163,7 +163,13 @@ def test_a_429_seen_by_one_instance_makes_the_other_skip_the_channel(
     a, b = start_fleet(make_gateway, text)
     assert post(a.url, key, BODY)[0] == 200  # 429 from "limited", then "spare"
     assert len(limited.requests) == 1
-    time.sleep(0.3)
+    # The news reaches B's workers by Redis pub/sub: wait until B's scrape shows
+    # the cooldown (under a loaded CI a fixed 0.3 s was sometimes too short).
+    deadline = time.monotonic() + 10
+    while metric(b.url, "fastgate_channel_cooldown_seconds") <= 0:
+        assert time.monotonic() < deadline, "B never heard of the cooldown"
+        time.sleep(0.05)
+    time.sleep(0.3)  # the scrape shows the longest of B's workers: let both have it
     for _ in range(6):  # every worker of B knows: "limited" is never tried
         assert post(b.url, key, BODY)[0] == 200
     assert len(limited.requests) == 1
