@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -65,6 +66,7 @@ __all__ = ["WriterSink"]
 
 log = logging.getLogger("fastgate.sink")
 
+_LONG = 1024  # characters a string keeps in a record too big for the ring
 _CUMULATIVE = ("written", "dropped", "rejected", "replayed", "write_failures")
 _PKG_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -89,6 +91,8 @@ class WriterSink:
         ring_bytes: int = CAPACITY,
     ) -> None:
         self.ring_bytes = ring_bytes  # the shared ring's data area (ring.py)
+        # A record takes at most a quarter of the ring (strings cut beyond).
+        self._max_frame = max(ring_bytes // 4 - 4, 1024)
         self._access_log = access_log
         # True: the worker has not reached the store yet; the writer spools and
         # opens the database only once told (`store_up`), after the worker migrated it.
@@ -217,6 +221,8 @@ class WriterSink:
             return
         try:
             payload = orjson.dumps(with_uid(record))
+            if len(payload) > self._max_frame:
+                payload = self._shrink(record, len(payload))
         except TypeError as exc:
             self._dropped_here += 1
             log.error("usage sink: a record not serialisable, dropped: %s", exc)
@@ -241,6 +247,26 @@ class WriterSink:
         fold.append(record)
         if len(fold) == 1 and self._loop is not None:
             self._fold_timer = self._loop.call_later(self.flush_interval, self.ship)
+
+    def _shrink(self, record: Any, size: int) -> bytes:
+        """A record too big for the ring (a client's megabyte of `model` or tag):
+        its long strings are cut to `_LONG` characters, and that is logged."""
+
+        def cut(v: Any) -> Any:
+            return v[:_LONG] + "..." if type(v) is str and len(v) > _LONG else v
+
+        if isinstance(record, tuple | list):
+            small: Any = type(record)(cut(v) for v in record)
+        else:  # a dict, or a record object (UsageRecord): as a dict
+            d = record if isinstance(record, dict) else dataclasses.asdict(record)
+            small = {k: cut(v) for k, v in d.items()}
+        log.warning(
+            "usage sink: a record of %d bytes (more than a quarter of the ring): its "
+            "strings longer than %d characters are cut",
+            size,
+            _LONG,
+        )
+        return orjson.dumps(with_uid(small))
 
     def _move_waiting(self) -> None:
         """Copy the records that waited for room into the ring, in order."""

@@ -390,3 +390,57 @@ def test_records_appended_by_a_worker_killed_at_once_are_written(tmp_path: Path)
         time.sleep(0.05)
     assert gone(), "the writer did not exit after its worker died"
     assert rows(db) == [f"uid-{i:05d}" for i in range(n)]
+
+
+def test_a_record_too_big_for_the_ring_is_cut_not_stuck(tmp_path: Path) -> None:
+    """A client's megabyte in a field the record keeps (an unknown `model`, a tag)
+    would never fit the ring and would hold every record behind it: its long
+    strings are cut instead, and the records after it flow."""
+    db = tmp_path / "fg.db"
+
+    async def go() -> WriterSink:
+        sink = sink_for(db, tmp_path, ring_bytes=16384)
+        sink.start()
+        sink.append(rec(0, model="m" * 100_000))
+        for i in range(1, 50):
+            sink.append(rec(i))
+        assert await sink.drain(20), sink.pending
+        await sink.aclose()
+        return sink
+
+    sink = asyncio.run(go())
+    assert rows(db) == [f"uid-{i:05d}" for i in range(50)]
+    con = sqlite3.connect(db)
+    try:
+        model = con.execute("SELECT model FROM usage_records WHERE uid = 'uid-00000'").fetchone()
+    finally:
+        con.close()
+    assert model[0] == "m" * 1024 + "..."
+    assert sink.written == 50 and sink.dropped == 0
+
+
+def test_gateway_records_a_request_whose_model_is_half_a_megabyte(
+    make_gateway: Callable[..., Gateway],
+) -> None:
+    """Through a real gateway: a client's 500 KB model name (unknown: 404) leaves a
+    record with the name cut, and the requests after it are recorded too."""
+    key = make_key()
+    gw = make_gateway(channels=[MOCK], tokens=[token("w-key", key)], env=ENV)
+    tag = new_tag("big-model")
+    status, _ = chat(gw, key, model="x" * 500_000, tag=tag, request_id=f"{tag}-big")
+    assert status == 404
+    rids = [f"{tag}-{i}" for i in range(5)]
+    for rid in rids:
+        assert chat(gw, key, tag=tag, request_id=rid)[0] == 200
+    assert gw.stop() == 0
+    db = gw.config_path.parent / "fastgate.db"
+    got = tagged_rows("sqlite:///" + str(db), tag)
+    assert sorted(r[1] for r in got) == sorted([f"{tag}-big", *rids])
+    con = sqlite3.connect(db)
+    try:
+        (model,) = con.execute(
+            "SELECT model FROM usage_records WHERE request_id = ?", (f"{tag}-big",)
+        ).fetchone()
+    finally:
+        con.close()
+    assert model == "x" * 1024 + "..."
