@@ -29,9 +29,11 @@ data area, the producer writes `SKIP` (if at least 4 bytes remain) and starts
 again at offset 0; the consumer skips to the boundary on `SKIP`, or when fewer
 than 4 bytes remain. Offsets are monotonic; position = offset % capacity.
 
-Ordering: the worker writes a frame, then `head`. On x86-64 (TSO) the writer
-that reads `head` sees the frame's bytes; elsewhere a payload that does not
-parse at the newest frames is retried at the next tick before it is dropped.
+Ordering: the worker writes a frame, then `head`. On x86-64 (TSO: stores are
+seen in order) the writer that reads `head` sees the frame's bytes. Python has
+no memory barrier to offer on weaker orderings (arm64): there a frame read too
+early could fail to parse, and the writer would drop it with an error log
+(writer.py `write`); fastgate's measurements and tests are on x86-64.
 """
 
 from __future__ import annotations
