@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fastgate.store.writer_sink import WriterSink
+from fastgate.vocab.record import RECORD_FIELDS
 
 CLK = os.sysconf("SC_CLK_TCK")
 
@@ -35,11 +36,17 @@ def ticks(pid: int) -> int:
 
 
 def record(i: int) -> tuple:
+    """A record as `gateway/accounting.py` builds it (RECORD_FIELDS order)."""
     return (
         time.time(), f"fg-req-{i}", "bench", "default", "openai", "ch", "openai",
         "gpt-4o-mini", "gpt-4o-mini", False, 200, "", 24, 19, 0, 0, False, 31,
-        1.25, 0.9, 1, "127.0.0.1", "", False, f"uid-{os.getpid()}-{i}",
+        1.25, 0.9, 1, "127.0.0.1", "", False, f"uid-{os.getpid()}-{i}", False, "", "",
+        0.05,
     )  # fmt: skip
+
+
+# A record of another length takes the writer's slow (coercing) insert path.
+assert len(record(0)) == len(RECORD_FIELDS), (len(record(0)), len(RECORD_FIELDS))
 
 
 async def main() -> int:

@@ -2,9 +2,10 @@
 
 Why this shape: the number that matters is what a gateway *adds* to a request, so
 the same wrk load hits (1) a stub upstream directly, (2) an nginx reverse proxy in
-front of it, the practical floor for a proxy, and (3) fastgate in front of it, with
-usage logging on. Runs are interleaved (direct -> nginx -> fastgate per scenario and
-round) so that drift from a shared machine hits all three alike; the report is the
+front of it, the practical floor for a proxy, (3) bench/floor_proxy.py, the least
+a Python proxy on uvloop does (what the platform costs before any gateway logic),
+and (4) fastgate in front of it, with usage records on. Runs are interleaved
+(direct -> nginx -> pyfloor -> fastgate per scenario and round) so that drift from a shared machine hits all three alike; the report is the
 median of rounds. CPU per request comes from /proc (utime+stime of the process
 tree under test), which is less sensitive to a noisy neighbour than req/s.
 
@@ -40,8 +41,15 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 OUT = BENCH / "out"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-TARGETS = ("direct", "nginx", "fastgate")
-TARGET_LABEL = {"direct": "direct (stub)", "nginx": "nginx proxy", "fastgate": "fastgate"}
+# pyfloor: bench/floor_proxy.py, the least a Python proxy on uvloop does per request
+# (what the platform costs before any gateway logic; not fastgate).
+TARGETS = ("direct", "nginx", "pyfloor", "fastgate")
+TARGET_LABEL = {
+    "direct": "direct (stub)",
+    "nginx": "nginx proxy",
+    "pyfloor": "Python floor proxy",
+    "fastgate": "fastgate",
+}
 HISTORY_MARK = "<!-- history: entries below are kept when the file is regenerated -->"
 UPSTREAM_KEY = "sk-bench-upstream"
 
@@ -741,12 +749,20 @@ def targets_table(agg: dict) -> list[str]:
         ("conversion vs passthrough, stream", conversion("stream", "convert-stream"), ">= 0.5x",
          lambda v: v >= 0.5, ".2f", "x"),
     ]  # fmt: skip
+    floor_rows = []
+    for sc in ("nonstream", "stream"):
+        fl, fg = get(sc, "pyfloor", "cpu_us"), get(sc, "fastgate", "cpu_us")
+        if fl is not None and fg is not None:
+            floor_rows.append(
+                f"| ({sc}: Python floor proxy {fl:.1f} µs; fastgate above it {fg - fl:.1f} µs) "
+                "| | | context |"
+            )
     rows.append("| target | measured | threshold | result |")
     rows.append("|---|---:|---|---|")
     for name, value, threshold, ok, spec, unit in checks:
         verdict = "n/a" if value is None else ("**pass**" if ok(value) else "**MISS**")
         rows.append(f"| {name} | {fmt(value, spec, unit)} | {threshold} | {verdict} |")
-    return rows
+    return rows + floor_rows
 
 
 def render(
@@ -762,7 +778,7 @@ def render(
         f"- Software: Python {info['python']}, {info['nginx']}, {info['wrk']}, "
         f"fastgate {info['fastgate']}",
         f"- Command: `{args.command}` ({args.rounds} round(s) x {args.duration:g} s per run, "
-        f"interleaved direct -> nginx -> fastgate; medians of rounds)",
+        f"interleaved {' -> '.join(args.targets)}; medians of rounds)",
         f"- fastgate: `--workers {args.workers}`, usage records to "
         f"{'Postgres' if args.database_url.startswith('postgres') else 'SQLite'}"
         f"{' and the JSON access log' if args.access_log else ''}; "
@@ -795,9 +811,10 @@ def render(
                 f"{fmt(d['rss_mb'], '.1f', ' MB')} | {d['errors']} | "
                 f"{fmt(d['wrk_cpu_pct'], '.0f', '%')} |"
             )
-        di, ng, fg = (by_target.get(t) for t in TARGETS)
+        di, ng, fg = (by_target.get(t) for t in ("direct", "nginx", "fastgate"))
+        fl = by_target.get("pyfloor")
         ratios = []
-        for other, label in ((ng, "nginx"), (di, "direct")):
+        for other, label in ((ng, "nginx"), (di, "direct"), (fl, "Python floor")):
             if fg and other and other["rps"]:
                 ratios.append(
                     f"fastgate/{label}: {fg['rps'] / other['rps']:.2f}x req/s, "
@@ -808,7 +825,8 @@ def render(
         lines.append("")
     lines += [
         "CPU µs/req is utime+stime of the process tree under test (the stub nginx for "
-        "direct, the proxy nginx for nginx, fastgate for fastgate) over the requests wrk "
+        "direct, the proxy nginx for nginx, bench/floor_proxy.py for the Python floor, "
+        "fastgate for fastgate) over the requests wrk "
         "completed (for fastgate: the serving process and its usage writer process); "
         "RSS is fastgate's VmRSS after the throughput runs, summed over that tree (the "
         "targets table also gives the serving process alone).",
@@ -994,7 +1012,7 @@ def main(argv: list[str] | None = None) -> int:
 def session(
     args: argparse.Namespace, stack: Stack, tmp: Path
 ) -> tuple[list[RunResult], dict[str, str], str]:
-    stub_json, stub_sse, proxy_json, proxy_sse, admin_port = free_ports(5)
+    stub_json, stub_sse, proxy_json, proxy_sse, admin_port, floor_json, floor_sse = free_ports(7)
     key = "fg-" + secrets.token_urlsafe(32)
     www = tmp / "www"
     shutil.copytree(BENCH / "stub", www)
@@ -1031,6 +1049,17 @@ def session(
         wait_port(proxy_sse, proxy, tmp / "proxy/error.log")
         ports |= {("nginx", "json"): proxy_json, ("nginx", "sse"): proxy_sse}
         roots["nginx"] = proxy.pid
+    if "pyfloor" in args.targets:
+        floor = stack.start(
+            "pyfloor",
+            [sys.executable, str(BENCH / "floor_proxy.py"), f"{floor_json}:{stub_json}",
+             f"{floor_sse}:{stub_sse}", "--key", UPSTREAM_KEY],
+            tmp / "pyfloor.log",
+        )  # fmt: skip
+        wait_port(floor_json, floor, tmp / "pyfloor.log")
+        wait_port(floor_sse, floor, tmp / "pyfloor.log")
+        ports |= {("pyfloor", "json"): floor_json, ("pyfloor", "sse"): floor_sse}
+        roots["pyfloor"] = floor.pid
     if "fastgate" in args.targets:
         config = fastgate_config(
             tmp, stub_json, stub_sse, admin_port, key, args.database_url, args.access_log
