@@ -49,6 +49,7 @@ __all__ = [
     "reasoning_tokens_of",
     "sse_close",
     "sse_feed",
+    "sse_feed_data",
     "usage_from_openai",
 ]
 
@@ -111,11 +112,10 @@ def load_event_json(data: bytes) -> Any:
         ) from exc
 
 
-def hub_items(events: list[Any]) -> list[Any]:
-    """OpenAI SSE events -> hub items (`[DONE]` -> DONE, the rest parsed JSON)."""
+def hub_items(datas: list[bytes]) -> list[Any]:
+    """OpenAI SSE events' data -> hub items (`[DONE]` -> DONE, the rest parsed JSON)."""
     items: list[Any] = []
-    for ev in events:
-        data = ev.data
+    for data in datas:
         if not data:
             continue
         if data == b"[DONE]":
@@ -140,6 +140,14 @@ def sse_feed(dec: SSEDecoder, data: bytes) -> list[Any]:
     """`dec.feed(data)`; a framing error is the upstream's fault."""
     try:
         return dec.feed(data)
+    except SSEError as exc:
+        raise UpstreamProtocolError(str(exc)) from exc
+
+
+def sse_feed_data(dec: SSEDecoder, data: bytes) -> list[bytes]:
+    """`dec.feed_data(data)`; a framing error is the upstream's fault."""
+    try:
+        return dec.feed_data(data)
     except SSEError as exc:
         raise UpstreamProtocolError(str(exc)) from exc
 
@@ -430,12 +438,12 @@ class FromOpenAIStream:
 
     def feed(self, data: bytes) -> bytes:
         """Convert what `data` completes; raises UpstreamProtocolError on bad input."""
-        return self.push(hub_items(sse_feed(self._dec, data)))
+        return self.push(hub_items(sse_feed_data(self._dec, data)))
 
     def close(self) -> bytes:
         """At upstream EOF: the closing events if the stream was cut after its finish."""
         events = sse_close(self._dec)
-        out = self.push(hub_items(events)) if events else b""
+        out = self.push(hub_items([ev.data for ev in events])) if events else b""
         return out + self.finish()
 
     def finish(self) -> bytes:

@@ -402,3 +402,80 @@ def test_big_event_in_small_pieces_is_linear(eol: bytes) -> None:
     assert events[0].raw == body + eol
     # rescanning the pending event on every feed would be ~16k x 8 MiB of searching
     assert elapsed < 20
+
+
+# -- feed_data: the converters' cut, which has a fast path for `data: ` streams -------
+
+
+def data_pieces(pieces: list[bytes], max_event_bytes: int = 16 * 1024 * 1024) -> list[bytes]:
+    """What a converter reads: feed_data per piece, then the data of close()."""
+    dec = SSEDecoder(max_event_bytes)
+    out: list[bytes] = []
+    for p in pieces:
+        out += dec.feed_data(p)
+    return out + [e.data for e in dec.close()]
+
+
+# Mostly the shape the fast path takes (whole `data: ` events), with the tokens that
+# must send a chunk to `feed` instead: a second line, a blank line too many, a CR,
+# a field other than data, a BOM, `data:` without its space, an event cut short.
+DATA_TOKENS = [
+    b"data: {}\n\n",
+    b"data: [DONE]\n\n",
+    b'data: {"a":"data: x"}\n\n',
+    b"data: \n\n",
+    b"data: a\ndata: b\n\n",
+    b"\n",
+    b"\r\n",
+    b"data:x\n\n",
+    b"event: e\n",
+    b": c\n\n",
+    b"data: part",
+    BOM,
+]
+data_streams = st.lists(
+    st.sampled_from(DATA_TOKENS[:4]) | st.sampled_from(DATA_TOKENS), max_size=30
+).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(stream=data_streams, cuts=st.lists(st.integers(0, 400), max_size=8))
+def test_feed_data_is_the_data_of_feed(stream: bytes, cuts: list[int]) -> None:
+    expected = [e.data for e in decode_pieces(split_at(stream, cuts))]
+    assert data_pieces([stream]) == [e.data for e in decode_pieces([stream])]
+    assert data_pieces(split_at(stream, cuts)) == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(stream=bom_streams, cuts=st.lists(st.integers(0, 400), max_size=12))
+def test_feed_data_matches_feed_on_any_stream(stream: bytes, cuts: list[int]) -> None:
+    pieces = split_at(stream, cuts)
+    assert data_pieces(pieces) == [e.data for e in decode_pieces(pieces)]
+
+
+def test_feed_data_fast_shape_and_what_follows() -> None:
+    dec = SSEDecoder()
+    assert dec.feed_data(b'data: {"n":1}\n\ndata: [DONE]\n\n') == [b'{"n":1}', b"[DONE]"]
+    # a BOM counts only as the stream's first bytes: after the fast cut it is data
+    assert dec.feed_data(BOM + b"data: x\n\n") == []  # an unknown field name: no event
+    assert dec.feed_data(b"data: y\n") == []  # pending, then completed by the next feed
+    assert dec.feed_data(b"\ndata: z\n\n") == [b"y", b"z"]
+    assert SSEDecoder().feed_data(BOM + b"data: x\n\n") == [b"x"]  # at the start: dropped
+
+
+def test_feed_data_keeps_the_event_limit() -> None:
+    # the limit counts an event's bytes with its blank line, as feed does
+    assert SSEDecoder(18).feed_data(b"data: 0123456789\n\n") == [b"0123456789"]
+    with pytest.raises(SSEError):
+        SSEDecoder(17).feed_data(b"data: 0123456789\n\n")
+    # events under the limit in a chunk over it: all of them
+    assert SSEDecoder(10).feed_data(b"data: a\n\n" * 5) == [b"a"] * 5
+
+
+def test_feed_data_cuts_a_whole_data_chunk_without_feed() -> None:
+    class NoFeed(SSEDecoder):
+        def feed(self, data: bytes) -> list[SSEEvent]:
+            raise AssertionError("the fast cut should have taken this chunk")
+
+    chunk = b"".join(b'data: {"i":%d}\n\n' % i for i in range(21)) + b"data: [DONE]\n\n"
+    assert NoFeed().feed_data(chunk) == [b'{"i":%d}' % i for i in range(21)] + [b"[DONE]"]
