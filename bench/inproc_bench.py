@@ -21,8 +21,10 @@ import os
 import sys
 import time
 import tomllib
+from pathlib import Path
 from typing import Any
 
+BENCH = Path(__file__).resolve().parent
 KEY = "fg-budget-000000000000000000000000000000000000000"
 CONFIG = f"""
 [[channels]]
@@ -50,6 +52,31 @@ ANSWER = (
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
     b"content-length: %d\r\nx-request-id: up-1\r\n\r\n%b" % (len(ANSWER), ANSWER)
+)
+# `--stub`: the answer bench/run.py's stub gives (nginx's headers, the 649-byte body).
+STUB_ANSWER = (BENCH / "stub/chat_completion.json").read_bytes()
+STUB_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sat, 05 Dec 2026 15:18:39 GMT\r\n"
+    b"Content-Type: application/json\r\nContent-Length: %d\r\n"
+    b"Last-Modified: Sat, 05 Dec 2026 14:23:11 GMT\r\nConnection: keep-alive\r\n"
+    b"Accept-Ranges: bytes\r\n\r\n%b" % (len(STUB_ANSWER), STUB_ANSWER)
+)
+# `--convert-stream`: an Anthropic client's stream request to the OpenAI channel,
+# answered with the stub's 23-event SSE stream (the general path and the converter).
+CONVERT_BODY = (
+    b'{"model":"m1","max_tokens":128,"messages":[{"role":"user","content":"hi"}],'
+    b'"stream":true}'
+)
+CONVERT_REQUEST = (
+    b"POST /v1/messages HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %b\r\n"
+    b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%b"
+    % (KEY.encode(), len(CONVERT_BODY), CONVERT_BODY)
+)
+SSE_ANSWER = (BENCH / "stub/chat_stream.sse").read_bytes()
+SSE_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sat, 05 Dec 2026 15:18:39 GMT\r\n"
+    b"Content-Type: text/event-stream\r\nContent-Length: %d\r\n"
+    b"Connection: keep-alive\r\n\r\n%b" % (len(SSE_ANSWER), SSE_ANSWER)
 )
 
 
@@ -108,6 +135,14 @@ def main() -> int:
         "--limits", action="store_true", help="the key has rpm and tpm (memory backend)"
     )
     ap.add_argument("--profile", action="store_true", help="pyinstrument the loop")
+    ap.add_argument(
+        "--stub", action="store_true", help="the bench stub's answer (nginx headers, 649 B)"
+    )
+    ap.add_argument(
+        "--convert-stream",
+        action="store_true",
+        help="an Anthropic stream request to the OpenAI channel (the general path)",
+    )
     args = ap.parse_args()
     sys.path.insert(0, args.root)
     import uvloop
@@ -134,14 +169,25 @@ def main() -> int:
         return tr, proto
 
     loop.create_connection = create_connection  # type: ignore[method-assign]
+    request, response, answer = REQUEST, RESPONSE, ANSWER
+    if args.stub:
+        response, answer = STUB_RESPONSE, STUB_ANSWER
+    if args.convert_stream:  # the converted stream's last event
+        request, response = CONVERT_REQUEST, SSE_RESPONSE
+        answer = b'event: message_stop\ndata: {"type":"message_stop"}\n\n\r\n0\r\n\r\n'
+
+    def answered() -> bool:
+        tail = ctr.written[-1]
+        return tail.endswith(answer) or (b"".join(ctr.written).endswith(answer))
+
     client, ctr = ClientProtocol(app), Transport()
     client.connection_made(ctr)
-    client.data_received(REQUEST)  # the first request opens the upstream connection
+    client.data_received(request)  # the first request opens the upstream connection
     for _ in range(5):
         loop.run_until_complete(asyncio.sleep(0))
     up, utr = ups[0]
-    up.data_received(RESPONSE)
-    assert ctr.written[-1].startswith(b"HTTP/1.1 200 OK") and ctr.written[-1].endswith(ANSWER)
+    up.data_received(response)
+    assert b"".join(ctr.written).startswith(b"HTTP/1.1 200 OK") and answered(), ctr.written
 
     calls = 0
 
@@ -151,10 +197,10 @@ def main() -> int:
             calls += 1
 
     sys.setprofile(prof)
-    client.data_received(REQUEST)
-    up.data_received(RESPONSE)
+    client.data_received(request)
+    up.data_received(response)
     sys.setprofile(None)
-    assert len(ups) == 1 and ctr.written[-1].endswith(ANSWER)
+    assert len(ups) == 1 and answered()
 
     profiler = None
     if args.profile:
@@ -165,8 +211,8 @@ def main() -> int:
     t0 = time.perf_counter()
     c0 = time.process_time()
     for i in range(args.n):
-        client.data_received(REQUEST)
-        up.data_received(RESPONSE)
+        client.data_received(request)
+        up.data_received(response)
         if i % 1000 == 0:
             ctr.written.clear()
             utr.written.clear()

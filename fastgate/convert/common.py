@@ -115,13 +115,14 @@ def load_event_json(data: bytes) -> Any:
 def hub_items(datas: list[bytes]) -> list[Any]:
     """OpenAI SSE events' data -> hub items (`[DONE]` -> DONE, the rest parsed JSON)."""
     items: list[Any] = []
-    for data in datas:
-        if not data:
-            continue
-        if data == b"[DONE]":
-            items.append(DONE)
-        else:
-            items.append(load_event_json(data))
+    loads = orjson.loads
+    try:
+        for data in datas:
+            if data:
+                items.append(DONE if data == b"[DONE]" else loads(data))
+    except orjson.JSONDecodeError:
+        load_event_json(data)  # raises UpstreamProtocolError, naming the data
+        raise
     return items
 
 

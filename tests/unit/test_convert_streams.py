@@ -1268,3 +1268,62 @@ def test_fuzz_mutated_bytes(name, data):
             break
     cuts = data.draw(st.lists(st.integers(0, len(buf)), max_size=8))
     _convert_or_protocol_error(factory, bytes(buf), cuts)
+
+
+# The OpenAI -> Anthropic converter has a lane for the hot chunk (one choice, a
+# delta of only text, an open text block). Differential: every chunk sequence gives
+# the same bytes with that lane as through the general path, which a chunk takes when
+# it carries an `"error": null` key (ignored there, since the chunk has choices).
+_delta = st.one_of(
+    st.builds(lambda t: {"content": t}, st.sampled_from(["", "a", 'q"\\', "\u00e9\U0001f600"])),
+    st.just({"role": "assistant", "content": ""}),
+    st.just({"content": None}),
+    st.just({"reasoning_content": "hm"}),
+    st.just({"refusal": "no"}),
+    st.just({"content": "x", "refusal": None}),
+    st.just(
+        {"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "f", "arguments": "{"}}]}
+    ),
+    st.just({}),
+)
+_choice = st.builds(
+    lambda d, idx, fin: {"index": idx, "delta": d, "finish_reason": fin},
+    _delta,
+    st.sampled_from([0, 0, 0, 1]),
+    st.sampled_from([None, None, None, "stop"]),
+)
+_chunk = st.builds(
+    lambda choices, usage: {"id": "chatcmpl-1", "choices": choices, "usage": usage},
+    st.lists(_choice, min_size=1, max_size=2),
+    st.sampled_from([None, None, None, {"prompt_tokens": 3, "completion_tokens": 2}]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(chunks=st.lists(_chunk, max_size=12))
+def test_openai_to_anthropic_text_lane_matches_the_general_path(chunks):
+    lane = OpenAIToAnthropicStream("m")
+    general = OpenAIToAnthropicStream("m")
+    out_lane = lane.push(json.loads(json.dumps(chunks)))
+    out_general = general.push([dict(c, error=None) for c in json.loads(json.dumps(chunks))])
+    assert out_lane == out_general
+    assert lane.usage == general.usage and lane._saw_finish() == general._saw_finish()
+
+
+def test_openai_to_anthropic_text_deltas_in_an_open_block():
+    # the chunks the text lane takes: each becomes one documented content_block_delta
+    conv = OpenAIToAnthropicStream("m")
+    first = conv.push([{"id": "x", "choices": [{"index": 0, "delta": {"content": "a"}}]}])
+    more = conv.push([{"choices": [{"index": 0, "delta": {"content": 'b"'}}], "usage": None}])
+    events = [(n, json.loads(d)) for n, d in parse_sse(first) + parse_sse(more)]
+    assert [n for n, _ in events] == [
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+    ]
+    assert [d["delta"] for _, d in events[2:]] == [
+        {"type": "text_delta", "text": "a"},
+        {"type": "text_delta", "text": 'b"'},
+    ]
+    assert all(d["index"] == 0 for _, d in events[1:])

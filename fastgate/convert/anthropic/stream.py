@@ -309,6 +309,27 @@ class OpenAIToAnthropicStream(FromOpenAIStream):
             out.append(_TEXT_DELTA % (self._open_index, orjson.dumps(text)))
 
     def _chunk(self, c: dict[str, Any], out: list[bytes]) -> None:
+        # The hot chunk of a stream: one choice whose delta is only more text for the
+        # open text block (no usage, no finish). Its event, as the general path below
+        # would write it, without that path's dozen lookups.
+        choices = c.get("choices")
+        if type(choices) is list and len(choices) == 1 and c.get("usage") is None:
+            ch = choices[0]
+            delta = ch.get("delta") if type(ch) is dict else None
+            op = self._open
+            if (
+                type(delta) is dict
+                and len(delta) == 1
+                and type(content := delta.get("content")) is str
+                and op is not None
+                and op[0] == "text"
+                and ch.get("finish_reason") is None
+                and ch.get("index", 0) == 0
+                and "error" not in c
+            ):
+                if content:
+                    out.append(_TEXT_DELTA % (self._open_index, orjson.dumps(content)))
+                return
         if "error" in c and not c.get("choices"):
             err = c["error"] if isinstance(c["error"], dict) else {"message": str(c["error"])}
             self._ended = True
