@@ -64,8 +64,7 @@ STUB_RESPONSE = (
 # `--convert-stream`: an Anthropic client's stream request to the OpenAI channel,
 # answered with the stub's 23-event SSE stream (the general path and the converter).
 CONVERT_BODY = (
-    b'{"model":"m1","max_tokens":128,"messages":[{"role":"user","content":"hi"}],'
-    b'"stream":true}'
+    b'{"model":"m1","max_tokens":128,"messages":[{"role":"user","content":"hi"}],"stream":true}'
 )
 CONVERT_REQUEST = (
     b"POST /v1/messages HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %b\r\n"

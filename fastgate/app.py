@@ -13,11 +13,9 @@ import os
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastgate.fleet.budgets import RedisBudgets
-from fastgate.fleet.limits import RedisWindows
-from fastgate.fleet.redis import FleetRedis
+import fastgate.fleet  # noqa: F401  (declares the Redis outage counters: 0 without Redis)
 from fastgate.gateway.breaker import Breakers
 from fastgate.gateway.budgets import Budgets
 from fastgate.gateway.fast import dispatch as fast_dispatch
@@ -33,6 +31,9 @@ from fastgate.respcache import build_cache
 from fastgate.snapshot import Snapshot
 from fastgate.webhooks import build_webhooks
 from fastgate.webhooks import reconfigure as reconfigure_webhooks
+
+if TYPE_CHECKING:
+    from fastgate.fleet.redis import FleetRedis
 
 SWEEP_INTERVAL = 0.05
 
@@ -70,21 +71,24 @@ class App:
         rl = cfg.ratelimit
         # The fleet's shared state (`[ratelimit] backend = "redis"`): one pool per
         # worker; None with the memory backend. Changing the backend needs a restart.
-        self.fleet: FleetRedis | None = (
-            FleetRedis(rl.redis_url, rl.key_prefix, rl.on_redis_error, self.metrics)
-            if rl.backend == "redis"
-            else None
-        )
-        self.limits: Limits | SharedLimits = (
-            Limits()
-            if self.fleet is None
-            else SharedLimits(RedisWindows(self.fleet), self.fleet.fail_open)
-        )
+        # redis-py is imported only here (and by a Redis cache): a config without
+        # Redis does not carry its ~18 MB (fleet/__init__.py).
+        self.fleet: FleetRedis | None = None
+        self.limits: Limits | SharedLimits = Limits()
+        shared_budgets: Any = None
+        if rl.backend == "redis":
+            from fastgate.fleet.budgets import RedisBudgets
+            from fastgate.fleet.limits import RedisWindows
+            from fastgate.fleet.redis import FleetRedis
+
+            self.fleet = FleetRedis(rl.redis_url, rl.key_prefix, rl.on_redis_error, self.metrics)
+            self.limits = SharedLimits(RedisWindows(self.fleet), self.fleet.fail_open)
+            shared_budgets = RedisBudgets(self.fleet)
         # The response cache's backend (None when [cache] enabled is false).
         self.cache: Any = build_cache(cfg.cache, loop, self.metrics)
         # Budgets per key and group and period; counters in Redis with the redis backend.
         self.budgets = Budgets(
-            RedisBudgets(self.fleet) if self.fleet is not None else None,
+            shared_budgets,
             self.fleet.fail_open if self.fleet is not None else True,
             self.metrics,
         )

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from fastgate.errors import SharedStateUnavailable
-from fastgate.metrics import declare
+from fastgate.fleet import ERRORS, OUTAGES
 
 log = logging.getLogger("fastgate.fleet")
 
@@ -32,11 +32,7 @@ T = TypeVar("T")
 RETRY_AFTER = 1.0  # seconds Redis is left alone after a failure
 TIMEOUT = 0.5  # connect and command timeout, seconds
 
-ERRORS = declare(
-    "fastgate_redis_errors_total",
-    "Redis calls that failed or were skipped during an outage (served per on_redis_error).",
-)
-OUTAGES = declare("fastgate_redis_outages_total", "Redis outages seen (first failure of each).")
+__all__ = ["ERRORS", "OUTAGES", "FleetRedis", "FleetUnavailable"]
 
 
 class FleetUnavailable(SharedStateUnavailable):

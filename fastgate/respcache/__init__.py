@@ -16,9 +16,17 @@ from fastgate.config.model import CacheConfig
 from fastgate.gateway.cache import ENTRIES, HELD
 from fastgate.metrics import Metrics
 from fastgate.respcache.memory import MemoryCache
-from fastgate.respcache.redis import RedisCache
 
 __all__ = ["MemoryCache", "RedisCache", "build_cache"]
+
+
+def __getattr__(name: str) -> Any:
+    # `RedisCache` on first use: redis-py is loaded only when a config asks for it.
+    if name == "RedisCache":
+        from fastgate.respcache.redis import RedisCache
+
+        return RedisCache
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_cache(cfg: CacheConfig, loop: asyncio.AbstractEventLoop, metrics: Metrics) -> Any:
@@ -28,5 +36,7 @@ def build_cache(cfg: CacheConfig, loop: asyncio.AbstractEventLoop, metrics: Metr
     if not cfg.enabled:
         return None
     if cfg.backend == "redis":
+        from fastgate.respcache.redis import RedisCache
+
         return RedisCache(cfg, loop, metrics)
     return MemoryCache(cfg, metrics)

@@ -1,0 +1,53 @@
+"""What a worker loads: redis-py only when the config names a Redis backend.
+
+redis-py (with hiredis, OpenTelemetry and cryptography, which it imports) is about
+18 MB of a worker's memory. A gateway with the memory backends (the default) must
+not carry it. What shows it from outside: hiredis is a C extension, so its shared
+object appears in the serving process's memory map once redis-py is imported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.fakes.base import Ok
+from tests.harness import channel, gateway_config, make_key, token
+
+MSGS = [{"role": "user", "content": "hello"}]
+
+
+def mapped(pid: int) -> str:
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+@pytest.mark.parametrize(
+    ("extra", "loads_redis"),
+    [
+        ("", False),
+        ('[cache]\nenabled = true\nbackend = "memory"\n', False),
+        ('[ratelimit]\nbackend = "redis"\nkey_prefix = "{prefix}"\n', True),
+        ('[cache]\nenabled = true\nbackend = "redis"\nkey_prefix = "{prefix}"\n', True),
+    ],
+    ids=["memory", "memory-cache", "redis-limits", "redis-cache"],
+)
+def test_redis_is_loaded_only_by_a_redis_config(
+    make_gateway, make_fake, redis_prefix: str, extra: str, loads_redis: bool
+) -> None:
+    pytest.importorskip("hiredis")  # the mark in the map (redis-py uses it when present)
+    up = make_fake("up")
+    up.behaviour = Ok(prompt_tokens=3, completion_tokens=2)
+    key = make_key()
+    gw = make_gateway(
+        gateway_config(
+            [channel("up", up.url, ["gpt-4o-mini"])],
+            [token("app", key)],
+            extra=extra.format(prefix=redis_prefix),
+        )
+    )
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0)
+    reply = client.chat.completions.create(model="gpt-4o-mini", messages=MSGS)
+    assert reply.usage is not None and reply.usage.total_tokens == 5
+    assert ("hiredis" in mapped(gw.pid)) is loads_redis
