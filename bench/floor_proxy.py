@@ -3,7 +3,8 @@
     python bench/floor_proxy.py LISTEN_PORT:UPSTREAM_PORT [...] --key KEY
 
 `bench/run.py --only direct,nginx,pyfloor,fastgate` runs it as the `pyfloor`
-target, in front of the same stub, under the same wrk load. Per request it does
+target, in front of the same stub, under the same wrk load (`--work-us N` adds N µs of busy Python per request, to see
+what being the slower side costs the kernel). Per request it does
 what nginx's proxy does and nothing else: find the end of the request head and its
 Content-Length, rewrite `Authorization`, write the request to an idle keep-alive
 upstream connection, and forward the answer's bytes to the client as they come
@@ -24,10 +25,12 @@ import argparse
 import asyncio
 import os
 import signal
+import time
 from collections import deque
 
 import uvloop
 
+_clock = time.perf_counter  # vDSO, no system call (--work-us spins on it)
 _AUTH = b"\r\nAuthorization: Bearer "
 _CL = b"\r\nContent-Length: "
 
@@ -109,6 +112,11 @@ class Client(asyncio.Protocol):
         a = buf.find(_AUTH, 0, end) + len(_AUTH)
         request = buf[:a] + self.proxy.key + buf[buf.find(b"\r", a) : total]
         self.busy = True
+        work = self.proxy.work
+        if work:  # --work-us: stand-in for a gateway's own per-request CPU
+            end_at = _clock() + work
+            while _clock() < end_at:
+                pass
         pool = self.proxy.pool
         if pool:
             up = pool.pop()
@@ -124,9 +132,10 @@ class Client(asyncio.Protocol):
 
 
 class Proxy:
-    def __init__(self, upstream_port: int, key: bytes) -> None:
+    def __init__(self, upstream_port: int, key: bytes, work_us: float = 0.0) -> None:
         self.upstream_port = upstream_port
         self.key = key
+        self.work = work_us / 1e6
         self.pool: deque[Upstream] = deque()
         self.connecting: set[asyncio.Future] = set()
 
@@ -143,11 +152,12 @@ async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("routes", nargs="+", help="LISTEN_PORT:UPSTREAM_PORT")
     ap.add_argument("--key", required=True, help="the upstream's bearer key")
+    ap.add_argument("--work-us", type=float, default=0.0, help="busy CPU per request (µs)")
     args = ap.parse_args()
     loop = asyncio.get_running_loop()
     for route in args.routes:
         listen, upstream = (int(p) for p in route.split(":"))
-        proxy = Proxy(upstream, args.key.encode())
+        proxy = Proxy(upstream, args.key.encode(), args.work_us)
         await loop.create_server(lambda p=proxy: Client(p), "127.0.0.1", listen, backlog=1024)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
