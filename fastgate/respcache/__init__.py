@@ -17,16 +17,9 @@ from fastgate.gateway.cache import ENTRIES, HELD
 from fastgate.metrics import Metrics
 from fastgate.respcache.memory import MemoryCache
 
-__all__ = ["MemoryCache", "RedisCache", "build_cache"]
-
-
-def __getattr__(name: str) -> Any:
-    # `RedisCache` on first use: redis-py is loaded only when a config asks for it.
-    if name == "RedisCache":
-        from fastgate.respcache.redis import RedisCache
-
-        return RedisCache
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# `RedisCache` lives in `respcache.redis`, imported by `build_cache` only when a
+# config asks for it (redis-py is not loaded otherwise).
+__all__ = ["MemoryCache", "build_cache"]
 
 
 def build_cache(cfg: CacheConfig, loop: asyncio.AbstractEventLoop, metrics: Metrics) -> Any:

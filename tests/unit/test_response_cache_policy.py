@@ -27,7 +27,8 @@ from fastgate.gateway.cache import (
     mode_of,
 )
 from fastgate.metrics import Metrics
-from fastgate.respcache import MemoryCache, RedisCache, build_cache
+from fastgate.respcache import MemoryCache, build_cache
+from fastgate.respcache.redis import RedisCache
 
 SHA = "a" * 64
 
