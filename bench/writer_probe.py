@@ -123,6 +123,8 @@ def main() -> int:
             f"data-plane thread: user {(us1[0] - us0[0]) * us:.1f}"
             f"  system {(us1[1] - us0[1]) * us:.1f}"
         )
+        if args.strace <= 0:  # `--strace 0`: no strace run
+            return 0
         # futex calls per thread under strace (slows everything: counts only)
         out = tmp / "strace.txt"
         st = subprocess.Popen(

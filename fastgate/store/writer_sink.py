@@ -425,10 +425,14 @@ class WriterSink:
         with contextlib.suppress(OSError):
             mine.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PKG_PARENT, env.get("PYTHONPATH")) if p)
+        # `-S`: no `site`, so none of the environment's .pth hooks and customizations
+        # (editable-install finders, CA bundles, ...) load into the writer; it gets
+        # this process's import path instead, which already holds what they added.
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in (_PKG_PARENT, *sys.path) if p))
         assert self._ring is not None
         ring_fd = self._ring.fd
-        cmd = [sys.executable, "-m", "fastgate.store.writer", str(theirs.fileno()), str(ring_fd)]
+        cmd = [sys.executable, "-S", "-m", "fastgate.store.writer", str(theirs.fileno())]
+        cmd.append(str(ring_fd))
         cmd.append(orjson.dumps(self._config()).decode())
         try:
             self._proc = subprocess.Popen(

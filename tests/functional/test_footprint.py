@@ -8,19 +8,24 @@ object appears in the serving process's memory map once redis-py is imported.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import openai
 import pytest
 
 from tests.fakes.base import Ok
-from tests.harness import channel, gateway_config, make_key, token
+from tests.harness import channel, children_pids, gateway_config, make_key, token
 
 MSGS = [{"role": "user", "content": "hello"}]
 
 
 def mapped(pid: int) -> str:
     return Path(f"/proc/{pid}/maps").read_text()
+
+
+def cmdline(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
 
 
 @pytest.mark.parametrize(
@@ -51,3 +56,31 @@ def test_redis_is_loaded_only_by_a_redis_config(
     reply = client.chat.completions.create(model="gpt-4o-mini", messages=MSGS)
     assert reply.usage is not None and reply.usage.total_tokens == 5
     assert ("hiredis" in mapped(gw.pid)) is loads_redis
+
+
+def test_the_usage_writer_loads_no_site_hooks(make_gateway, make_fake, tmp_path: Path) -> None:
+    """The writer process starts without `site`: an environment's .pth hooks and
+    sitecustomize (here one that notes every process that imports it) run in the
+    serving process, not in the writer, which still writes every record."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    marks = tmp_path / "marks"
+    (hooks / "sitecustomize.py").write_text(
+        f"import os\nwith open({str(marks)!r}, 'a') as f:\n    f.write(f'{{os.getpid()}}\\n')\n"
+    )
+    up = make_fake("up")
+    up.behaviour = Ok(prompt_tokens=3, completion_tokens=2)
+    key = make_key()
+    gw = make_gateway(
+        gateway_config([channel("up", up.url, ["gpt-4o-mini"])], [token("app", key)]),
+        env={"PYTHONPATH": f"{hooks}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"},
+    )
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0)
+    for _ in range(3):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MSGS)
+    writers = [p for p in children_pids(gw.pid) if b"fastgate.store.writer" in cmdline(p)]
+    assert len(writers) == 1
+    seen = {int(x) for x in marks.read_text().split()}
+    assert gw.pid in seen  # the hook works: the serving process ran it
+    assert writers[0] not in seen
+    assert len(gw.wait_records(3, timeout=10)) == 3  # the access log is the writer's
