@@ -5,7 +5,8 @@ ClientProtocol and UpstreamProtocol wired to fake transports (as in
 tests/unit/inproc.py), on a kept-alive upstream connection. Prints the number of
 Python-level calls of fastgate's own code for one request (sys.setprofile) and
 the time per request over a loop (perf_counter) and its CPU time (process_time:
-steadier on a shared machine). Usage records are batched by 1000 and handed to
+steadier on a shared machine). The model has a price, as in bench/run.py, so the
+request is priced and charged. Usage records are batched by 1000 and handed to
 the metrics fold as the real sink does (`NOFOLD=1`: without it). `--root` points at another
 checkout (e.g. a `git worktree` of an older commit) to compare before and after:
 
@@ -37,6 +38,11 @@ models = ["m1"]
 [[tokens]]
 name = "fast"
 key = "{KEY}"
+
+[[prices]]
+model = "m1"
+input = 0.15
+output = 0.6
 """
 BODY = b'{"model":"m1","messages":[{"role":"user","content":"hi"}]}'
 REQUEST = (

@@ -108,6 +108,7 @@ class RunResult:
     loadavg: str
     rss_mb: float | None = None  # fastgate only, right after the run: the whole tree
     worker_rss_mb: float | None = None  # fastgate only: the serving process alone
+    pss_mb: float | None = None  # fastgate only: the whole tree's PSS (shared pages once)
 
 
 @dataclass
@@ -196,6 +197,17 @@ def rss_by_process(root: int) -> dict[int, float]:
         if m:
             out[pid] = int(m.group(1)) / 1024
     return out
+
+
+def tree_pss_mb(root: int) -> float:
+    """PSS of the tree in MB (/proc/PID/smaps_rollup): pages the processes share
+    (libpython, libc, the usage ring) counted once, split between them."""
+    total = 0.0
+    for pid in proc_tree(root):
+        m = re.search(r"^Pss:\s+(\d+) kB", _read(f"/proc/{pid}/smaps_rollup") or "", re.M)
+        if m:
+            total += int(m.group(1)) / 1024
+    return total
 
 
 def worker_rss_mb(root: int) -> float | None:
@@ -538,6 +550,7 @@ def measure(env: Env, target: str, scenario: Scenario, rnd: int, duration: float
         loadavg=la,
         rss_mb=tree_rss_mb(root) if target == "fastgate" else None,
         worker_rss_mb=worker_rss_mb(root) if target == "fastgate" else None,
+        pss_mb=tree_pss_mb(root) if target == "fastgate" else None,
         **w,
     )
     print(
@@ -696,6 +709,7 @@ def aggregate(results: list[RunResult]) -> dict[str, dict[str, dict[str, float |
                 "worker_rss_mb": max(
                     (r.worker_rss_mb for r in rs if r.worker_rss_mb is not None), default=None
                 ),
+                "pss_mb": max((r.pss_mb for r in rs if r.pss_mb is not None), default=None),
                 "errors": sum(r.errors for r in rs),
                 "wrk_cpu_pct": med([r.wrk_cpu_pct for r in rs]),
                 "other_cpu_pct": med([r.other_cpu_pct for r in rs]),
@@ -750,6 +764,12 @@ def targets_table(agg: dict) -> list[str]:
          lambda v: v >= 0.5, ".2f", "x"),
     ]  # fmt: skip
     floor_rows = []
+    pss = max_of("pss_mb")
+    if pss is not None:
+        floor_rows.append(
+            f"| (whole tree PSS {pss:.1f} MB: the pages its processes share counted once) "
+            "| | | context |"
+        )
     for sc in ("nonstream", "stream"):
         fl, fg = get(sc, "pyfloor", "cpu_us"), get(sc, "fastgate", "cpu_us")
         if fl is not None and fg is not None:
