@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from fastgate import errors
+from fastgate.http.cork import LIMIT as CORK_LIMIT
+from fastgate.http.cork import WriteQueue
 from fastgate.http.flow import PIPELINE, WRITE_HIGH, WRITE_LOW, ReadGate
 from fastgate.http.head import DROP_UPSTREAM, SPECIAL, RequestHead
 from fastgate.http.responses import CONTINUE_100, simple_response
@@ -65,6 +67,7 @@ class ClientProtocol(asyncio.Protocol):
         "upload",
         "url",
         "write_paused",
+        "writes",
     )
 
     def __init__(self, app: App) -> None:
@@ -78,6 +81,9 @@ class ClientProtocol(asyncio.Protocol):
         self.body_timeout: float = srv.body_timeout
         self.keepalive_timeout: float = srv.keepalive_timeout
         self.transport: asyncio.Transport | None = None
+        # The loop's write queue (http/cork.py): answers leave at the end of the
+        # loop's iteration, together with the other writes of that iteration.
+        self.writes: WriteQueue = app.pool.writes
         self.parser = httptools.HttpRequestParser(self)
         # Bytes after a request that closes the connection are ignored, not an
         # error: that request is still served (RFC 9112 section 9.6).
@@ -129,7 +135,9 @@ class ClientProtocol(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         # The client closed its side. With a request in flight that means it is
         # gone (as nginx reads it): cancel the upstream instead of computing an
-        # answer nobody will read. Either way our side closes too.
+        # answer nobody will read. Either way our side closes too (uvloop closes
+        # the transport when this returns: what is queued for it leaves first).
+        self.writes.flush()
         ex = self.exchange
         if ex is not None:
             self.exchange = None
@@ -239,7 +247,7 @@ class ClientProtocol(asyncio.Protocol):
             if head.expect.lower() != b"100-continue":
                 self._reject(errors.FastgateError("unsupported expectation"), status=417)
                 raise _Abort
-            self.transport.write(CONTINUE_100)
+            self.writes.write(self.transport, CONTINUE_100)
         # The body may take a while: from here body_timeout bounds each silence.
         self.deadline = self.app.loop.time() + self.body_timeout
 
@@ -301,7 +309,15 @@ class ClientProtocol(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         if self.state != CLOSED:
-            self.transport.write(data)
+            writes = self.writes  # queued: sent at the end of the loop's iteration
+            pending = writes.pending
+            if not pending:
+                self.app.loop.call_soon(writes.flush)
+            pending.append(self.transport)
+            pending.append(data)
+            writes.size += len(data)
+            if writes.size > CORK_LIMIT:  # bulk: out now (backpressure as before)
+                writes.flush()
 
     def finish(self, keep_alive: bool) -> None:
         """The active exchange has written its whole response."""
@@ -333,6 +349,7 @@ class ClientProtocol(asyncio.Protocol):
         if self.state != CLOSED and self.transport is not None:
             self.state = CLOSED
             self.deadline = 0.0
+            self.writes.flush()  # queued answers leave before the close
             self.transport.close()
 
     # -- errors and timeouts -----------------------------------------------------
@@ -367,7 +384,8 @@ class ClientProtocol(asyncio.Protocol):
         self.owed = None
         self.lingering = True
         self.queue.clear()
-        self.transport.write(answer)
+        self.writes.write(self.transport, answer)
+        self.writes.flush()  # before the half-close
         try:
             if self.transport.can_write_eof():
                 self.transport.write_eof()
@@ -382,6 +400,7 @@ class ClientProtocol(asyncio.Protocol):
         self.lingering = True
         self.upload = None
         self.queue.clear()
+        self.writes.flush()  # the answer leaves before the half-close
         try:
             if self.transport.can_write_eof():
                 self.transport.write_eof()

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
+from fastgate.http.cork import LIMIT as CORK_LIMIT
+from fastgate.http.cork import WriteQueue
 from fastgate.http.flow import PEER_SLOW, WRITE_HIGH, WRITE_LOW, ReadGate
 from fastgate.vocab.headers import RESPONSE_KINDS
 
@@ -169,8 +171,17 @@ class UpstreamProtocol(asyncio.Protocol):
         self.idle_timeout = idle_timeout
         self.first_byte_timeout = first_byte_timeout
         self.timing = T_FIRST_BYTE
-        self.deadline = self.pool.loop.time() + first_byte_timeout
-        self.transport.write(data)
+        pool = self.pool
+        self.deadline = pool.loop.time() + first_byte_timeout
+        writes = pool.writes  # queued, sent at the end of the loop's iteration (http/cork.py)
+        pending = writes.pending
+        if not pending:
+            pool.loop.call_soon(writes.flush)
+        pending.append(self.transport)
+        pending.append(data)
+        writes.size += len(data)
+        if writes.size > CORK_LIMIT:  # a large request body: out now
+            writes.flush()
 
     def write_body(self, data: bytes) -> None:
         """More of the request body after its head (`http.upload`): the wait for
@@ -178,7 +189,7 @@ class UpstreamProtocol(asyncio.Protocol):
         if self.closed:
             return
         if data:
-            self.transport.write(data)
+            self.pool.writes.write(self.transport, data)
         if self.timing == T_FIRST_BYTE:
             self.deadline = self.pool.loop.time() + self.first_byte_timeout
 
@@ -328,6 +339,9 @@ class Pool:
         connect_timeout: float = 10.0,
     ) -> None:
         self.loop = loop
+        # The loop's one write queue (http/cork.py): upstream requests here, client
+        # answers too (App hands it to every ClientProtocol).
+        self.writes = WriteQueue(loop)
         self.max_per_origin = max_per_origin
         self.keepalive = keepalive
         self.connect_timeout = connect_timeout

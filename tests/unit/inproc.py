@@ -107,6 +107,10 @@ class Wired:
         self.client.data_received(data)
         self.run()
 
+    def tick(self) -> None:
+        """One turn of the loop: what the callbacks queued is written (http/cork.py)."""
+        self.loop.run_until_complete(_yield())
+
     def close(self) -> None:
         self.app.pool.close_all()
         self.loop.close()

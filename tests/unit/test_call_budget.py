@@ -88,6 +88,7 @@ def one_request(w: Wired, key: str, kind: type) -> int:
         w.send(data)
         proto, up_tr = w.upstreams[0]
         proto.data_received(RESPONSE)
+        w.tick()
         return -1
     proto, up_tr = w.upstreams[0]
     up_tr.written.clear()
@@ -96,7 +97,9 @@ def one_request(w: Wired, key: str, kind: type) -> int:
     try:
         w.client.data_received(data)
         seen.append(w.client.exchange)
+        w.tick()  # the loop's turn ends: the queued request is written
         proto.data_received(RESPONSE)
+        w.tick()
     finally:
         sys.setprofile(None)
     assert type(seen[0]) is kind

@@ -34,8 +34,10 @@ def run(general_only: bool, done_sent: bool) -> dict:
         w.send(request(chat_body("m1", stream=True)))
         proto, _tr = w.upstreams.popleft()
         proto.data_received(HEAD + chunk(BODY))
+        w.tick()  # the loop's turn ends: queued writes leave
         if done_sent:
             proto.data_received(chunk(b"data: [DONE]\n\n"))  # the terminator not yet
+            w.tick()  # the loop's turn ends: queued writes leave
         out = w.client_tr.data()
         assert (b"data: [DONE]" in out) is done_sent
         w.client.eof_received()

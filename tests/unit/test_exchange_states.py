@@ -126,6 +126,7 @@ def test_illegal_move_in_a_callback_answers_500(caplog: pytest.LogCaptureFixture
         ex.state = State.FAILED_OVER  # a bug: the head arrives in a state that forbids it
         proto, up_tr = w.upstreams[0]
         proto.data_received(RESPONSE)  # must not raise into the transport
+        w.tick()  # the loop's turn ends: queued writes leave
         assert ex.state is State.DONE
         out = w.client_tr.data()
         assert out.startswith(b"HTTP/1.1 500 ")
@@ -151,6 +152,7 @@ def test_general_request_walks_the_states() -> None:
         w.send(REQUEST)
         proto, _ = w.upstreams[0]
         proto.data_received(RESPONSE)
+        w.tick()  # the loop's turn ends: queued writes leave
     finally:
         Machine._to = real  # type: ignore[method-assign]
         w.close()

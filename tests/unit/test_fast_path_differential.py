@@ -195,6 +195,7 @@ def run_case(case: str, general_only: bool) -> tuple[bytes, list[bytes], list[di
             proto, tr = w.upstreams.popleft()
             sent.append(tr.data())
             proto.data_received(answer)
+            w.tick()  # the loop's turn ends: queued writes leave
             w.run()
         assert not w.upstreams
         records = [{k: v for k, v in r.items() if k not in VOLATILE} for r in w.sink.dicts()]
