@@ -10,7 +10,8 @@ request is priced and charged. Usage records are batched by 1000 and handed to
 the metrics fold as the real sink does (`NOFOLD=1`: without it). `--root` points at another
 checkout (e.g. a `git worktree` of an older commit) to compare before and after:
 
-    python bench/inproc_bench.py
+    python bench/inproc_bench.py --stub            # the bench stub's answer
+    python bench/inproc_bench.py --stream          # its 22-event stream, passed through
     git worktree add /tmp/before fb96c31 && python bench/inproc_bench.py --root /tmp/before
 """
 
@@ -76,6 +77,14 @@ CONVERT_REQUEST = (
     b"POST /v1/messages HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %b\r\n"
     b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%b"
     % (KEY.encode(), len(CONVERT_BODY), CONVERT_BODY)
+)
+# `--stream`: an OpenAI stream request passed through (the fast path), answered
+# with the same stream (the gateway asks for usage, so the usage chunk is cut).
+STREAM_BODY = b'{"model":"m1","messages":[{"role":"user","content":"hi"}],"stream":true}'
+STREAM_REQUEST = (
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %b\r\n"
+    b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%b"
+    % (KEY.encode(), len(STREAM_BODY), STREAM_BODY)
 )
 SSE_ANSWER = (BENCH / "stub/chat_stream.sse").read_bytes()
 SSE_RESPONSE = (
@@ -148,6 +157,11 @@ def main() -> int:
         action="store_true",
         help="an Anthropic stream request to the OpenAI channel (the general path)",
     )
+    ap.add_argument(
+        "--stream",
+        action="store_true",
+        help="an OpenAI stream request passed through (the stub's 22-event stream)",
+    )
     args = ap.parse_args()
     sys.path.insert(0, args.root)
     import uvloop
@@ -189,6 +203,9 @@ def main() -> int:
     request, response, answer = REQUEST, RESPONSE, ANSWER
     if args.stub:
         response, answer = STUB_RESPONSE, STUB_ANSWER
+    if args.stream:  # the stream's last event, chunk-framed to the client
+        request, response = STREAM_REQUEST, SSE_RESPONSE
+        answer = b"data: [DONE]\n\n\r\n0\r\n\r\n"
     if args.convert_stream:  # the converted stream's last event
         request, response = CONVERT_REQUEST, SSE_RESPONSE
         answer = b'event: message_stop\ndata: {"type":"message_stop"}\n\n\r\n0\r\n\r\n'

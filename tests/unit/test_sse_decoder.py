@@ -19,6 +19,7 @@ from fastgate.sse.decoder import (
     SSEEvent,
     last_event_end,
     next_event_end,
+    parse_event,
 )
 
 BOM = b"\xef\xbb\xbf"
@@ -238,6 +239,26 @@ def test_any_split_matches_the_reference(stream: bytes, cuts: list[int]) -> None
     expected, _ = reference_decode(stream)
     assert decode_pieces([stream]) == expected
     assert decode_pieces(split_at(stream, cuts)) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(stream=streams)
+def test_parse_event_reads_each_event_as_the_reference(stream: bytes) -> None:
+    # parse_event gets one event's raw bytes, terminator included (the stream usage
+    # scanner's call); its one-data-line shortcut must agree with the full reading.
+    for expected in reference_decode(stream)[0]:
+        got = parse_event(expected.raw)
+        assert got is not None
+        assert (got.event, got.data, got.id) == (expected.event, expected.data, expected.id)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"data: {}\n\n", b"data:{}\r\n\r\n", b"data: {}\n", b"data: {}", b"\n\ndata: {}\n\n"],
+)
+def test_parse_event_one_data_line_any_terminator(raw: bytes) -> None:
+    got = parse_event(raw)
+    assert got is not None and (got.event, got.data, got.id) == (None, b"{}", None)
 
 
 @settings(max_examples=100, deadline=None)
