@@ -166,3 +166,74 @@ def test_writers_in_two_processes_do_not_fail(store: SQLiteStore) -> None:
         assert child.wait(60) == 0
     (total,) = store.sync.query_usage(None)
     assert total["requests"] == 20_000
+
+
+def _migrate(path: str) -> None:
+    """The schema, as the worker creates it before it starts its usage writer."""
+    s = SQLiteStore(path, environ={})
+    s.start()
+    s.stop()
+
+
+def _record_lists(n: int, bad_at: int = -1) -> list[list]:
+    """Records as the usage writer process receives them (lists in RECORD_FIELDS order)."""
+    from fastgate.vocab.record import RECORD_FIELDS, UID
+
+    rows = []
+    for i in range(n):
+        row: list = [0] * len(RECORD_FIELDS)
+        row[0] = 1.7e9 + i
+        row[UID] = f"w{i}"
+        row[RECORD_FIELDS.index("key_name")] = "k"
+        if i == bad_at:
+            row[RECORD_FIELDS.index("model")] = {"not": "bindable"}
+        rows.append(row)
+    return rows
+
+
+def test_writer_insert_gives_the_cpu_back_between_chunks(tmp_path: Path, monkeypatch) -> None:
+    """The usage writer process binds YIELD_ROWS rows at a time and yields between
+    them (and before its commit), in ONE transaction: every row lands, a replay of
+    the same uids adds nothing."""
+    from fastgate.store import sqlite_usage
+    from fastgate.store.sqlite_usage import YIELD_ROWS, UsageOnlySQLite
+
+    path = str(tmp_path / "fg.db")
+    _migrate(path)
+    yields = []
+    monkeypatch.setattr(sqlite_usage.os, "sched_yield", lambda: yields.append(1))
+    st = UsageOnlySQLite(path)
+    st.start()
+    try:
+        n = YIELD_ROWS * 3 + 5
+        assert st.write_usage(_record_lists(n)) == n
+        assert len(yields) == 4  # between the 4 chunks (3), and before the commit (1)
+        assert st.write_usage(_record_lists(n)) == 0  # same uids: nothing twice
+        assert not st.con.in_transaction
+    finally:
+        st.stop()
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT count(*), count(DISTINCT uid) FROM usage_records").fetchone() == (
+        n,
+        n,
+    )
+
+
+def test_writer_insert_chunks_are_one_transaction(tmp_path: Path) -> None:
+    """A value SQLite cannot bind in the third chunk rolls back the first two: the
+    sink sees one failed batch (and isolates the bad record), never half of it."""
+    from fastgate.store.sqlite_usage import YIELD_ROWS, UsageOnlySQLite
+
+    path = str(tmp_path / "fg.db")
+    _migrate(path)
+    st = UsageOnlySQLite(path)
+    st.start()
+    try:
+        with pytest.raises(Exception) as info:
+            st.write_usage(_record_lists(YIELD_ROWS * 3, bad_at=YIELD_ROWS * 2 + 1))
+        assert st.is_data_error(info.value)
+        assert not st.con.in_transaction
+    finally:
+        st.stop()
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT count(*) FROM usage_records").fetchone() == (0,)
