@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from fastgate.cli.render import table, warn
@@ -73,6 +72,8 @@ LITELLM_FIELDS = {
 
 def _per_million(v: Any) -> float | None:
     """USD per token -> USD per 1M tokens, exact in decimal (2.5e-06 -> 2.5)."""
+    from decimal import Decimal, InvalidOperation  # here: see cli/render.dec
+
     if isinstance(v, bool) or not isinstance(v, int | float | str):
         return None
     try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 Row = Mapping[str, Any]
@@ -141,6 +140,8 @@ def rfc3339(ts: float) -> str:
 
 def dec(x: float | None) -> str:
     """A float as plain decimal text (2.5, 0.00015), no exponent."""
+    from decimal import Decimal  # here: `fastgate serve` imports this module, not decimal
+
     if x is None:
         return "-"
     d = Decimal(repr(float(x)))

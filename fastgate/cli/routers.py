@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import urllib.error
-import urllib.request
 from typing import Any
 
 from fastgate.cli.render import Column, Row, dec, show, table, warn
@@ -27,6 +25,9 @@ ADMIN_TIMEOUT = 2.0  # seconds to wait for the running gateway's admin API
 
 def _admin_report(cfg: Any) -> tuple[dict[str, Any] | None, str]:
     """(report, "") from the running gateway's admin API, or (None, why not)."""
+    import urllib.error  # here: `fastgate serve` builds this parser too (README Performance)
+    import urllib.request
+
     token = cfg.admin.resolve_token()
     if not token:
         return None, "no admin token is configured"

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from email.utils import parsedate_to_datetime
 
 MAX_COOLDOWN = 3600.0
 
@@ -59,6 +58,10 @@ def parse_time(value: bytes, now: float) -> float | None:
     try:
         when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
+        # An HTTP-date (rare: upstreams send seconds): its parser pulls in the email
+        # package, which a worker otherwise never loads.
+        from email.utils import parsedate_to_datetime
+
         try:
             when = parsedate_to_datetime(text)
         except (TypeError, ValueError, IndexError):

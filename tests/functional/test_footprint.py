@@ -84,3 +84,37 @@ def test_the_usage_writer_loads_no_site_hooks(make_gateway, make_fake, tmp_path:
     assert gw.pid in seen  # the hook works: the serving process ran it
     assert writers[0] not in seen
     assert len(gw.wait_records(3, timeout=10)) == 3  # the access log is the writer's
+
+
+# Standard-library packages only the CLI's other commands (and a rare HTTP-date
+# Retry-After) need: about 1.7 MB of a serving process when they were loaded
+# with the command parser.
+CLI_ONLY = ("email", "http.client", "urllib.request", "decimal")
+
+
+def test_serving_loads_no_cli_only_modules(make_gateway, make_fake) -> None:
+    """`fastgate serve` builds the whole command parser; the other commands'
+    heavy imports (urllib.request -> http.client -> email, decimal) wait for
+    the command that uses them. Seen from outside with Python's own import
+    trace (PYTHONPROFILEIMPORTTIME: one stderr line per module imported)."""
+    up = make_fake("up")
+    up.behaviour = Ok(prompt_tokens=3, completion_tokens=2)
+    key = make_key()
+    gw = make_gateway(
+        gateway_config([channel("up", up.url, ["gpt-4o-mini"])], [token("app", key)]),
+        env={"PYTHONPROFILEIMPORTTIME": "1"},
+    )
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0)
+    for stream in (False, True):
+        reply = client.chat.completions.create(model="gpt-4o-mini", messages=MSGS, stream=stream)
+        if stream:
+            assert "".join(c.choices[0].delta.content or "" for c in reply if c.choices)
+        else:
+            assert reply.usage is not None and reply.usage.total_tokens == 5
+    imported = {
+        line.rsplit("|", 1)[1].strip()
+        for line in gw.stderr_text().splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    assert {"fastgate.cli.parser", "fastgate.gateway.fast", "fastgate.cli.routers"} <= imported
+    assert not imported & set(CLI_ONLY), sorted(imported & set(CLI_ONLY))
