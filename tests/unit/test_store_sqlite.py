@@ -196,7 +196,7 @@ def test_writer_insert_gives_the_cpu_back_between_chunks(tmp_path: Path, monkeyp
     them (and before its commit), in ONE transaction: every row lands, a replay of
     the same uids adds nothing."""
     from fastgate.store import sqlite_usage
-    from fastgate.store.sqlite_usage import YIELD_ROWS, UsageOnlySQLite
+    from fastgate.store.sqlite_usage import WRITER_CACHE_KIB, YIELD_ROWS, UsageOnlySQLite
 
     path = str(tmp_path / "fg.db")
     _migrate(path)
@@ -205,6 +205,8 @@ def test_writer_insert_gives_the_cpu_back_between_chunks(tmp_path: Path, monkeyp
     st = UsageOnlySQLite(path)
     st.start()
     try:
+        # a small page cache: appends need the right edge of each B-tree only
+        assert st.con.execute("PRAGMA cache_size").fetchone() == (-WRITER_CACHE_KIB,)
         n = YIELD_ROWS * 3 + 5
         assert st.write_usage(_record_lists(n)) == n
         assert len(yields) == 4  # between the 4 chunks (3), and before the commit (1)
