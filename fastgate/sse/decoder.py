@@ -170,8 +170,7 @@ def _body_event(body: bytes) -> SSEEvent | None:
     """Event from a body whose line terminators may include CR."""
     if b"\r" in body:
         body = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    if body.endswith(b"\n"):  # its terminator: no value ends with a line break
-        body = body.rstrip(b"\n")
+    body = body.rstrip(b"\n")  # its terminator (no value ends with a line break)
     if body.startswith(b"data:") and b"\n" not in body:
         return SSEEvent(None, body[6:] if body[5:6] == b" " else body[5:])
     return _fields(body)

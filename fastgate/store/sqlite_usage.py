@@ -133,16 +133,16 @@ def insert_usage(
     before = con.total_changes
     con.execute("BEGIN IMMEDIATE")
     try:
-        if yield_every and not coerce and len(rows) > yield_every:
-            for i in range(0, len(rows), yield_every):
+        if one_statement and not coerce and _scalars(rows):
+            con.execute(INSERT_USAGE_JSON, (orjson.dumps(rows).decode(),))
+        else:  # row by row (bad values raise here), `yield_every` rows a call
+            step = yield_every or len(rows)
+            for i in range(0, len(rows), step):
                 if i:
                     os.sched_yield()
-                con.executemany(sql, rows[i : i + yield_every])
-            os.sched_yield()  # the commit writes the WAL: its own slice
-        elif coerce or not one_statement or not _scalars(rows):
-            con.executemany(sql, rows)  # row by row: bad values raise here
-        else:
-            con.execute(INSERT_USAGE_JSON, (orjson.dumps(rows).decode(),))
+                con.executemany(sql, rows[i : i + step])
+            if yield_every:
+                os.sched_yield()  # the commit writes the WAL: its own slice
     except BaseException:
         rollback(con)
         raise

@@ -176,19 +176,18 @@ def _migrate(path: str) -> None:
 
 
 def _record_lists(n: int, bad_at: int = -1) -> list[list]:
-    """Records as the usage writer process receives them (lists in RECORD_FIELDS order)."""
-    from fastgate.vocab.record import RECORD_FIELDS, UID
+    """Records as the usage writer process receives them: the unit tests' record
+    (`test_store_logsink.rec`) as a list in RECORD_FIELDS order, as JSON brings
+    the data plane's tuples back."""
+    from fastgate.vocab.record import RECORD_FIELDS
+    from tests.unit.test_store_logsink import rec
 
-    rows = []
-    for i in range(n):
-        row: list = [0] * len(RECORD_FIELDS)
-        row[0] = 1.7e9 + i
-        row[UID] = f"w{i}"
-        row[RECORD_FIELDS.index("key_name")] = "k"
-        if i == bad_at:
-            row[RECORD_FIELDS.index("model")] = {"not": "bindable"}
-        rows.append(row)
-    return rows
+    later = {"unpriced": False, "router": "", "service_tier": "", "gateway_ms": 0.0}
+    bad = {"model": {"not": "bindable"}}
+    return [
+        [d[f] for f in RECORD_FIELDS]
+        for d in (rec(i, uid=f"w{i}", **later, **(bad if i == bad_at else {})) for i in range(n))
+    ]
 
 
 def test_writer_insert_gives_the_cpu_back_between_chunks(tmp_path: Path, monkeypatch) -> None:
