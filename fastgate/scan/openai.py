@@ -1,10 +1,11 @@
 """Usage from OpenAI responses as they pass: SSE streams (observe or strip) and JSON bodies.
 
-The stream scanner works event by event (it must be able to drop one event, the
-usage-only chunk the gateway asked for on the client's behalf); the body scanner
-is the one JSON-object finder looking for `"usage": {...}`. Both share the key
-test of `fastgate.scan.jsonfind`, and both are on the hot path: no byte is
-searched twice, and the common chunk costs one C-level search.
+The stream scanner works on events (it must be able to drop one event, the
+usage-only chunk the gateway asked for on the client's behalf) and reads usage
+from the tail of each chunk; the body scanner is the one JSON-object finder
+looking for `"usage": {...}`. Both share the key test of
+`fastgate.scan.jsonfind`, and both are on the hot path: the common chunk costs
+one C-level search.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ from fastgate.vocab.usage import Usage, usage_from_openai
 # `"usage"` where an object value may follow (one C search per chunk rejects the
 # compact `"usage":null` every chat chunk carries)
 _USAGE_HINT = key_hint(b"usage")
+_USAGE_KEY = b'"usage"'
+_NULL_END = b'"usage":null}\n\n'  # the end of every chunk of an OpenAI stream but the last
+_NULL_END_LEN = len(_NULL_END)
+_SHORT_READ = 1024  # up to this size a read is searched forwards in one go
 # What follows the top-level "choices" key of a chunk that carries content.
 _NONEMPTY_ARRAY = re.compile(rb"[ \t]*:[ \t]*\[[ \t]*[^\] \t\r\n]")
 _OPEN_PROBE_BYTES = 4096  # look for that shape only this far into an event
@@ -81,21 +86,26 @@ def _hint(buf: bytes | bytearray, pos: int) -> int:
 class OpenAIStreamUsage:
     """Usage from an OpenAI SSE stream (chat.completions, completions, Responses API).
 
-    Observe mode (`strip_usage_chunk=False`) returns every input chunk as it is and
-    only looks: one search for `"usage"` per chunk (the frequent `"usage":null` is
-    rejected on the spot), one reverse search for the last event boundary, and a
-    copy of the bytes of the event still incomplete at the end of the chunk (so an
-    event with a usage object can be parsed once it completes).
+    Usage is read from the tail of each chunk (read): of the events it completes,
+    only the last one with a usage object is parsed. A chunk of whole events is
+    searched once (up to `_SHORT_READ` bytes: forwards, the frequent
+    `"usage":null` rejected on the spot) or from its end back (longer: the last
+    `"usage"` key first, nothing before its event parsed). A chunk that ends
+    inside an event is scanned event by event, and the bytes of the incomplete
+    event are kept so that it can be parsed once it completes.
 
+    Observe mode (`strip_usage_chunk=False`) returns every input chunk as it is.
     Strip mode removes the usage-only chunk (`"choices":[]` plus a `usage` object)
-    that the gateway asked for on the client's behalf. Complete events go out at
-    once; an incomplete event is held until its blank line arrives, unless its
-    first bytes already prove a top-level non-empty `choices` (then it cannot be
-    the usage chunk and its bytes go out as they come). Every other byte is
-    forwarded unchanged, in order.
+    that the gateway asked for on the client's behalf, when it is a chunk's last
+    usage event (an earlier one in the same chunk passes: servers send one, last).
+    Complete events go out at once; an incomplete event is held until its blank
+    line arrives, unless its first bytes already prove a top-level non-empty
+    `choices` (then it cannot be the usage chunk and its bytes go out as they
+    come). Every other byte is forwarded unchanged, in order.
 
-    The last non-null usage wins: vLLM-style servers that put usage on the last
-    content chunk are counted, and such a chunk is never stripped.
+    The last usage object of the stream wins, whatever the split (a later
+    `"usage":null` never erases it): vLLM-style servers that put usage on the
+    last content chunk are counted, and such a chunk is never stripped.
     """
 
     __slots__ = ("_big", "_cand", "_cr", "_max", "_open", "_sent", "_strip", "_tail", "usage")
@@ -124,11 +134,23 @@ class OpenAIStreamUsage:
             and not self._big
             and (data.endswith(b"\n\n") or data.endswith(b"\r\n\r\n"))
         ):
-            m = _USAGE_HINT.search(data)
-            if m is None:
-                return data  # whole events, none with a usage object: the common chunk
+            if len(data) <= _SHORT_READ:  # an event or two: one search over it all
+                if _USAGE_HINT.search(data) is None:
+                    return data  # whole events, no usage object: the common read
+                i = data.rfind(_USAGE_KEY)
+            else:  # a longer read: its usage is read from the tail, its last key first
+                if data.endswith(_NULL_END):  # how OpenAI ends a chunk: no search for it
+                    i = len(data) - _NULL_END_LEN
+                else:
+                    i = data.rfind(_USAGE_KEY)
+                    if i < 0:
+                        return data  # whole events without a usage key
+                if data.startswith(b":null", i + 7):
+                    if _USAGE_HINT.search(data, 0, i) is None:
+                        return data  # no usage object in the read
+                    i = data.rfind(_USAGE_KEY, 0, i)  # an object before a null: rare
             if not self._cr:
-                return self._whole_events(data, m)
+                return self._tail_events(data, i)
         if self._big:
             out = self._skip_big(data)
             return data if not self._strip else out
@@ -149,26 +171,27 @@ class OpenAIStreamUsage:
 
     # -- internals ------------------------------------------------------------------
 
-    def _whole_events(self, data: bytes, m: re.Match[bytes]) -> bytes:
-        """`data` is whole LF-delimited events and nothing is carried: look only at
-        the events the usage hint points into (no tail kept, no per-event loop)."""
+    def _tail_events(self, data: bytes, i: int) -> bytes:
+        """`data` is whole LF-delimited events and nothing is carried: read its usage
+        from the tail. From the last `"usage"` token (at `i`) back, the first event
+        that yields a usage object is the read's last one: it is taken and, in strip
+        mode, cut when it is the usage-only chunk; nothing before it is searched."""
         n = len(data)
-        cuts: list[int] = []
-        while m is not None:
-            i = m.start()
-            if not is_key_object(data, i + 7, n, 7):
-                m = _USAGE_HINT.search(data, i + 7)
+        while i >= 0:
+            if data.startswith(b":null", i + 7) or not is_key_object(data, i + 7, n, 7):
+                i = data.rfind(_USAGE_KEY, 0, i)
                 continue
             start = data.rfind(b"\n\n", 0, i)
             start = skip_blank_lines(data, 0 if start < 0 else start + 2)
             end = data.find(b"\n\n", i) + 2  # data ends with a blank line
-            if end - start <= self._max and self._event_usage(data[start:end]):
-                cuts.append(start)
-                cuts.append(end)
-            m = _USAGE_HINT.search(data, end)
-        if not self._strip or not cuts:
-            return data
-        return _splice(data, cuts, 0, len(data))
+            if end - start <= self._max:
+                only = self._event_usage(data[start:end])
+                if only is not None:
+                    if only and self._strip:
+                        return data[:start] + data[end:]
+                    return data
+            i = data.rfind(_USAGE_KEY, 0, start)
+        return data
 
     def _skip_big(self, data: bytes) -> bytes:
         """Pass the rest of an oversized event (forwarded, not parsed), then go on."""
@@ -228,9 +251,10 @@ class OpenAIStreamUsage:
             start = skip_blank_lines(buf, done if start < 0 else start)
             if end - start > self._max:
                 pass  # over the bound: forwarded, never parsed (whatever the split)
-            elif self._event_usage(buf[start:end]) and strip and start >= sent:
-                cuts.append(start)
-                cuts.append(end)
+            else:
+                only = self._event_usage(buf[start:end])
+                if only is not None:  # the read's last usage so far: only it may be cut
+                    cuts = [start, end] if only and strip and start >= sent else []
             done = end
             cand = -1
             if p >= 0:
@@ -282,17 +306,18 @@ class OpenAIStreamUsage:
         self._open = False
         return out
 
-    def _event_usage(self, raw: bytes | bytearray) -> bool:
-        """Take the usage from one complete event; True if it is the usage-only chunk."""
+    def _event_usage(self, raw: bytes | bytearray) -> bool | None:
+        """Take the usage from one complete event: None if it has no usage object,
+        else whether it is the usage-only chunk."""
         ev = parse_event(raw)
         if ev is None or not ev.data:
-            return False
+            return None
         try:
             obj = orjson.loads(ev.data)
         except orjson.JSONDecodeError:
-            return False
+            return None
         if type(obj) is not dict:
-            return False
+            return None
         u = obj.get("usage")
         if type(u) is dict:
             usage = usage_from_openai(u, self.usage)
@@ -309,7 +334,8 @@ class OpenAIStreamUsage:
                 tier = r.get("service_tier")
                 if type(tier) is str:
                     usage.service_tier = tier
-        return False
+                return False
+        return None
 
 
 class OpenAIBodyUsage(ObjectFinder):
