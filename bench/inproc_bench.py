@@ -12,6 +12,7 @@ checkout (e.g. a `git worktree` of an older commit) to compare before and after:
 
     python bench/inproc_bench.py --stub            # the bench stub's answer
     python bench/inproc_bench.py --stream          # its 22-event stream, passed through
+    python bench/inproc_bench.py --opcodes         # bytecode instructions per function
     git worktree add /tmp/before fb96c31 && python bench/inproc_bench.py --root /tmp/before
 """
 
@@ -158,6 +159,11 @@ def main() -> int:
         help="an Anthropic stream request to the OpenAI channel (the general path)",
     )
     ap.add_argument(
+        "--opcodes",
+        action="store_true",
+        help="print the bytecode instructions per Python function of one request",
+    )
+    ap.add_argument(
         "--stream",
         action="store_true",
         help="an OpenAI stream request passed through (the stub's 22-event stream)",
@@ -239,6 +245,10 @@ def main() -> int:
     turn()
     sys.setprofile(None)
     assert len(ups) == 1 and answered()
+    if args.opcodes:
+        print_opcodes(
+            lambda: (client.data_received(request), turn(), up.data_received(response), turn())
+        )
 
     profiler = None
     if args.profile:
@@ -266,6 +276,28 @@ def main() -> int:
     print(f"in-process CPU per request (no sockets): {cpu * 1e6:.2f} us")
     print(f"in-process time per request (no sockets): {dt * 1e6:.2f} us")
     return 0
+
+
+def print_opcodes(one_request: Any) -> None:
+    """Bytecode instructions executed per Python function for one request
+    (sys.settrace with per-opcode events): where the interpreter loop's time goes."""
+    counts: dict[tuple[str, str], int] = {}
+
+    def trace(frame: Any, event: str, arg: Any) -> Any:
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            code = frame.f_code
+            key = (code.co_filename.rsplit("/", 2)[-1], code.co_qualname)
+            counts[key] = counts.get(key, 0) + 1
+        return trace
+
+    sys.settrace(trace)
+    one_request()
+    sys.settrace(None)
+    total = sum(counts.values())
+    print(f"bytecode instructions per request: {total}")
+    for (path, name), n in sorted(counts.items(), key=lambda kv: -kv[1]):
+        print(f"{n:6d} {100 * n / total:5.1f}%  {path}:{name}")
 
 
 if __name__ == "__main__":
