@@ -102,6 +102,9 @@ class Ok:
     # False: the response carries no usage object at all (OpenAI: no `usage` in
     # the body, no usage chunk in a stream even when include_usage asks for it).
     report_usage: bool = True
+    # True: the whole stream in one write (one chunk of the chunked body), as a
+    # server that buffers its answer sends it; the gateway reads it in one piece.
+    one_write: bool = False
 
 
 class Slow(Ok):
@@ -927,6 +930,8 @@ class FakeUpstream:
             limit = None
             if isinstance(behaviour, DieMidStream | Hang | StreamError):
                 limit = behaviour.after_chunks
+            if ok.one_write and limit is None and not isinstance(behaviour, BigStream):
+                events = [b"".join(events)]
             for i, ev in enumerate(events):
                 if limit is not None and i >= limit:
                     break

@@ -187,6 +187,46 @@ def test_chat_stream_without_include_usage(
     assert log["stream"] is True and log["status"] == 200
 
 
+@pytest.mark.parametrize("asked", [False, True], ids=["added", "asked"])
+def test_chat_stream_in_one_write_is_read_from_its_tail(
+    make_gateway, fake_openai: FakeOpenAI, demo_key: str, asked: bool
+) -> None:
+    """The whole stream in one upstream write: the gateway gets it in one read, over
+    the scanner's 1 KiB, and reads its usage from the tail; the usage chunk it added
+    is cut, the one the client asked for is left, and the usage is logged."""
+    gw = one_channel_gateway(make_gateway, fake_openai, demo_key)
+    text = " ".join(f"word{i}" for i in range(60))
+    fake_openai.script(Ok(content=text, one_write=True))
+    c = sync_client(gw, demo_key)
+    kw = {"stream_options": {"include_usage": True}} if asked else {}
+    with c.chat.completions.with_streaming_response.create(
+        model="gpt-4o", messages=MSGS, stream=True, **kw
+    ) as resp:
+        rid = one_header(resp.headers, "x-request-id")
+        body = resp.read()
+    up = fake_openai.last
+    assert len(up.response_body) > 1024 and up.response_body.count(b"\n\ndata:") > 20
+    events = [json.loads(e["data"]) for e in parse_sse(body) if e["data"] != "[DONE]"]
+    assert (
+        "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
+        == text
+    )
+    usage_chunks = [e for e in events if e["choices"] == []]
+    if asked:
+        assert body == up.response_body, "the provider's bytes reach the client unchanged"
+        assert [u["usage"]["completion_tokens"] for u in usage_chunks] == [
+            up.usage["completion_tokens"]
+        ]
+    else:
+        assert usage_chunks == [], "the usage-only chunk the gateway asked for is cut"
+        raw = up.response_body
+        done = raw.rindex(b"data: [DONE]")
+        last = raw.rindex(b"data: ", 0, done)  # the provider's usage-only chunk
+        assert json.loads(raw[last + 6 : done])["choices"] == []
+        assert body == raw[:last] + raw[done:], "nothing else is changed"
+    assert_logged_usage(gw, rid, up.usage)
+
+
 def test_chat_stream_with_include_usage_is_untouched(
     make_gateway, fake_openai: FakeOpenAI, demo_key: str
 ) -> None:
