@@ -42,7 +42,7 @@ from fastgate.http.flow import PEER_SLOW
 from fastgate.http.responses import STATUS_LINE, status_line
 from fastgate.providers import openai as openai_proto
 from fastgate.scan.jsonfind import last_object
-from fastgate.scan.openai import SERVICE_TIER, OpenAIBodyUsage, OpenAIStreamUsage
+from fastgate.scan.openai import SERVICE_TIER, USAGE_KEY, OpenAIBodyUsage, OpenAIStreamUsage
 from fastgate.vocab.protocols import OPENAI
 from fastgate.vocab.usage import Usage, usage_from_openai
 
@@ -52,7 +52,6 @@ FAST_PATHS = frozenset(
     {b"/v1/chat/completions", b"/v1/completions", b"/v1/embeddings", b"/v1/responses"}
 )
 TAIL = 16384  # bytes of a non-stream body kept to find its usage object
-_USAGE = b'"usage"'
 
 
 def dispatch(app: Any, client: Any, head: Any) -> None:
@@ -286,7 +285,7 @@ class FastExchange(ResponseWriter):
             usage = Usage()
             tail = self.tail
             if tail:
-                obj = last_object(tail, _USAGE)
+                obj = last_object(tail, USAGE_KEY)
                 if type(obj) is dict:
                     usage_from_openai(obj, usage)
                 i = tail.rfind(b'"service_tier"')

@@ -22,7 +22,7 @@ from fastgate.vocab.usage import Usage, usage_from_openai
 # `"usage"` where an object value may follow (one C search per chunk rejects the
 # compact `"usage":null` every chat chunk carries)
 _USAGE_HINT = key_hint(b"usage")
-_USAGE_KEY = b'"usage"'
+USAGE_KEY = b'"usage"'  # the key token, quotes included (also the fast path's body tail)
 _NULL_END = b'"usage":null}\n\n'  # the end of every chunk of an OpenAI stream but the last
 _NULL_END_LEN = len(_NULL_END)
 _SHORT_READ = 1024  # up to this size a read is searched forwards in one go
@@ -66,16 +66,12 @@ def _is_content_chunk(buf: bytes | bytearray, ev0: int, n: int) -> bool:
     return _NONEMPTY_ARRAY.match(buf, k + 9) is not None
 
 
-def _splice(buf: bytes | bytearray, cuts: list[int], start: int, stop: int) -> bytes:
-    """`buf[start:stop]` without the (start, end) ranges listed flat in `cuts`
-    (each at or after `start`): what strip mode forwards."""
-    pieces = []
-    for k in range(0, len(cuts), 2):
-        pieces.append(buf[start : cuts[k]])
-        start = cuts[k + 1]
-    if stop > start:
-        pieces.append(buf[start:stop])
-    return b"".join(pieces)
+def _splice(buf: bytes | bytearray, drop: list[int], start: int, stop: int) -> bytes:
+    """`buf[start:stop]` without the range `drop` ([start, end], at or after `start`;
+    empty: nothing dropped): what strip mode forwards."""
+    if not drop:
+        return bytes(buf[start:stop])
+    return b"".join((buf[start : drop[0]], buf[drop[1] : stop] if stop > drop[1] else b""))
 
 
 def _hint(buf: bytes | bytearray, pos: int) -> int:
@@ -137,18 +133,17 @@ class OpenAIStreamUsage:
             if len(data) <= _SHORT_READ:  # an event or two: one search over it all
                 if _USAGE_HINT.search(data) is None:
                     return data  # whole events, no usage object: the common read
-                i = data.rfind(_USAGE_KEY)
+                i = data.rfind(USAGE_KEY)
             else:  # a longer read: its usage is read from the tail, its last key first
-                if data.endswith(_NULL_END):  # how OpenAI ends a chunk: no search for it
-                    i = len(data) - _NULL_END_LEN
-                else:
-                    i = data.rfind(_USAGE_KEY)
-                    if i < 0:
-                        return data  # whole events without a usage key
-                if data.startswith(b":null", i + 7):
+                # (OpenAI ends a chunk with a null usage: found without a search)
+                end_null = data.endswith(_NULL_END)
+                i = len(data) - _NULL_END_LEN if end_null else data.rfind(USAGE_KEY)
+                if i < 0:
+                    return data  # whole events without a usage key
+                if end_null or data.startswith(b":null", i + 7):
                     if _USAGE_HINT.search(data, 0, i) is None:
                         return data  # no usage object in the read
-                    i = data.rfind(_USAGE_KEY, 0, i)  # an object before a null: rare
+                    i = data.rfind(USAGE_KEY, 0, i)  # an object before a null: rare
             if not self._cr:
                 return self._tail_events(data, i)
         if self._big:
@@ -178,8 +173,8 @@ class OpenAIStreamUsage:
         mode, cut when it is the usage-only chunk; nothing before it is searched."""
         n = len(data)
         while i >= 0:
-            if data.startswith(b":null", i + 7) or not is_key_object(data, i + 7, n, 7):
-                i = data.rfind(_USAGE_KEY, 0, i)
+            if not is_key_object(data, i + 7, n, 7):
+                i = data.rfind(USAGE_KEY, 0, i)
                 continue
             start = data.rfind(b"\n\n", 0, i)
             start = skip_blank_lines(data, 0 if start < 0 else start + 2)
@@ -190,7 +185,7 @@ class OpenAIStreamUsage:
                     if only and self._strip:
                         return data[:start] + data[end:]
                     return data
-            i = data.rfind(_USAGE_KEY, 0, start)
+            i = data.rfind(USAGE_KEY, 0, start)
         return data
 
     def _skip_big(self, data: bytes) -> bytes:
@@ -231,7 +226,7 @@ class OpenAIStreamUsage:
         hi = n - 1 if cr and not final and buf[n - 1] == 13 else n
         strip = self._strip
         sent = self._sent if strip else 0
-        cuts: list[int] = []
+        drop: list[int] = []  # the range strip mode cuts: the read's last usage event
         done = 0  # events ending at or before `done` are settled
         cand = self._cand
         p = _hint(buf, base - 6 if base > 6 else 0)
@@ -249,12 +244,10 @@ class OpenAIStreamUsage:
                 end = n
             start = last_event_end(buf, done, cand, cr)
             start = skip_blank_lines(buf, done if start < 0 else start)
-            if end - start > self._max:
-                pass  # over the bound: forwarded, never parsed (whatever the split)
-            else:
+            if end - start <= self._max:  # over the bound: forwarded, never parsed
                 only = self._event_usage(buf[start:end])
                 if only is not None:  # the read's last usage so far: only it may be cut
-                    cuts = [start, end] if only and strip and start >= sent else []
+                    drop = [start, end] if only and strip and start >= sent else []
             done = end
             cand = -1
             if p >= 0:
@@ -277,10 +270,10 @@ class OpenAIStreamUsage:
                 opened = _is_content_chunk(buf, ev0, n)
                 if not opened:
                     fwd = ev0 if ev0 > sent else sent
-            if not cuts and sent == 0 and fwd == n and buf is not self._tail:
+            if not drop and sent == 0 and fwd == n and buf is not self._tail:
                 out = buf  # zero copy: the whole chunk goes out as it came
             else:
-                out = _splice(buf, cuts, sent, fwd)
+                out = _splice(buf, drop, sent, fwd)
             self._open = opened
             self._sent = fwd - cut if fwd > cut else 0
         # keep the incomplete event
