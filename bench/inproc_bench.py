@@ -47,11 +47,18 @@ input = 0.15
 output = 0.6
 """
 BODY = b'{"model":"m1","messages":[{"role":"user","content":"hi"}]}'
-REQUEST = (
-    b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %b\r\n"
-    b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%b"
-    % (KEY.encode(), len(BODY), BODY)
-)
+
+
+def post(path: bytes, body: bytes) -> bytes:
+    """A client's request to the gateway: the bench key, a JSON body."""
+    return (
+        b"POST %b HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %b\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%b"
+        % (path, KEY.encode(), len(body), body)
+    )
+
+
+REQUEST = post(b"/v1/chat/completions", BODY)
 ANSWER = (
     b'{"id":"c1","object":"chat.completion","model":"m1","choices":[{"index":0,'
     b'"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}],'
@@ -74,19 +81,11 @@ STUB_RESPONSE = (
 CONVERT_BODY = (
     b'{"model":"m1","max_tokens":128,"messages":[{"role":"user","content":"hi"}],"stream":true}'
 )
-CONVERT_REQUEST = (
-    b"POST /v1/messages HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %b\r\n"
-    b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%b"
-    % (KEY.encode(), len(CONVERT_BODY), CONVERT_BODY)
-)
+CONVERT_REQUEST = post(b"/v1/messages", CONVERT_BODY)
 # `--stream`: an OpenAI stream request passed through (the fast path), answered
 # with the same stream (the gateway asks for usage, so the usage chunk is cut).
 STREAM_BODY = b'{"model":"m1","messages":[{"role":"user","content":"hi"}],"stream":true}'
-STREAM_REQUEST = (
-    b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %b\r\n"
-    b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%b"
-    % (KEY.encode(), len(STREAM_BODY), STREAM_BODY)
-)
+STREAM_REQUEST = post(b"/v1/chat/completions", STREAM_BODY)
 SSE_ANSWER = (BENCH / "stub/chat_stream.sse").read_bytes()
 SSE_RESPONSE = (
     b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sat, 05 Dec 2026 15:18:39 GMT\r\n"
