@@ -2,6 +2,7 @@
 
     python bench/bench_writer.py                # 100,000 records to a fresh SQLite file
     python bench/bench_writer.py -n 200000 --database postgresql://postgres@127.0.0.1/test
+    python bench/bench_writer.py -n 300000 --uids random   # the uids before 2026-12-06
 
 The worker side appends tuples as the data plane does (in batches per loop tick);
 the figure is the writer process's utime+stime (from /proc, read just before it
@@ -35,12 +36,24 @@ def ticks(pid: int) -> int:
         return 0
 
 
+# How a record's uid is made (`--uids`): "gateway" leaves it empty, as the data
+# plane does, and the sink fills it (`store/usage.py` `new_uid`, time-ordered);
+# "random" is the scheme before 2026-12-06 (`os.urandom(12).hex()`); "sequential"
+# the bench's own until then (`uid-<pid>-<i>`, nearly in order).
+UIDS = {
+    "gateway": lambda i: "",
+    "random": lambda i: os.urandom(12).hex(),
+    "sequential": lambda i: f"uid-{os.getpid()}-{i}",
+}
+UID = UIDS["gateway"]
+
+
 def record(i: int) -> tuple:
     """A record as `gateway/accounting.py` builds it (RECORD_FIELDS order)."""
     return (
         time.time(), f"fg-req-{i}", "bench", "default", "openai", "ch", "openai",
         "gpt-4o-mini", "gpt-4o-mini", False, 200, "", 24, 19, 0, 0, False, 31,
-        1.25, 0.9, 1, "127.0.0.1", "", False, f"uid-{os.getpid()}-{i}", False, "", "",
+        1.25, 0.9, 1, "127.0.0.1", "", False, UID(i), False, "", "",
         0.05,
     )  # fmt: skip
 
@@ -53,7 +66,10 @@ async def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=100_000)
     ap.add_argument("--database", default="")
+    ap.add_argument("--uids", choices=sorted(UIDS), default="gateway")
     args = ap.parse_args()
+    global UID
+    UID = UIDS[args.uids]
     db = args.database or "sqlite:///" + os.path.join(tempfile.mkdtemp(), "bench.db")
     if db.startswith("sqlite"):
         from fastgate.store.base import store_for

@@ -10,9 +10,10 @@ backends insert in.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from operator import attrgetter, itemgetter
+from random import getrandbits
+from time import time_ns
 from typing import Any
 
 from fastgate.vocab.record import FIELD_INDEX, RECORD_FIELDS, UID
@@ -84,8 +85,18 @@ _ATTR_TYPES = tuple(zip(_RECORD_ATTRS, _COLUMN_TYPES, strict=True))
 
 
 def new_uid() -> str:
-    """A fresh record uid (for records that arrive without one)."""
-    return os.urandom(12).hex()
+    """A fresh record uid (for records that arrive without one): 24 hex digits,
+    the milliseconds since the epoch (11) then 52 random bits (13).
+
+    Why time first: `uid` is the table's unique key, so every insert also goes
+    into its index. Random uids (`os.urandom(12).hex()` until 2026-12-06) put each
+    row on a random leaf of that index: once the index outgrows the writer's page
+    cache, every row read a page and dirtied one for the WAL, and the writer's CPU
+    per record doubled (`bench/bench_writer.py --uids random`: bench/RESULTS.md,
+    "Time-ordered uids"). Ordered by time, the rows of a batch land on the last
+    few leaves. Unique without coordination: 52 random bits per millisecond
+    (`random` reseeds in a forked child; no system call, unlike `os.urandom`)."""
+    return ((time_ns() // 1_000_000 << 52) | getrandbits(52)).to_bytes(12, "big").hex()
 
 
 def _coerce(kind: type, value: Any) -> Any:

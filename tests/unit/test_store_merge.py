@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import re
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from fastgate.config import (
 from fastgate.snapshot import build_snapshot
 from fastgate.store.base import USAGE_COLUMNS, StoreState, merge, usage_row
 from fastgate.store.migrations import latest_version, load_migrations
+from fastgate.store.usage import new_uid
 from fastgate.vocab.record import RECORD_FIELDS, UsageRecord
 
 FILE_KEY = generate_key()
@@ -194,6 +197,39 @@ def test_usage_row_assigns_distinct_uids() -> None:
     a = usage_row(record(uid=""))
     b = usage_row(record(uid=""))
     assert a[0] and b[0] and a[0] != b[0]
+
+
+def test_fresh_uids_are_time_ordered_and_distinct_across_a_fork() -> None:
+    """uid = milliseconds since the epoch (11 hex digits) + 52 random bits: rows of
+    a batch land on the last leaves of the uid index (bench/RESULTS.md, "Time-ordered
+    uids"), and two forked workers draw different random parts."""
+    before = time.time_ns() // 1_000_000
+    uids = []
+    for _ in range(2_000):
+        uids.append(new_uid())
+        if len(uids) % 500 == 0:
+            time.sleep(0.002)  # a few milliseconds apart: the prefix must grow
+    after = time.time_ns() // 1_000_000
+    assert all(re.fullmatch(r"[0-9a-f]{24}", u) for u in uids)
+    assert len(set(uids)) == len(uids)
+    millis = [int(u[:11], 16) for u in uids]
+    assert millis == sorted(millis) and before <= millis[0] and millis[-1] <= after
+    assert millis[-1] > millis[0]
+    # Across milliseconds the uids sort as they were made.
+    firsts = [uids[i] for i in (0, 500, 1000, 1500)]
+    assert firsts == sorted(firsts)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its random state is reseeded at fork
+        os.write(w, "".join(new_uid() for _ in range(50)).encode())
+        os._exit(0)
+    os.close(w)
+    child = os.read(r, 4096).decode()
+    os.waitpid(pid, 0)
+    os.close(r)
+    mine = {new_uid()[11:] for _ in range(50)}
+    theirs = {child[i + 11 : i + 24] for i in range(0, len(child), 24)}
+    assert len(theirs) == 50 and not mine & theirs
 
 
 # --------------------------------------------------------------------------- migrations
