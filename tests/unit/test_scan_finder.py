@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -315,3 +316,24 @@ def test_last_object_ignores_keys_inside_strings_and_non_objects() -> None:
     assert last_object(b'{"usage":"text {"}', b'"usage"') is None
     assert last_object(b'{"choices":[]}', b'"usage"') is None
     assert last_object(b'{"usage":{"p":1', b'"usage"') is None  # cut short
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"prompt_tokens": 3, "completion_tokens": 4},
+        {"a": {"b": {"c": 1}}, "d": [{"e": 2}, {}], "f": {}},
+        {"note": "a } in a string", "n": 1},  # fools the count: short, parse fails
+        {"note": "a { in a string", "n": 1},  # fools the count: long, trailing bytes
+        {"note": "{{}}}{", "x": {"y": "}"}},
+        {"big": 2**70, "neg": -1, "f": 0.5},  # out of orjson's range: the C scanner
+    ],
+)
+@pytest.mark.parametrize("after", [b"}", b',"system_fingerprint":"fp_{x}"}', b',"z":{"k":1}}'])
+def test_last_object_ends_where_the_value_ends(usage: dict, after: bytes) -> None:
+    """The brace count finds the end and orjson proves it; when a brace inside a
+    string fools the count, the C scanner gives the same answer."""
+    from fastgate.scan.jsonfind import last_object
+
+    body = b'{"id":"x","usage":' + json.dumps(usage).encode() + after
+    assert last_object(body, b'"usage"') == usage
