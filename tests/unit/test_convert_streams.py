@@ -738,6 +738,121 @@ def test_openai_to_anthropic_byte_by_byte():
     assert run(OpenAIToAnthropicStream("m"), O_FULL) == whole.feed(O_FULL) + whole.close()
 
 
+# -- the hot chunk read through the stream's template (no whole parse) ------------
+
+TEXTS = ["Hi", ' "quoted"', " back\\slash", " caf\u00e9", " \U0001f600", "\n", "", "}", '{"a":1}']
+
+
+def _reference(data: bytes, pieces: list[bytes] | None = None) -> bytes:
+    """The converter with its template off: every chunk parsed whole."""
+    conv = OpenAIToAnthropicStream("m")
+    conv._tries = 0  # never learns a template
+    return b"".join(conv.feed(p) for p in (pieces or [data])) + conv.close()
+
+
+def _chunks_bytes(chunks: list[dict[str, Any]], ascii_: bool) -> bytes:
+    out = b"".join(
+        b"data: " + json.dumps(c, ensure_ascii=ascii_).encode() + b"\n\n" for c in chunks
+    )
+    return out + b"data: [DONE]\n\n"
+
+
+@pytest.mark.parametrize("ascii_", [True, False])
+@pytest.mark.parametrize("split", ["whole", "events", "bytes"])
+def test_openai_to_anthropic_template_matches_whole_parse(ascii_: bool, split: str) -> None:
+    """Texts with escapes, unicode and braces; a tool call between two text runs
+    (the template must not write into a closed block); fed whole, an event per
+    feed, a byte per feed: the events equal those of the whole parse, and the text
+    is the upstream's."""
+    chunks = [o_chunk({"role": "assistant", "content": "", "refusal": None})]
+    chunks += [o_chunk({"content": t}) for t in TEXTS]
+    chunks.append(
+        o_chunk(
+            {"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "f", "arguments": "{}"}}]}
+        )
+    )
+    chunks += [o_chunk({"content": t}) for t in TEXTS[:3]]
+    chunks.append(o_chunk({}, "stop"))
+    data = _chunks_bytes(chunks, ascii_)
+    if split == "whole":
+        pieces = [data]
+    elif split == "events":
+        pieces = [e + b"\n\n" for e in data.split(b"\n\n") if e]
+    else:
+        pieces = [data[i : i + 1] for i in range(len(data))]
+    conv = OpenAIToAnthropicStream("m")
+    out = b"".join(conv.feed(p) for p in pieces) + conv.close()
+    assert conv._pre  # the template was used
+    assert out == _reference(data, pieces)
+    res = acc_anthropic(out)
+    assert [b["type"] for b in res["blocks"]] == ["text", "tool_use", "text"]
+    assert res["blocks"][0]["text"] == "".join(TEXTS)
+    assert res["blocks"][2]["text"] == "".join(TEXTS[:3])
+
+
+def test_openai_to_anthropic_template_proves_which_token_is_the_text() -> None:
+    """A `content` key ahead of the delta's, with the same string as the text,
+    comes first in the bytes: the proof rejects it and takes the delta's. When
+    that other value changes, the chunk no longer fits the template and is
+    parsed whole."""
+    metas = ["Hi", "Hi", "Hi", "changed", "Hi"]
+    texts = ["Hi", " there", " you", " now", " again"]
+    chunks = [
+        {"meta": {"content": m}, **o_chunk({"content": t})}
+        for m, t in zip(metas, texts, strict=True)
+    ]
+    data = _chunks_bytes([*chunks, o_chunk({}, "stop")], True)
+    events = [e + b"\n\n" for e in data.split(b"\n\n") if e]
+    conv = OpenAIToAnthropicStream("m")
+    out = b"".join(conv.feed(e) for e in events) + conv.close()
+    assert conv._pre.startswith(b'{"meta": {"content": "Hi"}')
+    assert out == _reference(data, events)
+    assert acc_anthropic(out)["blocks"] == [{"type": "text", "text": "".join(texts)}]
+
+
+@pytest.mark.parametrize(
+    "middle",
+    [b'"a", "x": "b"', b"null", b"7", b'"a"  ', b'"unterminated', b'"a" "b"'],
+)
+def test_openai_to_anthropic_template_reads_only_one_string_token(middle: bytes) -> None:
+    """Bytes that fit the template around something other than one string token
+    (a second key, null, a number, broken JSON) are parsed whole, as before."""
+    first = o_chunk({"content": "Hi"})
+    chunks = [first, o_chunk({"content": " there"})]
+    data = _chunks_bytes(chunks, True)[: -len(b"data: [DONE]\n\n")]
+    line = json.dumps(first).encode()
+    pre, suf = line.split(b'"Hi"')
+    data += b"data: " + pre + middle + suf + b"\n\n"
+    data += _chunks_bytes([o_chunk({}, "stop")], True)
+    conv = OpenAIToAnthropicStream("m")
+    events = [e + b"\n\n" for e in data.split(b"\n\n") if e]
+    try:
+        expected: bytes | type[Exception] = _reference(data, events)
+    except UpstreamProtocolError:
+        expected = UpstreamProtocolError
+    if expected is UpstreamProtocolError:
+        with pytest.raises(UpstreamProtocolError):
+            b"".join(conv.feed(e) for e in events) + conv.close()
+    else:
+        assert b"".join(conv.feed(e) for e in events) + conv.close() == expected
+    assert conv._pre.endswith(b'"content": ')  # learned from the first chunk
+
+
+def test_openai_to_anthropic_template_gives_up_on_chunks_that_never_repeat() -> None:
+    """OpenAI's `obfuscation` differs in every chunk: a template fits a few chunks
+    at most; after a few tries it is dropped and the stream is converted as
+    before, and the events are the same."""
+    chunks = [o_chunk({"content": f"w{i} "}, obfuscation="x" * (i % 7)) for i in range(30)]
+    chunks.append(o_chunk({}, "stop"))
+    data = _chunks_bytes(chunks, True)
+    events = [e + b"\n\n" for e in data.split(b"\n\n") if e]
+    conv = OpenAIToAnthropicStream("m")
+    out = b"".join(conv.feed(e) for e in events) + conv.close()
+    assert out == _reference(data, events)
+    assert conv._tries == 0 and conv._pre == b""
+    assert acc_anthropic(out)["blocks"][0]["text"] == "".join(f"w{i} " for i in range(30))
+
+
 def test_anthropic_sdk_reads_converted_openai_stream():
     import anthropic
 

@@ -8,6 +8,7 @@ Both fill `usage` as events pass.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -21,12 +22,14 @@ from fastgate.convert.common import (
     dumps_str,
     foreign_id,
     hub_id,
+    hub_items,
     load_event_json,
     new_id,
     now,
     openai_error_chunk,
     sse_close,
     sse_feed,
+    sse_feed_data,
 )
 from fastgate.convert.common import (
     MALFORMED as _MALFORMED,
@@ -220,6 +223,34 @@ _TEXT_DELTA = (
 )
 
 
+def _hot_text(c: dict[str, Any]) -> str | None:
+    """The text of the hot chunk of an OpenAI stream, else None: one choice (index
+    0, no finish) whose delta is only `content`, a string; no usage, no error."""
+    choices = c.get("choices")
+    if (
+        type(choices) is list
+        and len(choices) == 1
+        and c.get("usage") is None
+        and type(ch := choices[0]) is dict
+        and type(delta := ch.get("delta")) is dict
+        and len(delta) == 1
+        and type(content := delta.get("content")) is str
+        and ch.get("finish_reason") is None
+        and ch.get("index", 0) == 0
+        and "error" not in c
+    ):
+        return content
+    return None
+
+
+# A string token: where a hot chunk's text is in its bytes (see `_learn`).
+_STRING = re.compile(rb'[ \t\r\n]*("(?:[^"\\]|\\.)*")')
+_CONTENT_KEY = b'"content":'
+_SENTINEL = "\x01fastgate"  # a text no upstream sends (it proves the template)
+_SENTINEL_TOKEN = orjson.dumps(_SENTINEL)
+_LEARN_TRIES = 4  # hot chunks a stream may fail to make a template of, then no more
+
+
 def _ev(name: bytes, obj: dict[str, Any]) -> bytes:
     return b"event: " + name + b"\ndata: " + orjson.dumps(obj) + b"\n\n"
 
@@ -244,6 +275,11 @@ class OpenAIToAnthropicStream(FromOpenAIStream):
         self._open_index = -1
         self._tools: dict[int, int] = {}  # OpenAI tool index -> Anthropic block index
         self._stop: str | None = None
+        # The hot chunk's bytes around its text (`_learn`): while they repeat, a
+        # chunk is read without parsing it whole.
+        self._pre = b""
+        self._suf = b""
+        self._tries = _LEARN_TRIES
 
     # -- public (feed / close / finish / push: FromOpenAIStream) ------------------
 
@@ -308,28 +344,106 @@ class OpenAIToAnthropicStream(FromOpenAIStream):
         else:  # the hot event of a stream: the same bytes as _delta, without the dicts
             out.append(_TEXT_DELTA % (self._open_index, orjson.dumps(text)))
 
-    def _chunk(self, c: dict[str, Any], out: list[bytes]) -> None:
-        # The hot chunk of a stream: one choice whose delta is only more text for the
-        # open text block (no usage, no finish). Its event, as the general path below
-        # would write it, without that path's dozen lookups.
-        choices = c.get("choices")
-        if type(choices) is list and len(choices) == 1 and c.get("usage") is None:
-            ch = choices[0]
-            delta = ch.get("delta") if type(ch) is dict else None
-            op = self._open
+    def feed(self, data: bytes) -> bytes:
+        """`FromOpenAIStream.feed`, reading a hot chunk from its bytes once it
+        matches the stream's template (`_learn`): the text between the template's
+        two parts, a string token, is the only thing parsed. Same events out."""
+        datas = sse_feed_data(self._dec, data)
+        if not self._pre and not self._tries:
+            return self.push(hub_items(datas))  # no template for this stream
+        out: list[bytes] = []
+        loads = orjson.loads
+        pre = self._pre
+        lp = len(pre)
+        ls = -len(self._suf)
+        for d in datas:
+            if self._ended:
+                break
             if (
-                type(delta) is dict
-                and len(delta) == 1
-                and type(content := delta.get("content")) is str
-                and op is not None
+                pre
+                and d.startswith(pre)
+                and d.endswith(self._suf)
+                and len(d) - lp + ls >= 2
+                and (op := self._open) is not None
                 and op[0] == "text"
-                and ch.get("finish_reason") is None
-                and ch.get("index", 0) == 0
-                and "error" not in c
             ):
-                if content:
-                    out.append(_TEXT_DELTA % (self._open_index, orjson.dumps(content)))
-                return
+                try:
+                    text = loads(d[lp:ls])
+                except orjson.JSONDecodeError:
+                    text = None  # not one string token: the chunk is parsed whole
+                if type(text) is str:
+                    if text:
+                        out.append(_TEXT_DELTA % (self._open_index, orjson.dumps(text)))
+                    continue
+            items = hub_items([d])
+            out.append(self.push(items))
+            if items and type(it := items[0]) is dict and (text := _hot_text(it)) is not None:
+                # A hot chunk the template did not fit (or there is none yet): learn
+                # from it while tries last; then read the stream as before.
+                if self._tries:
+                    self._learn(d, it, text)
+                else:
+                    self._pre = self._suf = b""
+                pre = self._pre
+                lp = len(pre)
+                ls = -len(self._suf)
+        return b"".join(out)
+
+    def _learn(self, data: bytes, chunk: dict[str, Any], text: str) -> bool:
+        """Make the stream's template from a hot chunk already converted: its bytes
+        before and after the string token of its text. Proved, not assumed: the
+        bytes with that token replaced by a sentinel must parse to the same chunk
+        with the sentinel as its text (JSON parses a string token the same wherever
+        its value comes from), so any string token between the two parts is the
+        text of a chunk otherwise equal to this one. OpenAI's own streams add a
+        per-chunk `obfuscation` string: they never repeat, and after a few tries
+        the stream is read chunk by chunk as before."""
+        self._tries -= 1
+        i = data.find(_CONTENT_KEY)
+        while i >= 0:
+            m = _STRING.match(data, i + len(_CONTENT_KEY))
+            if m is not None and text != _SENTINEL:
+                pre, suf = data[: m.start(1)], data[m.end(1) :]
+                try:
+                    trial = orjson.loads(pre + _SENTINEL_TOKEN + suf)
+                except orjson.JSONDecodeError:
+                    trial = None
+                chunk["choices"][0]["delta"]["content"] = _SENTINEL  # converted already
+                if trial == chunk:
+                    self._pre, self._suf = pre, suf
+                    return True
+                chunk["choices"][0]["delta"]["content"] = text
+            i = data.find(_CONTENT_KEY, i + 1)
+        return False
+
+    def push(self, items: list[Any]) -> bytes:
+        """`FromOpenAIStream.push` with the hot chunk done in the loop: one choice
+        whose delta is only more text for the open text block (no usage, no finish).
+        Its event is the one `_chunk` would write, without that path's dozen lookups
+        per chunk (most chunks of a stream are this one)."""
+        out: list[bytes] = []
+        dumps = orjson.dumps
+        for it in items:
+            if self._ended:
+                break
+            if type(it) is dict:
+                op = self._open
+                if op is not None and op[0] == "text" and (text := _hot_text(it)) is not None:
+                    if text:
+                        out.append(_TEXT_DELTA % (self._open_index, dumps(text)))
+                    continue
+            try:
+                if it is DONE:
+                    self._finalize(out)
+                elif isinstance(it, dict):
+                    self._chunk(it, out)
+                else:
+                    raise UpstreamProtocolError("OpenAI stream chunk is not a JSON object")
+            except _MALFORMED as exc:
+                raise UpstreamProtocolError("malformed OpenAI stream chunk") from exc
+        return b"".join(out)
+
+    def _chunk(self, c: dict[str, Any], out: list[bytes]) -> None:
         if "error" in c and not c.get("choices"):
             err = c["error"] if isinstance(c["error"], dict) else {"message": str(c["error"])}
             self._ended = True
