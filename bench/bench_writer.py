@@ -2,7 +2,7 @@
 
     python bench/bench_writer.py                # 100,000 records to a fresh SQLite file
     python bench/bench_writer.py -n 200000 --database postgresql://postgres@127.0.0.1/test
-    python bench/bench_writer.py -n 300000 --uids random   # the uids before 2026-12-06
+    python bench/bench_writer.py -n 300000 --uids random   # new_uid before 2026-12-06
 
 The worker side appends tuples as the data plane does (in batches per loop tick);
 the figure is the writer process's utime+stime (from /proc, read just before it
@@ -36,14 +36,16 @@ def ticks(pid: int) -> int:
         return 0
 
 
-# How a record's uid is made (`--uids`): "gateway" leaves it empty, as the data
-# plane does, and the sink fills it (`store/usage.py` `new_uid`, time-ordered);
-# "random" is the scheme before 2026-12-06 (`os.urandom(12).hex()`); "sequential"
-# the bench's own until then (`uid-<pid>-<i>`, nearly in order).
+# How a record's uid is made (`--uids`): "gateway" as the data plane makes it (the
+# request id, `App.new_request_id`: a per-process random prefix and a counter);
+# "fresh" leaves it empty and the sink fills it (`store/usage.py` `new_uid`,
+# time-ordered: records that arrive without one); "random" is what `new_uid`
+# was before 2026-12-06 (`os.urandom(12).hex()`).
+_PREFIX = os.urandom(8).hex()
 UIDS = {
-    "gateway": lambda i: "",
+    "gateway": lambda i: f"fg-{_PREFIX}-{i + 1:x}",
+    "fresh": lambda i: "",
     "random": lambda i: os.urandom(12).hex(),
-    "sequential": lambda i: f"uid-{os.getpid()}-{i}",
 }
 UID = UIDS["gateway"]
 
