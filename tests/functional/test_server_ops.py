@@ -157,6 +157,33 @@ def _get(gw: Gateway, path: str) -> tuple[int, bytes]:
         conn.close()
 
 
+def test_a_key_the_fast_path_remembers_is_refused_once_reloaded_away(
+    make_gateway, fake_openai, demo_key: str
+) -> None:
+    """The fast path remembers the digests of keys it served (gateway/fast.py
+    `_DIGESTS`); the snapshot still decides: a key disabled or removed by a
+    reload is refused at once, and a wrong key is never served."""
+    other = make_key()
+    ch = [channel("up", fake_openai.url + "/v1", ["gpt-4o-mini"])]
+    gw = make_gateway(channels=ch, tokens=[token("t", demo_key), token("o", other)])
+    for _ in range(3):  # served (and remembered) on the fast path
+        assert _status(gw, demo_key, "gpt-4o-mini") == 200
+        assert _status(gw, other, "gpt-4o-mini") == 200
+        assert _status(gw, demo_key[:-1] + "x", "gpt-4o-mini") == 401
+    assert len(fake_openai.requests) == 6
+    log = f'\n[logging]\naccess_log = "{gw.access_log_path}"\n'
+    text = gateway_config(channels=ch, tokens=[token("t", demo_key, enabled=False)])
+    gw.config_path.write_text(text + log)
+    gw.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while _status(gw, demo_key, "gpt-4o-mini") != 403 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    served = len(fake_openai.requests)  # the polls answered before the reload
+    assert _status(gw, demo_key, "gpt-4o-mini") == 403  # disabled
+    assert _status(gw, other, "gpt-4o-mini") == 401  # removed
+    assert len(fake_openai.requests) == served
+
+
 def _status(gw: Gateway, key: str, model: str) -> int:
     conn = http.client.HTTPConnection(gw.host, gw.port, timeout=5)
     try:
