@@ -3,6 +3,7 @@
     python bench/bench_writer.py                # 100,000 records to a fresh SQLite file
     python bench/bench_writer.py -n 200000 --database postgresql://postgres@127.0.0.1/test
     python bench/bench_writer.py -n 300000 --uids random   # new_uid before 2026-12-06
+    python bench/bench_writer.py -n 300000 --drop-indexes  # what the 4 secondary indexes cost
 
 The worker side appends tuples as the data plane does (in batches per loop tick);
 the figure is the writer process's utime+stime (from /proc, read just before it
@@ -69,6 +70,11 @@ async def main() -> int:
     ap.add_argument("-n", type=int, default=100_000)
     ap.add_argument("--database", default="")
     ap.add_argument("--uids", choices=sorted(UIDS), default="gateway")
+    ap.add_argument(
+        "--drop-indexes",
+        action="store_true",
+        help="SQLite: drop usage_records' four secondary indexes first (what they cost)",
+    )
     args = ap.parse_args()
     global UID
     UID = UIDS[args.uids]
@@ -78,6 +84,14 @@ async def main() -> int:
 
         st = store_for(db)
         st.start()  # create the schema
+        if args.drop_indexes:
+            import sqlite3
+
+            con = sqlite3.connect(db[len("sqlite:///") :])
+            for ix in ("ts", "key_ts", "model_ts", "tag_ts"):
+                con.execute(f"DROP INDEX usage_records_{ix}")
+            con.commit()
+            con.close()
         st.stop()
     sink = WriterSink(database=db, spool_dir=tempfile.mkdtemp())
     sink.start(asyncio.get_running_loop())
