@@ -64,10 +64,11 @@ def metric(url: str, name: str) -> float:
 class Relay:
     """A TCP relay on loopback to `target`; `cut()` closes the listener and every
     relayed connection (the service is gone), `restore()` listens again on the
-    same port."""
+    same port. `delay`: seconds each chunk toward the target waits (a slow link)."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, delay: float = 0.0) -> None:
         self.target_port = target_port
+        self.delay = delay
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -81,9 +82,13 @@ class Relay:
     def _run(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
 
-    async def _pipe(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, r: asyncio.StreamReader, w: asyncio.StreamWriter, delay: float = 0.0
+    ) -> None:
         try:
             while data := await r.read(65536):
+                if delay:
+                    await asyncio.sleep(delay)
                 w.write(data)
                 await w.drain()
         except Exception:
@@ -98,7 +103,7 @@ class Relay:
             w.close()
             return
         self.writers |= {w, uw}
-        await asyncio.gather(self._pipe(r, uw), self._pipe(ur, w))
+        await asyncio.gather(self._pipe(r, uw, self.delay), self._pipe(ur, w))
 
     async def _start(self) -> None:
         self.server = await asyncio.start_server(

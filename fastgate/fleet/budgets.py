@@ -58,7 +58,8 @@ class RedisBudgets:
         out = await self.fleet.run(lambda: self.fleet.client.mget(names))
         return [None if v is None else int(v) for v in out]
 
-    def spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task

@@ -36,15 +36,18 @@ def account(
     router: str = "",
     service_tier: str = "",
     gateway_ms: float = 0.0,
-) -> int:
-    """Price `usage`, charge the key, queue the usage record; returns the cost.
-    A response cache hit costs nothing (its tokens are recorded as they were).
+) -> Any:
+    """Price `usage`, charge the key, queue the usage record; returns what the
+    answer's end must wait for (a budget's fleet counter near its budget:
+    `Budgets.charge`), or None. A response cache hit costs nothing (its tokens
+    are recorded as they were).
 
     `usage.estimated`: the writer estimated it (no usage from the upstream).
     A model with no price (`price` None) reached by an upstream is served and
     recorded with cost 0 and `unpriced` true: the `if price is None` branch
     below is where "a request was served unpriced" is known."""
     cost = 0
+    wait = None
     if price is None:
         if channel is not None and not cache_hit and model:  # (a passthrough: no model)
             unpriced = True  # served by an upstream, with no price: cost 0
@@ -55,7 +58,7 @@ def account(
         # cost rule: integer micro-dollars, rounded half up once (billing.cost_micros)
         cost = cost_micros(price, usage, ratio)
         if cost:
-            app.charge(token, cost)
+            wait = app.charge(token, cost)
             app.last_cost[(token.name, model)] = cost
     t0 = head.t0
     latency = int((time.time() - t0) * 1_000_000) / 1000
@@ -92,4 +95,4 @@ def account(
             gateway_ms,
         )
     )
-    return cost
+    return wait

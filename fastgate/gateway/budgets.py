@@ -190,18 +190,30 @@ class Budgets:
 
     # -- spend ---------------------------------------------------------------------------
 
-    def charge(self, token: Any, micros: int) -> None:
-        """A request of `token` cost `micros`: count it against each of its budgets."""
+    def charge(self, token: Any, micros: int) -> Any:
+        """A request of `token` cost `micros`: count it against each of its budgets.
+
+        Returns the fleet counters' add (a task) when a budget is near after this
+        charge (the next admission reads the fleet's total fresh): the answer's
+        last bytes wait for it (`ResponseWriter.end`), so a client that sends its
+        next request the moment it has this answer, to any instance, is admitted
+        on a total that holds this cost. Else None (the add runs behind)."""
         now = CLOCK.now()
         keys = []
-        for kind, name, _, period in token.budgets:
+        near = False
+        spent = self.spent
+        for kind, name, budget, period in token.budgets:
             k = (kind, name, period, self._start(period, now))
-            self.spent[k] = self.spent.get(k, 0) + micros
+            spent[k] = total = spent.get(k, 0) + micros
             self.pending[k] = self.pending.get(k, 0) + micros
             self.last[(kind, name)] = micros
             keys.append(k)
+            if budget - total <= NEAR * micros + self.margin.get(k, 0):
+                near = True
         if self.counters is not None and keys:
-            self.counters.spawn(self._add(keys, micros))
+            task = self.counters.spawn(self._add(keys, micros))
+            return task if near else None
+        return None
 
     async def _add(self, keys: list[Key], micros: int) -> None:
         seeds = [self.stored.get(k, 0) for k in keys]

@@ -259,7 +259,7 @@ class ResponseWriter:
         # The record leaves the worker (one send to its writer process) before the
         # answer's last bytes: a worker killed once a client has its whole answer
         # has sent that answer's record.
-        account(
+        wait = account(
             app,
             self.head,
             self.request_id,
@@ -282,20 +282,31 @@ class ResponseWriter:
             # latency minus the windows; one still open closes now, so it ends the count
             gateway_ms=int(((self.t_up or time.time()) - self.head.t0 - self.up_s) * 1e6) / 1000,
         )
-        if data:
-            self.held = b""
-            self.last = data
-            self.client.write(data)
         if limited is not None:  # the admission's ticket
             app.limits.done(
                 token, 0 if cache_hit else usage.prompt_tokens + usage.completion_tokens, limited
             )
+        if wait is not None and not wait.done() and status != 499:
+            # Near a budget: the answer's last bytes wait for the fleet's counter to
+            # hold this request's cost (`Budgets.charge`). The client is done with
+            # this exchange (a loss meanwhile is the connection's own business).
+            self.client.exchange = None
+            wait.add_done_callback(lambda _: self.release(data, status))
+            return
+        self.release(data, status)
+
+    def release(self, data: bytes, status: int) -> None:
+        """The answer's last bytes out, and the client connection handed back."""
         client = self.client
+        if data:
+            self.held = b""
+            self.last = data
+            client.write(data)
         if client.gate.reasons:
             client.gate.resume(PEER_SLOW)
         if status == 499:
             return
-        client.finish(self.head.keep_alive and not self.force_close and not app.stopping)
+        client.finish(self.head.keep_alive and not self.force_close and not self.app.stopping)
 
 
 def without_rate_headers(forward: list[bytes]) -> list[bytes]:

@@ -320,8 +320,12 @@ class ClientProtocol(asyncio.Protocol):
                 writes.flush()
 
     def finish(self, keep_alive: bool) -> None:
-        """The active exchange has written its whole response."""
+        """The active exchange has written its whole response (on a connection the
+        client closed meanwhile, as an answer held for a budget's count can find
+        it, there is nothing left to do)."""
         self.exchange = None
+        if self.state == CLOSED:
+            return
         up = self.upload
         if up is not None and up.dispatched:
             # Answered before its streamed body ended (an error, say): read the rest

@@ -66,4 +66,5 @@ class ClientSink(Protocol):
         """Bytes for the client (dropped once the connection is closed)."""
 
     def finish(self, keep_alive: bool) -> None:
-        """The response is complete; serve the next request or close."""
+        """The response is complete; serve the next request or close (nothing, once
+        the connection is closed)."""

@@ -18,7 +18,7 @@ import anthropic
 import pytest
 
 from tests.fakes.base import Ok
-from tests.fleet import metric, post, redis_url
+from tests.fleet import REDIS_PORT, Relay, metric, post, redis_url
 from tests.harness import channel, gateway_config, make_key, token
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -72,6 +72,9 @@ def test_budget_across_two_instances_is_exact_durable_and_fresh_next_period(
     clock.write_text("0")
     env = {"FASTGATE_TEST_CLOCK_FILE": str(clock)}
     key, roomy = make_key(), make_key()
+    # The instances reach Redis over a slow link (20 ms a write): a charge still on
+    # its way when the answer ends would show below (the fleet's counter behind).
+    relay = Relay(REDIS_PORT, delay=0.02)
     text = fleet_text(
         fake.url,
         [
@@ -80,6 +83,7 @@ def test_budget_across_two_instances_is_exact_durable_and_fresh_next_period(
         ],
         redis_prefix,
         pg_db,
+        redis=redis_url(relay.port),
     )
     gws = [make_gateway(text, env=env) for _ in range(2)]
 
@@ -90,14 +94,28 @@ def test_budget_across_two_instances_is_exact_durable_and_fresh_next_period(
     reads = sum(metric(g.url, "fastgate_budget_fresh_reads_total") for g in gws)
     assert reads == 2
 
-    def run(n: int) -> list[tuple[int, bytes]]:
+    import redis
+
+    r = redis.Redis.from_url(redis_url())
+
+    def fleet_spend() -> int:
+        """The fleet's counter of the key's budget, read from Redis."""
+        return sum(int(r.get(k) or 0) for k in r.scan_iter(match=redis_prefix + "budget:key:*:app"))
+
+    def run(n: int, check: bool = False) -> list[tuple[int, bytes]]:
         out = []
         for i in range(n):  # one after the other, alternating instances
             status, _, body = post(gws[i % 2].url, key, BODY)
             out.append((status, body))
+            served = sum(1 for st, _ in out if st == 200)
+            if check and status == 200 and served >= 6:
+                # Near the budget (what is left within 4 costs) the answer's end
+                # waits for the fleet's counter: it holds this cost already, so
+                # the next request, on either instance, is admitted on it.
+                assert fleet_spend() == served * COST
         return out
 
-    results = run(14)
+    results = run(14, check=True)
     assert [s for s, _ in results] == [200] * 10 + [402] * 4, results
     for _, body in results[10:]:
         assert error_code(body) == "budget_exceeded"
@@ -107,13 +125,9 @@ def test_budget_across_two_instances_is_exact_durable_and_fresh_next_period(
     # Durable: restart both instances with Redis's counters gone; the store remembers.
     for gw in gws:
         assert gw.stop() == 0
-    import redis
-
-    r = redis.Redis.from_url(redis_url())
     stale = list(r.scan_iter(match=redis_prefix + "budget:*"))
     assert stale
     r.delete(*stale)
-    r.close()
     gws = [make_gateway(text, env=env) for _ in range(2)]
     status, _, body = post(gws[0].url, key, BODY)
     assert (status, error_code(body)) == (402, "budget_exceeded")
@@ -126,6 +140,10 @@ def test_budget_across_two_instances_is_exact_durable_and_fresh_next_period(
     results = run(13)
     assert [s for s, _ in results] == [200] * 10 + [402] * 3, results
     assert len(fake.requests) == 30
+    r.close()
+    for gw in gws:
+        assert gw.stop() == 0
+    relay.close()
 
 
 def test_group_budget_is_shared_by_its_keys(make_gateway, make_fake) -> None:
