@@ -353,3 +353,56 @@ def test_budget_when_redis_goes_away(
             r.close()
     finally:
         relay.close()
+
+
+def test_client_that_leaves_while_its_answer_waits_for_the_budget_count(
+    pg_db: str, redis_prefix: str, make_gateway, make_fake
+) -> None:
+    """Near a budget the answer's end waits for the fleet's counter; a client that
+    closes its connection meanwhile costs nothing but its own answer: the request
+    is recorded once (served: the upstream answered), the gateway goes on."""
+    import socket
+
+    from tests.fleet import Relay
+
+    fake = make_fake("up")
+    fake.behaviour = Ok(prompt_tokens=PROMPT, completion_tokens=COMPLETION)
+    relay = Relay(REDIS_PORT, delay=0.3)  # the counter's add takes >= 0.6 s
+    key, other = make_key(), make_key()
+    text = fleet_text(
+        fake.url,
+        [
+            token("app", key, budget_usd=budget_for(3), budget_period="day"),
+            token("other", other),
+        ],
+        redis_prefix,
+        pg_db,
+        redis=redis_url(relay.port),
+    )
+    try:
+        gw = make_gateway(text)
+        body = json.dumps(BODY).encode()
+        with socket.create_connection((gw.host, gw.port), timeout=5) as s:
+            s.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
+                b"authorization: Bearer " + key.encode() + b"\r\n"
+                b"content-type: application/json\r\n"
+                b"content-length: %d\r\n\r\n%b" % (len(body), body)
+            )
+            deadline = time.monotonic() + 5
+            while not fake.requests and time.monotonic() < deadline:
+                time.sleep(0.01)  # the upstream has it (its fresh read took ~0.6 s)
+            time.sleep(0.1)  # answered by the upstream; the answer waits for the count
+            s.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                s.recv(65536)  # nothing of the answer yet
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        # closed with a reset, while the answer was held
+        assert post(gw.url, other, BODY)[0] == 200  # the worker goes on
+        recs = gw.wait_records(2)
+        mine = [r for r in recs if r["key_name"] == "app"]
+        assert [(r["status"], r["cost_micros"]) for r in mine] == [(200, COST)]
+        assert post(gw.url, key, BODY)[0] == 200  # 2 of its 3 left, counted once
+        assert "Traceback" not in gw.stderr_text()
+    finally:
+        relay.close()
