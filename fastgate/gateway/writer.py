@@ -288,9 +288,9 @@ class ResponseWriter:
             )
         if wait is not None and not wait.done() and status != 499:
             # Near a budget: the answer's last bytes wait for the fleet's counter to
-            # hold this request's cost (`Budgets.charge`). The client is done with
-            # this exchange (a loss meanwhile is the connection's own business).
-            self.client.exchange = None
+            # hold this request's cost (`Budgets.charge`). The connection stays this
+            # exchange's meanwhile: a pipelined request waits its turn, and a client
+            # that leaves finds the exchange done (its loss costs nothing more).
             wait.add_done_callback(lambda _: self.release(data, status))
             return
         self.release(data, status)

@@ -379,18 +379,38 @@ def test_client_that_leaves_while_its_answer_waits_for_the_budget_count(
         pg_db,
         redis=redis_url(relay.port),
     )
+    body = json.dumps(BODY).encode()
+
+    def request(k: str, rid: bytes) -> bytes:
+        return (
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
+            b"authorization: Bearer " + k.encode() + b"\r\nx-request-id: " + rid + b"\r\n"
+            b"content-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%b" % (len(body), body)
+        )
+
     try:
         gw = make_gateway(text)
-        body = json.dumps(BODY).encode()
+        # Pipelined behind an answer held for the count, the next request's answer
+        # comes after it, never before.
         with socket.create_connection((gw.host, gw.port), timeout=5) as s:
-            s.sendall(
-                b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
-                b"authorization: Bearer " + key.encode() + b"\r\n"
-                b"content-type: application/json\r\n"
-                b"content-length: %d\r\n\r\n%b" % (len(body), body)
-            )
+            s.sendall(request(key, b"held-1"))
             deadline = time.monotonic() + 5
             while not fake.requests and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.1)  # answered upstream, held for the count
+            s.sendall(request(other, b"next-2"))  # pipelined meanwhile
+            got = b""
+            while got.count(b"HTTP/1.1 200") < 2:
+                chunk = s.recv(65536)
+                assert chunk, got
+                got += chunk
+        assert got.index(b"x-request-id: held-1") < got.index(b"x-request-id: next-2")
+        seen = len(fake.requests)
+        with socket.create_connection((gw.host, gw.port), timeout=5) as s:
+            s.sendall(request(key, b"left-3"))
+            deadline = time.monotonic() + 5
+            while len(fake.requests) == seen and time.monotonic() < deadline:
                 time.sleep(0.01)  # the upstream has it (its fresh read took ~0.6 s)
             time.sleep(0.1)  # answered by the upstream; the answer waits for the count
             s.setblocking(False)
@@ -399,10 +419,11 @@ def test_client_that_leaves_while_its_answer_waits_for_the_budget_count(
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         # closed with a reset, while the answer was held
         assert post(gw.url, other, BODY)[0] == 200  # the worker goes on
-        recs = gw.wait_records(2)
+        recs = gw.wait_records(4)
         mine = [r for r in recs if r["key_name"] == "app"]
-        assert [(r["status"], r["cost_micros"]) for r in mine] == [(200, COST)]
-        assert post(gw.url, key, BODY)[0] == 200  # 2 of its 3 left, counted once
+        assert [(r["status"], r["cost_micros"]) for r in mine] == [(200, COST)] * 2
+        assert post(gw.url, key, BODY)[0] == 200  # the last of its 3, each counted once
+        assert post(gw.url, key, BODY)[0] == 402
         assert "Traceback" not in gw.stderr_text()
     finally:
         relay.close()
