@@ -26,13 +26,13 @@ Hot code: every function call here is counted by the call-budget test
 
 from __future__ import annotations
 
-import hashlib
 import time
 from typing import Any
 
 import orjson
 
 from fastgate.gateway.attempts import Attempts
+from fastgate.gateway.auth import DIGESTS, lookup
 from fastgate.gateway.breaker import CLOSED
 from fastgate.gateway.context import RequestContext
 from fastgate.gateway.handler import Exchange
@@ -46,18 +46,10 @@ from fastgate.scan.openai import SERVICE_TIER, USAGE_KEY, OpenAIBodyUsage, OpenA
 from fastgate.vocab.protocols import OPENAI
 from fastgate.vocab.usage import Usage, usage_from_openai
 
-_sha256 = hashlib.sha256
-
 FAST_PATHS = frozenset(
     {b"/v1/chat/completions", b"/v1/completions", b"/v1/embeddings", b"/v1/responses"}
 )
 TAIL = 16384  # bytes of a non-stream body kept to find its usage object
-# `Authorization` header -> its key's SHA-256 (hex), for keys that matched a token:
-# the hash and its hex form were ~3 % of a fast request's instructions. Only valid
-# keys enter (random keys cannot grow it), at most DIGESTS_MAX; a key revoked
-# since is refused by the snapshot's lookup of the digest, as before.
-DIGESTS_MAX = 4096
-_DIGESTS: dict[bytes, str] = {}
 
 
 def dispatch(app: Any, client: Any, head: Any) -> None:
@@ -73,16 +65,9 @@ def dispatch(app: Any, client: Any, head: Any) -> None:
         Exchange(app, client, head).start()
         return
     snap = app.snapshot
-    digest = _DIGESTS.get(auth)
-    if digest is None:
-        digest = _sha256(auth[7:]).hexdigest()
-        token = snap.tokens.get(digest)
-        if token is not None:  # a valid key: remember its digest (bounded)
-            if len(_DIGESTS) >= DIGESTS_MAX:
-                _DIGESTS.clear()
-            _DIGESTS[auth] = digest
-    else:
-        token = snap.tokens.get(digest)
+    key = auth[7:]
+    digest = DIGESTS.get(key)  # `auth.lookup`, its hit inlined (hot)
+    token = snap.tokens.get(digest) if digest is not None else lookup(snap, key)
     if token is None or not (token.fast or token.fast_limits):
         Exchange(app, client, head).start()
         return

@@ -160,8 +160,8 @@ def _get(gw: Gateway, path: str) -> tuple[int, bytes]:
 def test_a_key_the_fast_path_remembers_is_refused_once_reloaded_away(
     make_gateway, fake_openai, demo_key: str
 ) -> None:
-    """The fast path remembers the digests of keys it served (gateway/fast.py
-    `_DIGESTS`); the snapshot still decides: a key disabled or removed by a
+    """The worker remembers the digests of keys it served (gateway/auth.py
+    `DIGESTS`); the snapshot still decides: a key disabled or removed by a
     reload is refused at once, and a wrong key is never served."""
     other = make_key()
     ch = [channel("up", fake_openai.url + "/v1", ["gpt-4o-mini"])]

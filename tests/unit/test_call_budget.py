@@ -129,3 +129,31 @@ def test_general_path_call_budget(wired: Wired) -> None:
     calls = one_request(wired, KEY + "x", Exchange)
     print(f"general path: {calls} Python-level calls")
     assert 0 < calls <= GENERAL_BUDGET, f"general path made {calls} calls (budget {GENERAL_BUDGET})"
+
+
+def test_key_digests_are_remembered_for_valid_keys_only(
+    wired: Wired, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both paths take a served key's SHA-256 from `auth.DIGESTS` after its first
+    request (the budgets above count the remembered case); a wrong key never
+    enters, and the memo is bounded."""
+    import hashlib
+
+    from fastgate.gateway import auth
+
+    auth.DIGESTS.clear()
+    one_request(wired, KEY, FastExchange)
+    one_request(wired, KEY + "x", Exchange)
+    expected = {k.encode(): hashlib.sha256(k.encode()).hexdigest() for k in (KEY, KEY + "x")}
+    memo = auth.DIGESTS
+    assert memo == expected
+    wired.client_tr.written.clear()
+    wired.send(request("fg-wrong-" + "0" * 40))
+    assert wired.client_tr.written[0].startswith(b"HTTP/1.1 401")
+    assert len(auth.DIGESTS) == 2
+    monkeypatch.setattr(auth, "DIGESTS_MAX", 1)
+    auth.DIGESTS.clear()
+    one_request(wired, KEY, FastExchange)
+    one_request(wired, KEY + "x", Exchange)
+    assert list(auth.DIGESTS) == [(KEY + "x").encode()]  # full: emptied, then the new one
+    auth.DIGESTS.clear()
