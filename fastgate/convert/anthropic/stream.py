@@ -389,7 +389,7 @@ class OpenAIToAnthropicStream(FromOpenAIStream):
                 ls = -len(self._suf)
         return b"".join(out)
 
-    def _learn(self, data: bytes, chunk: dict[str, Any], text: str) -> bool:
+    def _learn(self, data: bytes, chunk: dict[str, Any], text: str) -> None:
         """Make the stream's template from a hot chunk already converted: its bytes
         before and after the string token of its text. Proved, not assumed: the
         bytes with that token replaced by a sentinel must parse to the same chunk
@@ -411,36 +411,32 @@ class OpenAIToAnthropicStream(FromOpenAIStream):
                 chunk["choices"][0]["delta"]["content"] = _SENTINEL  # converted already
                 if trial == chunk:
                     self._pre, self._suf = pre, suf
-                    return True
+                    return
                 chunk["choices"][0]["delta"]["content"] = text
             i = data.find(_CONTENT_KEY, i + 1)
-        return False
 
     def push(self, items: list[Any]) -> bytes:
         """`FromOpenAIStream.push` with the hot chunk done in the loop: one choice
         whose delta is only more text for the open text block (no usage, no finish).
         Its event is the one `_chunk` would write, without that path's dozen lookups
-        per chunk (most chunks of a stream are this one)."""
+        per chunk (most chunks of a stream are this one); any other item goes
+        through `FromOpenAIStream.push`."""
         out: list[bytes] = []
         dumps = orjson.dumps
         for it in items:
             if self._ended:
                 break
-            if type(it) is dict:
-                op = self._open
-                if op is not None and op[0] == "text" and (text := _hot_text(it)) is not None:
-                    if text:
-                        out.append(_TEXT_DELTA % (self._open_index, dumps(text)))
-                    continue
-            try:
-                if it is DONE:
-                    self._finalize(out)
-                elif isinstance(it, dict):
-                    self._chunk(it, out)
-                else:
-                    raise UpstreamProtocolError("OpenAI stream chunk is not a JSON object")
-            except _MALFORMED as exc:
-                raise UpstreamProtocolError("malformed OpenAI stream chunk") from exc
+            op = self._open
+            if (
+                op is not None
+                and op[0] == "text"
+                and type(it) is dict
+                and (text := _hot_text(it)) is not None
+            ):
+                if text:
+                    out.append(_TEXT_DELTA % (self._open_index, dumps(text)))
+            else:
+                out.append(FromOpenAIStream.push(self, [it]))
         return b"".join(out)
 
     def _chunk(self, c: dict[str, Any], out: list[bytes]) -> None:
