@@ -93,10 +93,11 @@ def new_uid() -> str:
     row on a random leaf of that index: once the index outgrows the writer's page
     cache, every row read a page and dirtied one for the WAL, and the writer's CPU
     per record doubled (`bench/bench_writer.py --uids random`: bench/RESULTS.md,
-    "Time-ordered uids"). Ordered by time, the rows of a batch land on the last
-    few leaves, as the data plane's own uids do (its records carry the request
-    id, a per-process prefix and a counter: `App.new_request_id`). Unique without coordination: 52 random bits per millisecond
-    (`random` reseeds in a forked child; no system call, unlike `os.urandom`)."""
+    "Stop 21"). Ordered by time, the rows of a batch land on the last few leaves,
+    as the data plane's own uids do (its records carry the request id, a
+    per-process prefix and a counter: `App.new_request_id`). Unique without
+    coordination: 52 random bits per millisecond (`random` reseeds in a forked
+    child; no system call, unlike `os.urandom`)."""
     return ((time_ns() // 1_000_000 << 52) | getrandbits(52)).to_bytes(12, "big").hex()
 
 
