@@ -337,3 +337,19 @@ def test_last_object_ends_where_the_value_ends(usage: dict, after: bytes) -> Non
 
     body = b'{"id":"x","usage":' + json.dumps(usage).encode() + after
     assert last_object(body, b'"usage"') == usage
+
+
+def test_last_object_reads_by_brace_count_without_the_c_scanner(monkeypatch) -> None:
+    """The common case never reaches the fallback: with the C scanner gone, a
+    nested usage object is still read; one whose string holds a brace needs it."""
+    from fastgate.scan import jsonfind
+
+    def gone(*_: Any) -> Any:
+        raise AssertionError("the C scanner was used")
+
+    monkeypatch.setattr(jsonfind, "_scan_value", gone)
+    usage = {"prompt_tokens": 3, "prompt_tokens_details": {"cached_tokens": 1}, "d": {"e": {}}}
+    body = b'{"id":"x","usage":' + json.dumps(usage).encode() + b',"system_fingerprint":"fp"}'
+    assert jsonfind.last_object(body, b'"usage"') == usage
+    with pytest.raises(AssertionError, match="C scanner"):
+        jsonfind.last_object(b'{"usage":{"note":"}","n":1}}', b'"usage"')
