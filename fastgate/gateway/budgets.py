@@ -150,13 +150,18 @@ class Budgets:
                 self._refuse(kind, name, period)
             if self.counters is not None:
                 last = self.last.get((kind, name))
-                if last is None or left <= NEAR * last + self.margin.get(k, 0):
+                if last is None or self._near(k, left, last):
                     if near is None:
                         near = []
                     near.append((k, budget))
         if near is None:
             return None
         return self._fresh(near)
+
+    def _near(self, k: Key, left: int, last: int) -> bool:
+        """Is what is left of `k` close enough that the fleet's total must be read
+        fresh (admission), and the answer wait for its own add (charge)?"""
+        return left <= NEAR * last + self.margin.get(k, 0)
 
     def _refuse(self, kind: str, name: str, period: str) -> None:
         if self.metrics is not None:
@@ -208,7 +213,7 @@ class Budgets:
             self.pending[k] = self.pending.get(k, 0) + micros
             self.last[(kind, name)] = micros
             keys.append(k)
-            if budget - total <= NEAR * micros + self.margin.get(k, 0):
+            if self._near(k, budget - total, micros):
                 near = True
         if self.counters is not None and keys:
             task = self.counters.spawn(self._add(keys, micros))
