@@ -58,6 +58,22 @@ class Session:
 Handler = Callable[[Session, argparse.Namespace], Awaitable[int | None]]
 
 
+def _quiet_on_interrupt(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The loop's exception handler for a command. Ctrl-C cancels the command's
+    task from the SIGINT handler, which Python runs between two bytecodes: when
+    that lands inside a callback that has just checked its future is not done
+    (`_sock_connect_cb` as the upstream accepts), the callback's `set_result`
+    raises InvalidStateError. Nothing is lost (the command is being stopped),
+    so that one is not printed; everything else goes to the default handler."""
+    callback = getattr(context.get("handle"), "_callback", None)
+    if (
+        isinstance(context.get("exception"), asyncio.InvalidStateError)
+        and getattr(callback, "__name__", "") == "_sock_connect_cb"
+    ):
+        return
+    loop.default_exception_handler(context)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the store command whose handler the parser put in `args.func`; the exit code."""
     func = getattr(args, "func", None)
@@ -86,7 +102,9 @@ def run(args: argparse.Namespace) -> int:
         warn(f"cannot open the database ({_where(cfg)}): {exc or exc.__class__.__name__}")
         return EXIT_DATABASE
     try:
-        return asyncio.run(func(Session(cfg, store, out), args)) or EXIT_OK
+        with asyncio.Runner() as runner:
+            runner.get_loop().set_exception_handler(_quiet_on_interrupt)
+            return runner.run(func(Session(cfg, store, out), args)) or EXIT_OK
     except UsageError as exc:
         usage_error(args, str(exc))
         return EXIT_USAGE

@@ -344,3 +344,40 @@ def test_closed_stdout_exits_141_quietly(tmp_path: Path) -> None:
             os.close(write_end)
         assert proc.returncode == PIPE, proc.stderr
         assert proc.stderr == ""
+
+
+def test_a_connect_callback_racing_ctrl_c_is_not_printed() -> None:
+    """The race behind an occasional traceback of the test above, played out: the
+    SIGINT handler cancels the connect future inside `_sock_connect_cb`, after
+    its done() check; the command's loop says nothing of that one error, and
+    reports any other as before."""
+    import asyncio
+    import logging
+
+    from fastgate.cli.session import _quiet_on_interrupt
+
+    loop = asyncio.new_event_loop()
+    a, b = socket.socketpair()
+    try:
+        fut = loop.create_future()
+        fut.cancel()  # what Ctrl-C did between the check and set_result
+        handle = asyncio.Handle(loop._sock_connect_cb, (fut, a, ("127.0.0.1", 1)), loop)
+        loop.set_exception_handler(_quiet_on_interrupt)
+        seen: list[logging.LogRecord] = []
+        log = logging.getLogger("asyncio")
+        catch = logging.Handler()
+        catch.emit = seen.append  # type: ignore[method-assign]
+        log.addHandler(catch)
+        try:
+            loop.call_exception_handler(
+                {"message": "x", "exception": asyncio.InvalidStateError(), "handle": handle}
+            )
+            assert seen == []
+            loop.call_exception_handler({"message": "other", "exception": ValueError("boom")})
+            assert [r.getMessage() for r in seen] == ["other"]
+        finally:
+            log.removeHandler(catch)
+    finally:
+        a.close()
+        b.close()
+        loop.close()
