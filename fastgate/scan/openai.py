@@ -59,9 +59,10 @@ def _is_content_chunk(buf: bytes | bytearray, ev0: int, n: int) -> bool:
     if buf[j] != 123 and buf[j] != 44:  # { or ,
         return False
     head = buf[ev0:k]
-    if head.count(b"{") != 1 or b"}" in head or b"[" in head or b"]" in head:
+    # (find() is -1 when absent: -3 means none of the three is there)
+    if head.count(b"{") != 1 or head.find(b"}") + head.find(b"[") + head.find(b"]") != -3:
         return False
-    if b"\n" in head or b"\r" in head:  # "choices" must be on the first line
+    if head.find(b"\n") >= 0 or head.find(b"\r") >= 0:  # "choices" on the first line
         return False
     return _NONEMPTY_ARRAY.match(buf, k + 9) is not None
 
@@ -123,7 +124,9 @@ class OpenAIStreamUsage:
         """Look at `data`; return the bytes to forward (`data` itself in observe mode)."""
         if not data:
             return data
-        if not self._cr and b"\r" in data:
+        # find(), not `in`: a bytes `in` tries the operand as an integer first and
+        # raises and clears a TypeError (formatted) on every call
+        if not self._cr and data.find(b"\r") >= 0:
             self._cr = True
         if (
             not self._tail

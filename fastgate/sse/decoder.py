@@ -168,10 +168,10 @@ def _fields(body: bytes) -> SSEEvent | None:
 
 def _body_event(body: bytes) -> SSEEvent | None:
     """Event from a body whose line terminators may include CR."""
-    if b"\r" in body:
+    if body.find(b"\r") >= 0:  # find(): `in` on bytes raises and clears a TypeError first
         body = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     body = body.rstrip(b"\n")  # its terminator (no value ends with a line break)
-    if body.startswith(b"data:") and b"\n" not in body:
+    if body.startswith(b"data:") and body.find(b"\n") < 0:
         return SSEEvent(None, body[6:] if body[5:6] == b" " else body[5:])
     return _fields(body)
 
@@ -207,7 +207,7 @@ class SSEDecoder:
             raise SSEError("decoder is unusable after an error")
         if not data:
             return []
-        if not self._cr and b"\r" in data:
+        if not self._cr and data.find(b"\r") >= 0:
             self._cr = True
         pend = self._pend
         if not pend:
@@ -264,7 +264,7 @@ class SSEDecoder:
             and not self._failed
             and data.endswith(b"\n\n")
             and len(data) <= self._max
-            and b"\r" not in data
+            and data.find(b"\r") < 0
         ):
             lines = data.split(b"\n")
             events = lines[0:-2:2]
