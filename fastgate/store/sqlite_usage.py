@@ -19,6 +19,14 @@ import orjson
 from fastgate.store.usage import USAGE_COLUMNS, usage_row
 from fastgate.vocab.record import RECORD_FIELDS
 
+# A record's four booleans (stream, estimated, cache_hit, unpriced) bind as the
+# integers they already were in SQLite, through an adapter found in one dict
+# lookup. Without it, sqlite3 (3.11) looks for `__adapt__` on its PrepareProtocol
+# type and for `__conform__` on the bool before it binds it as an int anyway, and
+# the first lookup formats and clears an AttributeError: ~0.35 us a value, ~1.4
+# of the usage writer's ~10 us a row. The stored values are the same (0/1).
+sqlite3.register_adapter(bool, int)
+
 
 def rollback(con: sqlite3.Connection) -> None:
     if con.in_transaction:

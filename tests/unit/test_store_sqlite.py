@@ -238,3 +238,33 @@ def test_writer_insert_chunks_are_one_transaction(tmp_path: Path) -> None:
         st.stop()
     con = sqlite3.connect(path)
     assert con.execute("SELECT count(*) FROM usage_records").fetchone() == (0,)
+
+
+def test_writer_binds_record_booleans_as_integers_through_the_adapter(tmp_path: Path) -> None:
+    """The record's booleans land as SQLite integers 0/1 (as they always did), bound
+    through the `bool -> int` adapter: sqlite3 finds it in its adapter table and
+    does not go looking for `__adapt__`/`__conform__` (which formats and clears an
+    AttributeError per value, ~1.4 us of a ~10 us row in the usage writer)."""
+    from fastgate.store import sqlite_usage
+    from fastgate.store.sqlite_usage import UsageOnlySQLite
+    from fastgate.vocab.record import FIELD_INDEX
+
+    assert sqlite3.adapters.get((bool, sqlite3.PrepareProtocol)) is int
+    assert sqlite_usage.sqlite3 is sqlite3
+    path = str(tmp_path / "fg.db")
+    _migrate(path)
+    rows = _record_lists(2)
+    flags = ("stream", "estimated", "cache_hit", "unpriced")
+    for f in flags:
+        rows[0][FIELD_INDEX[f]] = True
+        rows[1][FIELD_INDEX[f]] = False
+    st = UsageOnlySQLite(path)
+    st.start()
+    try:
+        assert st.write_usage(rows) == 2
+    finally:
+        st.stop()
+    con = sqlite3.connect(path)
+    cols = ", ".join(f"{f}, typeof({f})" for f in flags)
+    got = con.execute(f"SELECT {cols} FROM usage_records ORDER BY uid").fetchall()
+    assert got == [(1, "integer") * 4, (0, "integer") * 4]
