@@ -70,12 +70,15 @@ class Token:
     max_concurrency: int = 0
     cache: bool = False
     limited: bool = False  # any of rpm, tpm, max_concurrency: checked per request
-    # Nothing per request to check beyond the key itself: enabled, no quota,
-    # limits, expiry, allow-list or cache. The fast path takes only these keys.
+    # Enabled, and no limits, cache or budget: the fast path takes these keys
+    # (an expiry, an allow-list or a quota it checks itself: `checked`).
     fast: bool = False
     # The same, but with rpm/tpm: the fast path takes it when the limits answer
     # at once (a lease slot; max_concurrency always needs the general path).
     fast_limits: bool = False
+    # An expiry, a `models` allow-list or a quota: the fast path checks them with
+    # admission's own rules and hands a refusal to the general path.
+    checked: bool = False
     # Budgets that apply to this key: (subject kind "key" | "group", subject name,
     # budget micro-dollars, period). A key with any takes the general path.
     budgets: tuple[tuple[str, str, int, str], ...] = ()
@@ -215,16 +218,10 @@ def build_snapshot(config: Any, version: int = 1) -> Snapshot:
             budgets=tuple(budgets),
         )
     for t in tokens.values():
-        plain = (
-            t.enabled
-            and t.quota_micros < 0
-            and t.expires_at is None
-            and t.models is None
-            and not t.cache
-            and not t.budgets
-        )
+        plain = t.enabled and not t.cache and not t.budgets
         t.fast = plain and not t.limited
         t.fast_limits = plain and t.limited and not t.max_concurrency
+        t.checked = t.quota_micros >= 0 or t.expires_at is not None or t.models is not None
 
     prices = price_table(config.prices)
     group_ratio = {g.name: ratio_ppm(g.ratio) for g in config.groups}

@@ -59,6 +59,14 @@ def ops_response(app: App, ctx: RequestContext) -> tuple[int, bytes, bytes] | No
     raise errors.NotFound(f"no route for GET {path.decode('latin-1')}")
 
 
+def quota_refuses(app: App, token: Any, model: str) -> bool:
+    """A key with a quota is served while what is left covers what its last request
+    on this model cost (the first needs only some quota left). The fast path asks
+    too, for its keys with a quota."""
+    left = app.quota_left(token)
+    return left <= 0 or left < app.last_cost.get((token.name, model), 0)
+
+
 async def _budget_then_limits(app: App, token: Any, wait: Any) -> tuple[bytes, Any]:
     """A budget's round trip, then the rate limits (the `(headers, ticket)` of both)."""
     await wait
@@ -128,12 +136,8 @@ def admit(app: App, ctx: RequestContext, order: list[Any] | None) -> list[Any] |
             )
         ctx.router = route.router
         ctx.measure = route.measure
-    if token.quota_micros >= 0:
-        # Served while the quota left covers what this key's last request on
-        # this model cost (the first needs only some quota left).
-        left = app.quota_left(token)
-        if left <= 0 or left < app.last_cost.get((token.name, model), 0):
-            raise errors.InsufficientQuota("quota exhausted for this API key")
+    if token.quota_micros >= 0 and quota_refuses(app, token, model):
+        raise errors.InsufficientQuota("quota exhausted for this API key")
     if token.budgets:  # the key's or its group's budget for this period (budgets.py)
         wait = app.budgets.admit(token)
         if wait is not None:  # near a budget: the fleet's total first, then the limits

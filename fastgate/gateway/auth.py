@@ -62,13 +62,23 @@ def authenticate(snapshot: Snapshot, key: bytes) -> Token:
         raise errors.InvalidToken("invalid API key")
     if not token.enabled:
         raise errors.PermissionDenied("this API key is disabled")
-    if token.expires_at is not None and time.time() >= token.expires_at:
+    if expired(token):
         raise errors.TokenExpired("this API key has expired")
     return token
 
 
+def expired(token: Token) -> bool:
+    """Is the key past its `expires_at`? (The fast path asks too.)"""
+    return token.expires_at is not None and time.time() >= token.expires_at
+
+
+def model_allowed(token: Token, public: str, requested: str) -> bool:
+    """Does the key's allow-list (if any) name the model or the alias it was asked by?"""
+    allowed = token.models
+    return allowed is None or public in allowed or requested in allowed
+
+
 def check_model(token: Token, public: str, requested: str) -> None:
     """403 unless the key's allow-list (if any) names the model or its alias."""
-    allowed = token.models
-    if allowed is not None and public not in allowed and requested not in allowed:
+    if not model_allowed(token, public, requested):
         raise errors.PermissionDenied(f"this API key may not use model '{requested}'")

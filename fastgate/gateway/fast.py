@@ -2,9 +2,11 @@
 
 `dispatch` decides per request, with inline checks only, whether the request
 is the plain case: a POST to an OpenAI endpoint with a Bearer key that is
-`fast` (snapshot.Token: enabled, no quota, limits, expiry, allow-list or
-cache) or `fast_limits` (the same with rpm/tpm, admitted here only when the
-limits answer at once: a local window, or a slot of a Redis lease), a JSON
+`fast` (snapshot.Token: enabled, no limits, cache or budget) or `fast_limits`
+(the same with rpm/tpm, admitted here only when the limits answer at once: a
+local window, or a slot of a Redis lease), and whose expiry, allow-list and
+quota, if it has them (`checked`), admit it by admission's own rules (a refusal
+is the general path's to answer), a JSON
 body whose model has a fast-eligible route plan (`gateway/plan.py`), and a
 first candidate whose breaker is closed and who is not cooling down. Then it builds
 the upstream request from the channel's pre-encoded pieces, writes it once,
@@ -31,8 +33,9 @@ from typing import Any
 
 import orjson
 
+from fastgate.gateway.admission import quota_refuses
 from fastgate.gateway.attempts import Attempts
-from fastgate.gateway.auth import DIGESTS, lookup
+from fastgate.gateway.auth import DIGESTS, expired, lookup, model_allowed
 from fastgate.gateway.breaker import CLOSED
 from fastgate.gateway.context import RequestContext
 from fastgate.gateway.handler import Exchange
@@ -81,6 +84,13 @@ def dispatch(app: Any, client: Any, head: Any) -> None:
     requested = obj.get("model")
     plan = snap.plans.get((token.group, requested)) if type(requested) is str else None
     if plan is None or not plan.fast:
+        general(app, client, head, obj, None)
+        return
+    if token.checked and (  # refused: the general path answers in the ingress's shape
+        expired(token)
+        or not model_allowed(token, plan.model, requested)
+        or (token.quota_micros >= 0 and quota_refuses(app, token, plan.model))
+    ):
         general(app, client, head, obj, None)
         return
     ch = plan.single

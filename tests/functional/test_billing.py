@@ -113,7 +113,7 @@ def billing_gw(make_gateway, make_fake, fake_anthropic) -> Any:
                 groups=["default", "vip"],
             ),
         ],
-        # "vip" has a quota, so its requests take the general exchange
+        # "vip" has a quota (which the fast path checks itself) and the group ratio
         [token("plain", key), token("vip", vip, group="vip", quota_usd=100)],
         groups=[{"name": "vip", "ratio": 1.5}],
         prices=PRICES,

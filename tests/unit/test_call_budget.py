@@ -25,7 +25,11 @@ from tests.unit.inproc import Wired
 PACKAGE = os.path.dirname(fastgate.__file__)
 KEY = "fg-budget-000000000000000000000000000000000000000"
 FAST_BUDGET = 40  # one non-stream request on the fast path
-GENERAL_BUDGET = 80  # the same request through the general exchange (token with a quota)
+# The same with a key that has an expiry, an allow-list and a quota, which the fast
+# path checks by admission's rules: `auth.expired`, `auth.model_allowed`,
+# `admission.quota_refuses` and the `App.quota_left` it asks.
+CHECKED_BUDGET = FAST_BUDGET + 4
+GENERAL_BUDGET = 80  # the same request through the general exchange
 
 CONFIG = f"""
 [[channels]]
@@ -40,9 +44,16 @@ name = "fast"
 key = "{KEY}"
 
 [[tokens]]
+name = "checked"
+key = "{KEY}c"
+quota_usd = 100
+expires_at = "2099-01-01T00:00:00Z"
+models = ["m1"]
+
+[[tokens]]
 name = "general"
 key = "{KEY}x"
-quota_usd = 100
+max_concurrency = 1000  # a concurrency cap always takes the general exchange
 """
 
 REQUEST_BODY = b'{"model":"m1","messages":[{"role":"user","content":"hi"}]}'
@@ -124,9 +135,23 @@ def test_fast_path_call_budget(wired: Wired) -> None:
     assert 0 < calls <= FAST_BUDGET, f"fast path made {calls} calls (budget {FAST_BUDGET})"
 
 
-def test_general_path_call_budget(wired: Wired) -> None:
-    one_request(wired, KEY + "x", Exchange)
-    calls = one_request(wired, KEY + "x", Exchange)
+def test_fast_path_call_budget_for_a_key_with_expiry_allow_list_and_quota(
+    wired: Wired,
+) -> None:
+    one_request(wired, KEY + "c", FastExchange)
+    calls = one_request(wired, KEY + "c", FastExchange)
+    print(f"fast path, checked key: {calls} Python-level calls")
+    assert 0 < calls <= CHECKED_BUDGET, f"made {calls} calls (budget {CHECKED_BUDGET})"
+    assert wired.sink.dicts()[-1]["key_name"] == "checked"
+
+
+def test_general_path_call_budget() -> None:
+    w = Wired(CONFIG, general_only=True)  # the plain key, through the general exchange
+    try:
+        one_request(w, KEY, Exchange)
+        calls = one_request(w, KEY, Exchange)
+    finally:
+        w.close()
     print(f"general path: {calls} Python-level calls")
     assert 0 < calls <= GENERAL_BUDGET, f"general path made {calls} calls (budget {GENERAL_BUDGET})"
 

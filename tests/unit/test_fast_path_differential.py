@@ -49,6 +49,32 @@ output = 4.0
 [[tokens]]
 name = "k"
 key = "{KEY}"
+
+# keys the fast path checks itself (expiry, allow-list, quota) by admission's rules
+[[tokens]]
+name = "quota"
+key = "{KEY}q"
+quota_usd = 1
+
+[[tokens]]
+name = "broke"
+key = "{KEY}b"
+quota_usd = 0
+
+[[tokens]]
+name = "later"
+key = "{KEY}l"
+expires_at = "2099-01-01T00:00:00Z"
+
+[[tokens]]
+name = "expired"
+key = "{KEY}e"
+expires_at = "2001-01-01T00:00:00Z"
+
+[[tokens]]
+name = "listed"
+key = "{KEY}m"
+models = ["m1"]
 """
 
 USAGE = {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}
@@ -103,12 +129,16 @@ def sse_response(with_usage_chunk: bool) -> bytes:
 
 
 def request(
-    body: bytes, path: bytes = b"/v1/chat/completions", http: bytes = b"1.1", rid: bytes = b"r-1"
+    body: bytes,
+    path: bytes = b"/v1/chat/completions",
+    http: bytes = b"1.1",
+    rid: bytes = b"r-1",
+    key: str = KEY,
 ) -> bytes:
     return (
         b"POST %b HTTP/%b\r\nHost: gw\r\nAuthorization: Bearer %b\r\nx-request-id: %b\r\n"
         b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%b"
-        % (path, http, KEY.encode(), rid, len(body), body)
+        % (path, http, key.encode(), rid, len(body), body)
     )
 
 
@@ -176,6 +206,25 @@ CASES: dict[str, tuple[bytes, list[bytes], bool]] = {
         [json_response({"pad": "x" * 40000, **completion("m1")})],
         True,
     ),
+    "quota-key": (request(chat_body("m1"), key=KEY + "q"), [json_response(completion("m1"))], True),
+    "quota-key-stream": (
+        request(chat_body("m1", stream=True), key=KEY + "q"),
+        [sse_response(with_usage_chunk=True)],
+        True,
+    ),
+    "quota-exhausted": (request(chat_body("m1"), key=KEY + "b"), [], False),
+    "expiring-key": (
+        request(chat_body("m1"), key=KEY + "l"),
+        [json_response(completion("m1"))],
+        True,
+    ),
+    "expired-key": (request(chat_body("m1"), key=KEY + "e"), [], False),
+    "allow-listed-model": (
+        request(chat_body("m1"), key=KEY + "m"),
+        [json_response(completion("m1"))],
+        True,
+    ),
+    "model-outside-allow-list": (request(chat_body("m3"), key=KEY + "m"), [], False),
     "malformed-json": (request(b'{"model": "m1",'), [], False),
     "unknown-model": (request(chat_body("nope")), [], False),
 }
@@ -235,6 +284,48 @@ def test_failover_record_counts_both_attempts() -> None:
     assert sent[1].startswith(b"POST /v1/chat/completions HTTP/1.1\r\nhost: b.test:9\r\n")
     (rec,) = records
     assert rec["channel"] == "b" and rec["attempts"] == 2
+
+
+def test_keys_the_fast_path_checks_are_charged_and_refused_as_by_admission() -> None:
+    """A key with a quota is charged on the fast path (its record's cost, and what
+    the next request's admission sees); the refusals are admission's own."""
+    _out, _sent, (rec,) = run_case("quota-key", general_only=False)
+    assert (rec["key_name"], rec["cost_micros"]) == ("quota", 22)
+    for case, status, code in (
+        ("quota-exhausted", b"402", b"insufficient_quota"),
+        ("expired-key", b"401", b"token_expired"),
+        ("model-outside-allow-list", b"403", b"permission_denied"),
+    ):
+        out, sent, (rec,) = run_case(case, general_only=False)
+        assert out.startswith(b"HTTP/1.1 " + status), (case, out[:200])
+        assert code in out, (case, out)
+        assert sent == [] and rec["status"] == int(status)
+
+
+def test_a_quota_left_under_the_last_cost_is_refused_on_the_fast_path() -> None:
+    """admission's rule: served while what is left covers the key's last request on
+    the model. $1 of quota; the first request's cost, pretended to be $0.7, leaves
+    $0.3: the second is refused without an upstream call."""
+    w = Wired(CONFIG)
+    try:
+        w.send(request(chat_body("m1"), key=KEY + "q"))
+        assert isinstance(w.client.exchange, FastExchange)
+        proto, _tr = w.upstreams.popleft()
+        proto.data_received(json_response(completion("m1")))
+        w.tick()
+        w.run()
+        assert w.app.quota_used["quota"] == 22
+        w.app.quota_used["quota"] = 700_000
+        w.app.last_cost[("quota", "m1")] = 700_000
+        w.client_tr.written.clear()
+        w.send(request(chat_body("m1"), key=KEY + "q", rid=b"r-2"))
+        w.tick()
+        w.run()
+        assert not w.upstreams
+        out = w.client_tr.data()
+        assert out.startswith(b"HTTP/1.1 402") and b"insufficient_quota" in out
+    finally:
+        w.close()
 
 
 @pytest.mark.parametrize(
