@@ -29,8 +29,8 @@ contracts in pyproject.toml):
 
 A request's flow: bytes -> `http.client.ClientProtocol` (httptools: head, body)
 -> `gateway.fast.dispatch`. The plain case (OpenAI request, OpenAI channel, key
-without a budget, cache or concurrency cap; rpm/tpm when they answer at once) runs
-on the fast path: auth, one parse, the route plan of the
+without a response cache or concurrency cap; rpm/tpm when they answer at once)
+runs on the fast path: auth, one parse, the route plan of the
 snapshot, one write upstream (`http.upstream`), bytes forwarded as they arrive,
 usage from the body's tail or the stream scanner, `gateway.accounting.account`
 (price, charge, one record tuple to the writer). Anything else, and every

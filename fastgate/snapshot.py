@@ -70,14 +70,15 @@ class Token:
     max_concurrency: int = 0
     cache: bool = False
     limited: bool = False  # any of rpm, tpm, max_concurrency: checked per request
-    # Enabled, and no limits, cache or budget: the fast path takes these keys
-    # (an expiry, an allow-list or a quota it checks itself: `checked`).
+    # Enabled, and no limits or cache: the fast path takes these keys (an expiry,
+    # an allow-list, a quota or a budget it checks itself: `checked`).
     fast: bool = False
     # The same, but with rpm/tpm: the fast path takes it when the limits answer
     # at once (a lease slot; max_concurrency always needs the general path).
     fast_limits: bool = False
-    # An expiry, a `models` allow-list or a quota: the fast path checks them with
-    # admission's own rules and hands a refusal to the general path.
+    # An expiry, a `models` allow-list, a quota or a budget: the fast path checks
+    # them with admission's own rules and hands the rest (a refusal, a budget near
+    # enough to read the fleet's total first) to the general path.
     checked: bool = False
     # Budgets that apply to this key: (subject kind "key" | "group", subject name,
     # budget micro-dollars, period). A key with any takes the general path.
@@ -218,10 +219,15 @@ def build_snapshot(config: Any, version: int = 1) -> Snapshot:
             budgets=tuple(budgets),
         )
     for t in tokens.values():
-        plain = t.enabled and not t.cache and not t.budgets
+        plain = t.enabled and not t.cache
         t.fast = plain and not t.limited
         t.fast_limits = plain and t.limited and not t.max_concurrency
-        t.checked = t.quota_micros >= 0 or t.expires_at is not None or t.models is not None
+        t.checked = (
+            t.quota_micros >= 0
+            or t.expires_at is not None
+            or t.models is not None
+            or bool(t.budgets)
+        )
 
     prices = price_table(config.prices)
     group_ratio = {g.name: ratio_ppm(g.ratio) for g in config.groups}

@@ -39,6 +39,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from fastgate import errors
@@ -140,23 +141,38 @@ class Budgets:
 
     def admit(self, token: Any) -> Any:
         """None (admitted), or an awaitable to await first; raises BudgetExceeded."""
-        now = CLOCK.now()
         near: list[tuple[Key, int]] | None = None
-        spent = self.spent
-        for kind, name, budget, period in token.budgets:
-            k = (kind, name, period, self._start(period, now))
-            left = budget - spent.get(k, 0)
+        for k, budget, left, fresh in self._standing(token):
             if left <= 0:
-                self._refuse(kind, name, period)
-            if self.counters is not None:
-                last = self.last.get((kind, name))
-                if last is None or self._near(k, left, last):
-                    if near is None:
-                        near = []
-                    near.append((k, budget))
+                self._refuse(k[0], k[1], k[2])
+            if fresh:
+                if near is None:
+                    near = []
+                near.append((k, budget))
         if near is None:
             return None
         return self._fresh(near)
+
+    def clear(self, token: Any) -> bool:
+        """Would `admit` admit `token` at once: some of every budget left here, and
+        none near enough that the fleet's total must be read first? Counts and
+        raises nothing (the fast path asks, and leaves the rest to admission)."""
+        return all(left > 0 and not fresh for _, _, left, fresh in self._standing(token))
+
+    def _standing(self, token: Any) -> Iterator[tuple[Key, int, int, bool]]:
+        """Per budget of `token`: its key this period, the budget, what is left of it
+        here, and whether admission must read the fleet's total fresh first."""
+        now = CLOCK.now()
+        spent = self.spent
+        counters = self.counters
+        for kind, name, budget, period in token.budgets:
+            k = (kind, name, period, self._start(period, now))
+            left = budget - spent.get(k, 0)
+            fresh = False
+            if counters is not None:
+                last = self.last.get((kind, name))
+                fresh = last is None or self._near(k, left, last)
+            yield k, budget, left, fresh
 
     def _near(self, k: Key, left: int, last: int) -> bool:
         """Is what is left of `k` close enough that the fleet's total must be read

@@ -2,11 +2,12 @@
 
 `dispatch` decides per request, with inline checks only, whether the request
 is the plain case: a POST to an OpenAI endpoint with a Bearer key that is
-`fast` (snapshot.Token: enabled, no limits, cache or budget) or `fast_limits`
-(the same with rpm/tpm, admitted here only when the limits answer at once: a
-local window, or a slot of a Redis lease), and whose expiry, allow-list and
-quota, if it has them (`checked`), admit it by admission's own rules (a refusal
-is the general path's to answer), a JSON
+`fast` (snapshot.Token: enabled, no limits or cache) or `fast_limits` (the
+same with rpm/tpm, admitted here only when the limits answer at once: a local
+window, or a slot of a Redis lease), and whose expiry, allow-list, quota and
+budgets, if it has them (`checked`), admit it by admission's own rules at once
+(a refusal, or a budget near enough to read the fleet's total, is the general
+path's), a JSON
 body whose model has a fast-eligible route plan (`gateway/plan.py`), and a
 first candidate whose breaker is closed and who is not cooling down. Then it builds
 the upstream request from the channel's pre-encoded pieces, writes it once,
@@ -86,10 +87,11 @@ def dispatch(app: Any, client: Any, head: Any) -> None:
     if plan is None or not plan.fast:
         general(app, client, head, obj, None)
         return
-    if token.checked and (  # refused: the general path answers in the ingress's shape
+    if token.checked and (  # refused, or a budget near: the general path's to answer
         expired(token)
         or not model_allowed(token, plan.model, requested)
         or (token.quota_micros >= 0 and quota_refuses(app, token, plan.model))
+        or (token.budgets and not app.budgets.clear(token))
     ):
         general(app, client, head, obj, None)
         return

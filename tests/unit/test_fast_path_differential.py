@@ -75,6 +75,12 @@ expires_at = "2001-01-01T00:00:00Z"
 name = "listed"
 key = "{KEY}m"
 models = ["m1"]
+
+[[tokens]]
+name = "budgeted"
+key = "{KEY}d"
+budget_usd = 1
+budget_period = "day"
 """
 
 USAGE = {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}
@@ -225,6 +231,16 @@ CASES: dict[str, tuple[bytes, list[bytes], bool]] = {
         True,
     ),
     "model-outside-allow-list": (request(chat_body("m3"), key=KEY + "m"), [], False),
+    "budget-key": (
+        request(chat_body("m1"), key=KEY + "d"),
+        [json_response(completion("m1"))],
+        True,
+    ),
+    "budget-key-stream": (
+        request(chat_body("m1", stream=True), key=KEY + "d"),
+        [sse_response(with_usage_chunk=True)],
+        True,
+    ),
     "malformed-json": (request(b'{"model": "m1",'), [], False),
     "unknown-model": (request(chat_body("nope")), [], False),
 }
@@ -324,6 +340,36 @@ def test_a_quota_left_under_the_last_cost_is_refused_on_the_fast_path() -> None:
         assert not w.upstreams
         out = w.client_tr.data()
         assert out.startswith(b"HTTP/1.1 402") and b"insufficient_quota" in out
+    finally:
+        w.close()
+
+
+def test_a_spent_budget_is_refused_once_on_the_fast_path() -> None:
+    """A key with a budget is served and charged on the fast path; once its budget
+    is spent, the next request is admission's 402 budget_exceeded, counted once
+    (the fast path's own look, `Budgets.clear`, counts nothing), no upstream call."""
+    from fastgate.gateway.budgets import REFUSED
+
+    w = Wired(CONFIG)
+    try:
+        w.send(request(chat_body("m1"), key=KEY + "d"))
+        assert isinstance(w.client.exchange, FastExchange)
+        proto, _tr = w.upstreams.popleft()
+        proto.data_received(json_response(completion("m1")))
+        w.tick()
+        w.run()
+        budgets = w.app.budgets
+        ((k, spent),) = budgets.spent.items()
+        assert k[:3] == ("key", "budgeted", "day") and spent == 22
+        budgets.spent[k] = 1_000_000  # the whole $1
+        w.client_tr.written.clear()
+        w.send(request(chat_body("m1"), key=KEY + "d", rid=b"r-2"))
+        w.tick()
+        w.run()
+        assert not w.upstreams
+        out = w.client_tr.data()
+        assert out.startswith(b"HTTP/1.1 402") and b"budget_exceeded" in out
+        assert w.app.metrics.counters[REFUSED] == {(): 1}
     finally:
         w.close()
 

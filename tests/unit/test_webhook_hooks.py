@@ -77,3 +77,31 @@ def test_a_jump_past_both_tells_both_and_a_new_period_starts_over(
     b.charge(tok, 900)
     b.check_thresholds()
     assert told[2:] == [("key", "k", 900, 80)]
+
+
+def test_budgets_clear_is_admit_without_its_side_effects() -> None:
+    """`Budgets.clear` (the fast path's look) says yes exactly when `admit` would
+    admit at once, and neither counts a refusal nor starts a fleet read."""
+    from fastgate.metrics import Metrics
+
+    m = Metrics()
+    fleet = Budgets(counters=object(), metrics=m)  # the redis backend's shape
+    tok = SimpleNamespace(budgets=(("key", "k", 1000, "day"), ("group", "g", 5000, "week")))
+    assert fleet.clear(tok) is False  # no cost seen yet here: admit reads the fleet first
+    pending = fleet.admit(tok)
+    assert pending is not None
+    pending.close()
+    fleet.last[("key", "k")] = fleet.last[("group", "g")] = 10
+    assert fleet.clear(tok) is True and fleet.admit(tok) is None
+    (k,) = [st[0] for st in fleet._standing(tok) if st[0][1] == "k"]  # this day's key
+    fleet.spent[k] = 980  # 20 left, within NEAR x the last cost (10): read fresh
+    assert fleet.clear(tok) is False
+    fleet.spent[k] = 1000  # spent: admit refuses, clear only says no
+    assert fleet.clear(tok) is False
+    assert m.counters.get(budgets_mod.REFUSED) is None
+    with pytest.raises(Exception) as info:
+        fleet.admit(tok)
+    assert type(info.value).__name__ == "BudgetExceeded"
+    assert m.counters[budgets_mod.REFUSED] == {(): 1}
+    local = Budgets()  # one instance (memory): never a fleet read
+    assert local.clear(tok) is True and local.admit(tok) is None
