@@ -50,6 +50,9 @@ class Channel:
     # A router's candidate: the member model this copy of the channel serves
     # ("": the request's own model). See gateway/strategies.py.
     member: str = ""
+    # A type with a target of its own (Azure): (model, upstream model, path) ->
+    # the request target, filled by `kind.openai_target`; None for the others.
+    targets: dict[tuple[str, str, bytes], bytes] | None = None
 
     @property
     def is_mock(self) -> bool:
@@ -151,6 +154,7 @@ def _channel_from_config(cc: Any) -> Channel:
         config=cc,
         kind=kind,
         local=bool(cc.local),
+        targets={} if kind.own_target else None,
     )
     if kind.in_process:
         return ch

@@ -127,7 +127,15 @@ def dispatch(app: Any, client: Any, head: Any) -> None:
     body = head.body
     if inject or upstream_model != requested:
         body = openai_proto.edit_body(body, obj, requested, upstream_model, inject)
-    data = openai_proto.request_bytes(ch, head.path, b"", head.forward, body, head.content_type)
+    path = head.path
+    if ch.targets is not None:  # a target of the channel type's own (Azure's deployment)
+        target = ch.targets.get((model, upstream_model, path))
+        path = (
+            target
+            if target is not None
+            else ch.kind.openai_target(ch, model, upstream_model, path, b"")[0]
+        )
+    data = openai_proto.request_bytes(ch, path, b"", head.forward, body, head.content_type)
     fx = FastExchange(app, client, head, token, plan, ch, br, obj, upstream_model, stream, inject)
     fx.asked = asked
     fx.order = order

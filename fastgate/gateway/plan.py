@@ -7,7 +7,8 @@ the route may take the fast path (`gateway/fast.py`). Breakers live in the App
 (they outlive snapshots) and are looked up by (channel, model) per attempt.
 
 A route is fast-path eligible when every candidate speaks the OpenAI protocol
-at a plain OpenAI URL (no Azure deployment paths, no in-process mock) and has
+with the body as it is (OpenAI, OpenRouter, Azure at its deployment path, which
+the channel remembers; no in-process mock) and has
 no per-channel rate limit, and its order is static (not the latency strategy,
 whose responses are measured on the general path) and it is not a router's
 (whose model changes per attempt: gateway/strategies.py); everything else

@@ -105,6 +105,9 @@ def azure_target(
     return target
 
 
+TARGETS_MAX = 1024  # targets a channel remembers (models x paths; the rest computed)
+
+
 class AzureType(ChannelType):
     """OpenAI's wire format at Azure's paths, with an `api-key` header."""
 
@@ -118,11 +121,21 @@ class AzureType(ChannelType):
         self, ch: Any, model: str, upstream_model: str, path: bytes, query: bytes
     ) -> tuple[bytes, bytes]:
         """Deployments are keyed by the public model name (or the model_map'ed one);
-        the client's query is not forwarded (the api-version is the channel's)."""
-        cfg = ch.config
-        name = model if model in cfg.deployments else upstream_model
-        target = azure_target("", cfg.api_version, cfg.deployments, name, path.decode("latin-1"))
-        return target.encode("latin-1"), b""
+        the client's query is not forwarded (the api-version is the channel's).
+        Remembered in `ch.targets` (the fast path reads it; the channel is the
+        snapshot's, so a reload starts afresh), at most TARGETS_MAX of them."""
+        memo = ch.targets
+        key = (model, upstream_model, path)
+        target = memo.get(key)
+        if target is None:
+            cfg = ch.config
+            name = model if model in cfg.deployments else upstream_model
+            target = azure_target(
+                "", cfg.api_version, cfg.deployments, name, path.decode("latin-1")
+            ).encode("latin-1")
+            if len(memo) < TARGETS_MAX:
+                memo[key] = target
+        return target, b""
 
     def converted_target(self, ch: Any, model: str, upstream_model: str, stream: bool) -> bytes:
         return self.openai_target(ch, model, upstream_model, b"/v1/chat/completions", b"")[0]
@@ -151,4 +164,6 @@ class AzureType(ChannelType):
         return origin(base) + target, None
 
 
-TYPE = AzureType("azure", own_keys=frozenset({"api_version", "deployments"}))
+TYPE = AzureType(
+    "azure", fast_path=True, own_target=True, own_keys=frozenset({"api_version", "deployments"})
+)

@@ -113,9 +113,12 @@ class ChannelType:
     # Wire protocols a channel of this type may be told to speak (`protocol = ...`
     # in its config; the first is the default). Empty: only `protocol` above.
     protocols: tuple[str, ...] = ()
-    # An OpenAI request goes to this type at the client's own path, body as it is
-    # (with the allowed edits): the fast path may serve it (gateway/plan.py).
+    # An OpenAI request goes to this type with its body as it is (with the allowed
+    # edits): the fast path may serve it (gateway/plan.py).
     fast_path: bool = False
+    # ... at a target of its own (`openai_target`, Azure's deployment path and
+    # api-version), remembered per channel: `Channel.targets`.
+    own_target: bool = False
     # Config keys that only some types use (TYPE_KEYS below): the ones this type
     # uses. A channel of another type that sets one is refused at config load.
     own_keys: frozenset[str] = frozenset()

@@ -36,6 +36,16 @@ api_key = "sk-b"
 models = ["m3"]
 priority = 0
 
+[[channels]]
+name = "az"
+type = "azure"
+base_url = "http://az.test:9"
+api_key = "az-key"
+api_version = "2024-10-21"
+deployments = {{ "m5" = "dep-5" }}
+models = ["m5", "m6"]
+model_map = {{ "m6" = "up-m6" }}
+
 [[prices]]
 model = "m1"
 input = 1.0
@@ -241,6 +251,13 @@ CASES: dict[str, tuple[bytes, list[bytes], bool]] = {
         [sse_response(with_usage_chunk=True)],
         True,
     ),
+    "azure-deployment": (request(chat_body("m5")), [json_response(completion("m5"))], True),
+    "azure-deployment-stream": (
+        request(chat_body("m5", stream=True)),
+        [sse_response(with_usage_chunk=True)],
+        True,
+    ),
+    "azure-model-map": (request(chat_body("m6")), [json_response(completion("up-m6"))], True),
     "malformed-json": (request(b'{"model": "m1",'), [], False),
     "unknown-model": (request(chat_body("nope")), [], False),
 }
@@ -340,6 +357,42 @@ def test_a_quota_left_under_the_last_cost_is_refused_on_the_fast_path() -> None:
         assert not w.upstreams
         out = w.client_tr.data()
         assert out.startswith(b"HTTP/1.1 402") and b"insufficient_quota" in out
+    finally:
+        w.close()
+
+
+def test_azure_is_served_on_the_fast_path_at_its_deployment_path() -> None:
+    """An Azure channel's requests go to the deployment path with the channel's
+    api-version and `api-key` (the target remembered by the channel after the
+    first request), on the fast path."""
+    for case, target in (
+        ("azure-deployment", b"/openai/deployments/dep-5/chat/completions?api-version=2024-10-21"),
+        ("azure-model-map", b"/openai/deployments/up-m6/chat/completions?api-version=2024-10-21"),
+    ):
+        out, sent, (rec,) = run_case(case, general_only=False)
+        assert sent[0].startswith(b"POST " + target + b" HTTP/1.1\r\nhost: az.test:9\r\n")
+        assert b"api-key: az-key\r\n" in sent[0] and b"authorization" not in sent[0].lower()
+        assert out.startswith(b"HTTP/1.1 200 OK\r\n") and rec["channel"] == "az"
+    w = Wired(CONFIG)
+    try:
+        w.send(request(chat_body("m5")))
+        proto, tr = w.upstreams.popleft()  # kept alive: the second request reuses it
+        for rid in (b"r-1", b"r-2"):  # the second request reads the remembered target
+            if rid != b"r-1":
+                w.send(request(chat_body("m5"), rid=rid))
+            assert isinstance(w.client.exchange, FastExchange)
+            w.tick()
+            proto.data_received(json_response(completion("m5")))
+            w.tick()
+            w.run()
+        assert not w.upstreams
+        az = w.app.snapshot.channels["az"]
+        assert az.targets == {
+            ("m5", "m5", b"/v1/chat/completions"): (
+                b"/openai/deployments/dep-5/chat/completions?api-version=2024-10-21"
+            )
+        }
+        assert tr.data().count(b"POST /openai/deployments/dep-5/chat/completions?") == 2
     finally:
         w.close()
 

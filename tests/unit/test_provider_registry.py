@@ -40,7 +40,9 @@ def cfg(ctype: str, **kw: Any) -> ChannelConfig:
 
 def data_channel(cc: ChannelConfig) -> Any:
     """What the request builders read of a snapshot Channel."""
-    return SimpleNamespace(config=cc, default_max_tokens=cc.default_max_tokens, type=cc.type)
+    return SimpleNamespace(
+        config=cc, default_max_tokens=cc.default_max_tokens, type=cc.type, targets={}
+    )
 
 
 def test_every_config_type_is_registered_once_with_its_protocol() -> None:
@@ -105,6 +107,13 @@ def test_openai_target_is_the_ingress_path_except_on_azure() -> None:
     az = data_channel(cfg("azure", api_version="2024-10-21", deployments={"m": "dep"}))
     got = registry.get("azure").openai_target(az, "m", "up", b"/v1/chat/completions", b"a=1")
     assert got == (b"/openai/deployments/dep/chat/completions?api-version=2024-10-21", b"")
+    # remembered per channel (the fast path reads `targets`); the client's query
+    # never reaches Azure, so it is not part of the key
+    key = ("m", "up", b"/v1/chat/completions")
+    assert az.targets == {key: got[0]}
+    assert registry.get("azure").openai_target(az, "m", "up", key[2], b"") == got
+    az.targets[key] = b"/remembered"
+    assert registry.get("azure").openai_target(az, "m", "up", key[2], b"")[0] == b"/remembered"
 
 
 @pytest.mark.parametrize(
