@@ -12,6 +12,10 @@ per round (median reported):
                   same: all hits after the first (target: less CPU than plain)
 - workers2:       plain with --workers 2 (target: >= 1.6x plain's throughput,
                   or, if two cores cannot show it, equal CPU per request)
+- managed-key:    the key has a quota, an expiry, a models allow-list and a
+                  daily budget, none near (the fast path checks them itself)
+- azure:          the channel is Azure (api_version 2024-10-21: requests go to
+                  its deployment path; the stub answers any path)
 
 Usage: python bench/fleet_bench.py [--duration S] [--rounds N] [--only a,b]
 Writes a section to bench/RESULTS.md below the history marker (--no-results: print only).
@@ -33,7 +37,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import run as base  # bench/run.py: stub, wrk, /proc accounting
 
-VARIANTS = ("plain", "limits-redis", "limits-memory", "cache-hit", "workers2")
+VARIANTS = (
+    "plain",
+    "limits-redis",
+    "limits-memory",
+    "cache-hit",
+    "workers2",
+    "managed-key",
+    "azure",
+)
 
 
 def config(variant: str, tmp: Path, stub: int, key: str, prefix: str) -> str:
@@ -47,6 +59,18 @@ def config(variant: str, tmp: Path, stub: int, key: str, prefix: str) -> str:
     if variant == "cache-hit":
         text = text.replace('name = "bench"\n', 'name = "bench"\ncache = true\n')
         text += "\n[cache]\nenabled = true\n"
+    if variant == "managed-key":
+        text = text.replace(
+            'name = "bench"\n',
+            'name = "bench"\nquota_usd = 1000000\nexpires_at = "2099-01-01T00:00:00Z"\n'
+            'models = ["bench-chat", "bench-stream"]\nbudget_usd = 1000000\n'
+            'budget_period = "day"\n',
+        )
+    if variant == "azure":
+        text = text.replace(
+            'name = "stub-json"\ntype = "openai"\n',
+            'name = "stub-json"\ntype = "azure"\napi_version = "2024-10-21"\n',
+        )
     return text
 
 

@@ -13,6 +13,8 @@ checkout (e.g. a `git worktree` of an older commit) to compare before and after:
     python bench/inproc_bench.py --stub            # the bench stub's answer
     python bench/inproc_bench.py --stream          # its 22-event stream, passed through
     python bench/inproc_bench.py --opcodes         # bytecode instructions per function
+    python bench/inproc_bench.py --stub --managed-key   # quota, expiry, allow-list, budget
+    python bench/inproc_bench.py --stub --azure    # an Azure channel (its deployment path)
     git worktree add /tmp/before fb96c31 && python bench/inproc_bench.py --root /tmp/before
 """
 
@@ -148,6 +150,16 @@ def main() -> int:
     ap.add_argument(
         "--limits", action="store_true", help="the key has rpm and tpm (memory backend)"
     )
+    ap.add_argument(
+        "--managed-key",
+        action="store_true",
+        help="the key has a quota, an expiry, a models allow-list and a daily budget",
+    )
+    ap.add_argument(
+        "--azure",
+        action="store_true",
+        help="the channel is Azure (api_version 2024-10-21: the deployment path)",
+    )
     ap.add_argument("--profile", action="store_true", help="pyinstrument the loop")
     ap.add_argument(
         "--stub", action="store_true", help="the bench stub's answer (nginx headers, 649 B)"
@@ -178,7 +190,16 @@ def main() -> int:
     from fastgate.snapshot import build_snapshot
 
     pkg = os.path.dirname(fastgate.__file__)
-    text = CONFIG + ("rpm = 100000000\ntpm = 100000000000\n" if args.limits else "")
+    token = f'key = "{KEY}"\n'  # what follows goes into the bench key's [[tokens]] entry
+    extra = "rpm = 100000000\ntpm = 100000000000\n" if args.limits else ""
+    if args.managed_key:  # what a managed deployment's keys carry
+        extra += (
+            'quota_usd = 1000000\nexpires_at = "2099-01-01T00:00:00Z"\nmodels = ["m1"]\n'
+            'budget_usd = 1000000\nbudget_period = "day"\n'
+        )
+    text = CONFIG.replace(token, token + extra, 1)
+    if args.azure:
+        text = text.replace('type = "openai"\n', 'type = "azure"\napi_version = "2024-10-21"\n', 1)
     cfg = parse_config(tomllib.loads(text))
     loop = uvloop.new_event_loop()
     app = App(cfg, build_snapshot(cfg), loop, Sink())
