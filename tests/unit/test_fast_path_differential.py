@@ -335,30 +335,39 @@ def test_keys_the_fast_path_checks_are_charged_and_refused_as_by_admission() -> 
         assert sent == [] and rec["status"] == int(status)
 
 
+def serve_then_refuse(key: str, use_up: Any) -> tuple[Wired, bytes]:
+    """One request of `key` served and charged on the fast path; `use_up(w)` then
+    spends what the key may spend; the answer to a second request (asserted to
+    reach no upstream) and the App, open (the caller closes it)."""
+    w = Wired(CONFIG)
+    w.send(request(chat_body("m1"), key=key))
+    assert isinstance(w.client.exchange, FastExchange)
+    proto, _tr = w.upstreams.popleft()
+    proto.data_received(json_response(completion("m1")))
+    w.tick()
+    w.run()
+    use_up(w)
+    w.client_tr.written.clear()
+    w.send(request(chat_body("m1"), key=key, rid=b"r-2"))
+    w.tick()
+    w.run()
+    assert not w.upstreams
+    return w, w.client_tr.data()
+
+
 def test_a_quota_left_under_the_last_cost_is_refused_on_the_fast_path() -> None:
     """admission's rule: served while what is left covers the key's last request on
     the model. $1 of quota; the first request's cost, pretended to be $0.7, leaves
     $0.3: the second is refused without an upstream call."""
-    w = Wired(CONFIG)
-    try:
-        w.send(request(chat_body("m1"), key=KEY + "q"))
-        assert isinstance(w.client.exchange, FastExchange)
-        proto, _tr = w.upstreams.popleft()
-        proto.data_received(json_response(completion("m1")))
-        w.tick()
-        w.run()
+
+    def use_up(w: Wired) -> None:
         assert w.app.quota_used["quota"] == 22
         w.app.quota_used["quota"] = 700_000
         w.app.last_cost[("quota", "m1")] = 700_000
-        w.client_tr.written.clear()
-        w.send(request(chat_body("m1"), key=KEY + "q", rid=b"r-2"))
-        w.tick()
-        w.run()
-        assert not w.upstreams
-        out = w.client_tr.data()
-        assert out.startswith(b"HTTP/1.1 402") and b"insufficient_quota" in out
-    finally:
-        w.close()
+
+    w, out = serve_then_refuse(KEY + "q", use_up)
+    w.close()
+    assert out.startswith(b"HTTP/1.1 402") and b"insufficient_quota" in out
 
 
 def test_azure_is_served_on_the_fast_path_at_its_deployment_path() -> None:
@@ -403,28 +412,15 @@ def test_a_spent_budget_is_refused_once_on_the_fast_path() -> None:
     (the fast path's own look, `Budgets.clear`, counts nothing), no upstream call."""
     from fastgate.gateway.budgets import REFUSED
 
-    w = Wired(CONFIG)
-    try:
-        w.send(request(chat_body("m1"), key=KEY + "d"))
-        assert isinstance(w.client.exchange, FastExchange)
-        proto, _tr = w.upstreams.popleft()
-        proto.data_received(json_response(completion("m1")))
-        w.tick()
-        w.run()
-        budgets = w.app.budgets
-        ((k, spent),) = budgets.spent.items()
+    def use_up(w: Wired) -> None:
+        ((k, spent),) = w.app.budgets.spent.items()
         assert k[:3] == ("key", "budgeted", "day") and spent == 22
-        budgets.spent[k] = 1_000_000  # the whole $1
-        w.client_tr.written.clear()
-        w.send(request(chat_body("m1"), key=KEY + "d", rid=b"r-2"))
-        w.tick()
-        w.run()
-        assert not w.upstreams
-        out = w.client_tr.data()
-        assert out.startswith(b"HTTP/1.1 402") and b"budget_exceeded" in out
-        assert w.app.metrics.counters[REFUSED] == {(): 1}
-    finally:
-        w.close()
+        w.app.budgets.spent[k] = 1_000_000  # the whole $1
+
+    w, out = serve_then_refuse(KEY + "d", use_up)
+    w.close()
+    assert out.startswith(b"HTTP/1.1 402") and b"budget_exceeded" in out
+    assert w.app.metrics.counters[REFUSED] == {(): 1}
 
 
 @pytest.mark.parametrize(
