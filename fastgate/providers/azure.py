@@ -130,9 +130,17 @@ class AzureType(ChannelType):
         if target is None:
             cfg = ch.config
             name = model if model in cfg.deployments else upstream_model
+            # The base URL's path (`ch.path_prefix`, which `request_bytes` puts in
+            # front) decides whether `/openai` is added: a base URL that ends in
+            # `/openai` must not get it twice.
+            prefix = ch.path_prefix
             target = azure_target(
-                "", cfg.api_version, cfg.deployments, name, path.decode("latin-1")
-            ).encode("latin-1")
+                prefix.decode("latin-1"),
+                cfg.api_version,
+                cfg.deployments,
+                name,
+                path.decode("latin-1"),
+            ).encode("latin-1")[len(prefix) :]
             if len(memo) < TARGETS_MAX:
                 memo[key] = target
         return target, b""

@@ -41,7 +41,11 @@ def cfg(ctype: str, **kw: Any) -> ChannelConfig:
 def data_channel(cc: ChannelConfig) -> Any:
     """What the request builders read of a snapshot Channel."""
     return SimpleNamespace(
-        config=cc, default_max_tokens=cc.default_max_tokens, type=cc.type, targets={}
+        config=cc,
+        default_max_tokens=cc.default_max_tokens,
+        type=cc.type,
+        targets={},
+        path_prefix=b"",
     )
 
 
@@ -114,6 +118,47 @@ def test_openai_target_is_the_ingress_path_except_on_azure() -> None:
     assert registry.get("azure").openai_target(az, "m", "up", key[2], b"") == got
     az.targets[key] = b"/remembered"
     assert registry.get("azure").openai_target(az, "m", "up", key[2], b"")[0] == b"/remembered"
+
+
+@pytest.mark.parametrize(
+    ("base_url", "line"),
+    [
+        ("https://r.openai.azure.com", b"POST /openai/deployments/dep/chat/completions?"),
+        ("https://r.openai.azure.com/openai/", b"POST /openai/deployments/dep/chat/completions?"),
+        ("https://gw.example.com/azure", b"POST /azure/openai/deployments/dep/chat/completions?"),
+    ],
+)
+def test_azure_request_line_has_openai_once_whatever_the_base_url(
+    base_url: str, line: bytes
+) -> None:
+    """The base URL's path goes in front of the target (`request_bytes`), so a base
+    URL that already ends in `/openai` (as Azure's portal shows it) must not get a
+    second `/openai`: it did, on both paths, before stop 22."""
+    from fastgate.config import parse_config
+    from fastgate.providers.openai import request_bytes
+    from fastgate.snapshot import build_snapshot
+
+    snap = build_snapshot(
+        parse_config(
+            {
+                "channels": [
+                    {
+                        "name": "az",
+                        "type": "azure",
+                        "base_url": base_url,
+                        "api_key": "k",
+                        "api_version": "2024-10-21",
+                        "deployments": {"m": "dep"},
+                        "models": ["m"],
+                    }
+                ]
+            }
+        )
+    )
+    ch = snap.channels["az"]
+    path, query = ch.kind.openai_target(ch, "m", "m", b"/v1/chat/completions", b"")
+    data = request_bytes(ch, path, query, [], b"{}")
+    assert data.startswith(line + b"api-version=2024-10-21 HTTP/1.1\r\n"), data[:120]
 
 
 @pytest.mark.parametrize(
