@@ -21,7 +21,8 @@ worker, started as `python -m fastgate.store.writer <socket fd> <ring fd>
   path}, {"store": "up"} or {"reopen": true}) with "at", the ring's head when it
   was sent: the records before it are written first, so it applies in order.
   `DOORBELL`: the writer said it was going to sleep (the ring's flag) and a
-  record came. EOF (the worker shut its write side, or died): write what the
+  record came. EOF (the worker shut its write side, or died; a worker that
+  died with an ack unread shows as ECONNRESET, taken as EOF): write what the
   ring holds, drain and exit.
 - writer -> worker: one orjson object per line, {"ack": records settled, ever,
   <counters>}; the last line carries "final": true. A line is sent after each
@@ -241,6 +242,11 @@ class _Writer:
                         got = sock.recv_into(rbuf, 0, socket.MSG_DONTWAIT)
                     except (BlockingIOError, InterruptedError):
                         break
+                    except OSError:
+                        # The worker died with an ack of ours unread: Linux reports
+                        # ECONNRESET on an AF_UNIX socket then, not EOF. It is the
+                        # worker's end all the same: write what the ring holds.
+                        got = 0
                     if not got:
                         eof = True
                         break

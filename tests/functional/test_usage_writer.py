@@ -392,6 +392,68 @@ def test_records_appended_by_a_worker_killed_at_once_are_written(tmp_path: Path)
     assert rows(db) == [f"uid-{i:05d}" for i in range(n)]
 
 
+_KILLED_WITH_AN_ACK_UNREAD = """
+import asyncio, os, signal, sys, time
+from tests.functional.test_usage_writer import rec
+from fastgate.store.writer_sink import WriterSink
+
+async def main():
+    sink = WriterSink(database=sys.argv[1], spool_dir=sys.argv[2], flush_interval=0.05)
+    sink.start()
+    print(sink.writer_pid, flush=True)
+    n = int(sys.argv[3])
+    for i in range(100):
+        sink.append(rec(i))
+    time.sleep(1.0)  # the loop does not run: the writer's ack for these stays unread
+    for i in range(100, n):
+        sink.append(rec(i))
+    os.kill(os.getpid(), signal.SIGKILL)
+
+asyncio.run(main())
+"""
+
+
+def test_a_worker_killed_with_an_ack_unread_loses_no_record(tmp_path: Path) -> None:
+    """A worker that dies with its writer's last ack unread in its socket: Linux
+    then reports ECONNRESET to the writer, not EOF. The writer must take that as
+    the worker's end too and write what the ring holds (it used to exit on the
+    exception, and the records after its last write were lost: CI caught one in
+    test_service.py's kill -9 test)."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "fg.db"
+    create_schema(db)
+    n = 2000
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _KILLED_WITH_AN_ACK_UNREAD,
+            f"sqlite:///{db}",
+            str(tmp_path / "sp"),
+            str(n),
+        ],
+        capture_output=True,
+        env=env,
+        timeout=60,
+        cwd=root,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    writer = int(proc.stdout.split()[0])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{writer}/stat").read_text().split()[2] == "Z":
+                break
+        except OSError:
+            break
+        time.sleep(0.05)
+    assert rows(db) == [f"uid-{i:05d}" for i in range(n)]
+
+
 def test_a_record_too_big_for_the_ring_is_cut_not_stuck(tmp_path: Path) -> None:
     """A client's megabyte in a field the record keeps (an unknown `model`, a tag)
     would never fit the ring and would hold every record behind it: its long
