@@ -357,20 +357,18 @@ asyncio.run(main())
 """
 
 
-def test_records_appended_by_a_worker_killed_at_once_are_written(tmp_path: Path) -> None:
-    """`append` returns with the record out of the worker: a worker that appends
-    and is killed with SIGKILL before its loop runs again (its flush timer
-    5 s away) loses none; its writer sees EOF, writes the ring and exits."""
+def killed_worker_rows(script: str, tmp_path: Path, n: int) -> list[str]:
+    """Run `script` as a worker (argv: database URL, spool dir, n) that appends `n`
+    records and kills itself with SIGKILL; wait for its writer to exit; the rows."""
     import subprocess
     import sys
 
     db = tmp_path / "fg.db"
     create_schema(db)
-    n = 2000
     root = Path(__file__).resolve().parents[2]
     env = dict(os.environ, PYTHONPATH=str(root))
     proc = subprocess.run(
-        [sys.executable, "-c", _KILLED_WORKER, f"sqlite:///{db}", str(tmp_path / "sp"), str(n)],
+        [sys.executable, "-c", script, f"sqlite:///{db}", str(tmp_path / "sp"), str(n)],
         capture_output=True,
         env=env,
         timeout=60,
@@ -389,7 +387,15 @@ def test_records_appended_by_a_worker_killed_at_once_are_written(tmp_path: Path)
     while not gone() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert gone(), "the writer did not exit after its worker died"
-    assert rows(db) == [f"uid-{i:05d}" for i in range(n)]
+    return rows(db)
+
+
+def test_records_appended_by_a_worker_killed_at_once_are_written(tmp_path: Path) -> None:
+    """`append` returns with the record out of the worker: a worker that appends
+    and is killed with SIGKILL before its loop runs again (its flush timer
+    5 s away) loses none; its writer sees EOF, writes the ring and exits."""
+    n = 2000
+    assert killed_worker_rows(_KILLED_WORKER, tmp_path, n) == [f"uid-{i:05d}" for i in range(n)]
 
 
 _KILLED_WITH_AN_ACK_UNREAD = """
@@ -419,39 +425,9 @@ def test_a_worker_killed_with_an_ack_unread_loses_no_record(tmp_path: Path) -> N
     the worker's end too and write what the ring holds (it used to exit on the
     exception, and the records after its last write were lost: CI caught one in
     test_service.py's kill -9 test)."""
-    import subprocess
-    import sys
-
-    db = tmp_path / "fg.db"
-    create_schema(db)
     n = 2000
-    root = Path(__file__).resolve().parents[2]
-    env = dict(os.environ, PYTHONPATH=str(root))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            _KILLED_WITH_AN_ACK_UNREAD,
-            f"sqlite:///{db}",
-            str(tmp_path / "sp"),
-            str(n),
-        ],
-        capture_output=True,
-        env=env,
-        timeout=60,
-        cwd=root,
-    )
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
-    writer = int(proc.stdout.split()[0])
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if Path(f"/proc/{writer}/stat").read_text().split()[2] == "Z":
-                break
-        except OSError:
-            break
-        time.sleep(0.05)
-    assert rows(db) == [f"uid-{i:05d}" for i in range(n)]
+    got = killed_worker_rows(_KILLED_WITH_AN_ACK_UNREAD, tmp_path, n)
+    assert got == [f"uid-{i:05d}" for i in range(n)]
 
 
 def test_a_record_too_big_for_the_ring_is_cut_not_stuck(tmp_path: Path) -> None:
