@@ -383,25 +383,33 @@ def test_azure_is_served_on_the_fast_path_at_its_deployment_path() -> None:
         assert b"api-key: az-key\r\n" in sent[0] and b"authorization" not in sent[0].lower()
         assert out.startswith(b"HTTP/1.1 200 OK\r\n") and rec["channel"] == "az"
     w = Wired(CONFIG)
+    served: list[Any] = []  # the upstream connection, opened once and kept alive
+
+    def serve(rid: bytes) -> None:
+        w.send(request(chat_body("m5"), rid=rid))
+        assert isinstance(w.client.exchange, FastExchange)
+        if not served:
+            served.append(w.upstreams.popleft())
+        w.tick()
+        served[0][0].data_received(json_response(completion("m5")))
+        w.tick()
+        w.run()
+
     try:
-        w.send(request(chat_body("m5")))
-        proto, tr = w.upstreams.popleft()  # kept alive: the second request reuses it
-        for rid in (b"r-1", b"r-2"):  # the second request reads the remembered target
-            if rid != b"r-1":
-                w.send(request(chat_body("m5"), rid=rid))
-            assert isinstance(w.client.exchange, FastExchange)
-            w.tick()
-            proto.data_received(json_response(completion("m5")))
-            w.tick()
-            w.run()
+        serve(b"r-1")
+        serve(b"r-2")  # reads the remembered target
         assert not w.upstreams
+        tr = served[0][1]
         az = w.app.snapshot.channels["az"]
+        key = ("m5", "m5", b"/v1/chat/completions")
         assert az.targets == {
-            ("m5", "m5", b"/v1/chat/completions"): (
-                b"/openai/deployments/dep-5/chat/completions?api-version=2024-10-21"
-            )
+            key: b"/openai/deployments/dep-5/chat/completions?api-version=2024-10-21"
         }
         assert tr.data().count(b"POST /openai/deployments/dep-5/chat/completions?") == 2
+        # what the fast path sends is the remembered target itself, not recomputed
+        az.targets[key] = b"/openai/deployments/remembered/chat/completions?api-version=x"
+        serve(b"r-3")
+        assert tr.data().count(b"POST /openai/deployments/remembered/chat/completions?") == 1
     finally:
         w.close()
 
