@@ -18,8 +18,9 @@ budget. Near it (what is left is within `NEAR` times the subject's last request
 cost, plus twice what the rest of the fleet was seen spending between two
 observations, or the worker has not charged the subject yet this period) the
 admission reads the fleet's counters first (`ctx.pending`, awaited by the
-exchange): the cap is then exact across the fleet, overspend bounded by the
-requests in flight. A Redis outage follows `[ratelimit] on_redis_error`: "open"
+exchange), once this worker's own adds still on their way have landed: the
+cap is then exact across the fleet, overspend bounded by the requests in
+flight. A Redis outage follows `[ratelimit] on_redis_error`: "open"
 decides on `spent`, "closed" answers 503 when a round trip was needed.
 
 Thresholds (the `budget` webhook): every `REFRESH` seconds, when `on_threshold`
@@ -104,6 +105,7 @@ class Budgets:
         self.unsent: dict[Key, int] = {}  # charged, not yet added to Redis (outage)
         self.last: dict[tuple[str, str], int] = {}  # subject -> its last request's cost here
         self.margin: dict[Key, int] = {}  # 2 x the rest of the fleet's spend per observation
+        self.adding: set[Any] = set()  # this worker's adds to the fleet's counters in flight
         self.snapshot: Any = None  # set by the App: which budgets exist
         # (kind, name, period, start, budget, spent, percent): a threshold crossed
         self.on_threshold: Any = None
@@ -194,6 +196,8 @@ class Budgets:
         of an admission's pending step)."""
         if self.metrics is not None:
             self.metrics.inc(FRESH_READS)
+        if self.adding:  # this worker's own charges first: the read must hold them
+            await asyncio.wait(list(self.adding))
         try:
             totals = await self.counters.read([k for k, _ in near])
         except errors.SharedStateUnavailable:
@@ -221,6 +225,7 @@ class Budgets:
         on a total that holds this cost. Else None (the add runs behind)."""
         now = CLOCK.now()
         keys = []
+        knew = []
         near = False
         spent = self.spent
         for kind, name, budget, period in token.budgets:
@@ -229,14 +234,20 @@ class Budgets:
             self.pending[k] = self.pending.get(k, 0) + micros
             self.last[(kind, name)] = micros
             keys.append(k)
+            knew.append(total)
             if self._near(k, budget - total, micros):
                 near = True
         if self.counters is not None and keys:
-            task = self.counters.spawn(self._add(keys, micros))
+            task = self.counters.spawn(self._add(keys, micros, knew))
+            adding = self.adding
+            adding.add(task)
+            task.add_done_callback(adding.discard)
             return task if near else None
         return None
 
-    async def _add(self, keys: list[Key], micros: int) -> None:
+    async def _add(self, keys: list[Key], micros: int, knew: list[int]) -> None:
+        """Add a charge to the fleet's counters; `knew` is what this worker knew of
+        each total with the charge in it, when it sent the add."""
         seeds = [self.stored.get(k, 0) for k in keys]
         try:
             totals = await self.counters.add(keys, micros, seeds)
@@ -244,17 +255,21 @@ class Budgets:
             for k in keys:
                 self.unsent[k] = self.unsent.get(k, 0) + micros
             return
-        for k, total in zip(keys, totals, strict=True):
-            self._saw(k, int(total))
+        for k, total, before in zip(keys, totals, knew, strict=True):
+            self._saw(k, int(total), before)
 
-    def _saw(self, k: Key, total: int) -> None:
-        """The fleet's total for `k` is `total` (this worker's charges are in `spent`
-        already, so what exceeds it the rest of the fleet spent since the last look)."""
-        others = total - self.spent.get(k, 0)
-        if others > 0:
+    def _saw(self, k: Key, total: int, knew: int | None = None) -> None:
+        """The fleet's total for `k` is `total`. What exceeds what this worker knew
+        when it asked (`knew`, else what it knows now) the rest of the fleet spent
+        unseen: twice that is the margin that admission allows for until the next
+        look (an add's reply measured against the knowledge at its sending, not at
+        its reply: this worker's own charges sent since would hide the others')."""
+        spent = self.spent.get(k, 0)
+        others = total - (spent if knew is None else knew)
+        if total > spent:
             self.spent[k] = total
-            if 2 * others > self.margin.get(k, 0):
-                self.margin[k] = 2 * others
+        if others > 0 and 2 * others > self.margin.get(k, 0):
+            self.margin[k] = 2 * others
 
     def synced(self, totals: dict[Key, int]) -> None:
         """The store's totals after a write-behind sync (BudgetSync)."""
@@ -331,14 +346,17 @@ class Budgets:
         except errors.SharedStateUnavailable:
             return
         margin = {}
+        old = self.margin
         for k, total in zip(keys, totals, strict=True):
-            if total is None:
-                continue
-            grew = int(total) - self.spent.get(k, 0)
-            if grew > 0:
-                self.spent[k] = int(total)
-                margin[k] = 2 * grew
-        self.margin = margin  # the last interval's growth: old bursts age out
+            kept = old.get(k, 0) // 2  # an old burst ages out, halving at every look
+            if total is not None:
+                grew = int(total) - self.spent.get(k, 0)
+                if grew > 0:
+                    self.spent[k] = int(total)
+                    kept = max(kept, 2 * grew)
+            if kept:
+                margin[k] = kept
+        self.margin = margin
 
     def start(self, loop: asyncio.AbstractEventLoop) -> list[asyncio.Task[Any]]:
         return [loop.create_task(self._refresh_loop())]
