@@ -15,13 +15,22 @@ what its predecessor settled).
 Layout (little-endian, each field on its own 64-byte line):
 
 - `head` (u64, written by the worker only): bytes ever produced;
-- `settled` (u64, the writer only): bytes ever consumed and settled (committed
-  to the store, fsync'd to the spool, or counted as dropped);
-- `settled_n` (u64, the writer only): records ever settled;
 - `sleeping` (u8, both): the writer set it before it waits on its socket; the
   worker that sees it clears it and rings the doorbell (one byte frame on the
   socket). A doorbell lost to a race costs latency only: the writer's wait is
-  bounded by its tick.
+  bounded by its tick;
+- the settle block (the writer only), in two slots written in turn: `settled`
+  (bytes ever consumed and settled: committed to the store, fsync'd to the
+  spool, or counted as dropped), `settled_n` (records ever settled) and the
+  writer's cumulative counters (`COUNTS`: written, dropped, rejected, replayed,
+  write failures, ever, over every writer of the ring). A seqlock makes a block
+  all-or-nothing: a slot is `end`, the fields, `begin` (in address order); the
+  writer stores `begin`, then the fields, then `end`, and a reader that sees
+  `end == begin` read a whole block. A writer killed in the middle of one
+  leaves that slot torn and the other one whole: the next writer, and the
+  worker, go on from the newest whole block, so the counters never lose or
+  count twice a batch (they did when they came only with the writer's report
+  on its socket, sent after the settle: a SIGKILL between the two lost it).
 
 Frames: u32 payload length, then the payload (one record encoded by orjson).
 A frame never wraps: where the next one would not fit before the end of the
@@ -46,8 +55,13 @@ __all__ = ["CAPACITY", "HEADER_SIZE", "SKIP", "Ring"]
 
 U64 = struct.Struct("<Q")
 U32 = struct.Struct("<I")
-HEAD, SETTLED, SETTLED_N, SLEEPING = 0, 64, 128, 192
-HEADER_SIZE = 256
+HEAD, SLEEPING = 0, 64
+# A settle block: end, settled, settled_n, the COUNTS, begin.
+COUNTS = ("written", "dropped", "rejected", "replayed", "write_failures")
+BLOCK = struct.Struct(f"<{3 + len(COUNTS) + 1}Q")
+FIELDS = struct.Struct(f"<{2 + len(COUNTS)}Q")
+SLOTS = (128, 256)  # each block on its own two cache lines
+HEADER_SIZE = 384
 SKIP = 0xFFFFFFFF
 # 1 MiB (resident in both processes once used: the tree's RSS grows by twice
 # that): at 15k records/s of ~600 bytes, 0.1 s of records. The writer takes a
@@ -82,16 +96,39 @@ class Ring:
     def head(self) -> int:
         return U64.unpack_from(self.mm, HEAD)[0]
 
+    def block(self) -> tuple[int, ...]:
+        """The newest whole settle block: (seq, settled, settled_n, *COUNTS). A writer
+        at work tears only the older slot; both torn (it went round twice while
+        this read) is read again."""
+        mm = self.mm
+        while True:
+            best: tuple[int, ...] | None = None
+            for off in SLOTS:
+                b = BLOCK.unpack_from(mm, off)
+                if b[0] == b[-1] and (best is None or b[0] > best[0]):
+                    best = b[:-1]
+            if best is not None:
+                return best
+
     def settled(self) -> int:
-        return U64.unpack_from(self.mm, SETTLED)[0]
+        return self.block()[1]
 
     def settled_n(self) -> int:
-        return U64.unpack_from(self.mm, SETTLED_N)[0]
+        return self.block()[2]
 
-    def settle(self, offset: int, records: int) -> None:
-        """Writer: everything before `offset` is settled (`records` in all, ever)."""
-        U64.pack_into(self.mm, SETTLED_N, records)
-        U64.pack_into(self.mm, SETTLED, offset)
+    def counts(self) -> dict[str, int]:
+        """The writers' cumulative counters as of the newest whole settle block."""
+        return dict(zip(COUNTS, self.block()[3:], strict=True))
+
+    def settle(self, offset: int, records: int, counts: tuple[int, ...] = ()) -> None:
+        """Writer: everything before `offset` is settled (`records` in all, ever);
+        `counts` are the COUNTS, ever. One block, in the slot after the newest."""
+        seq = self.block()[0] + 1
+        off = SLOTS[seq % 2]
+        mm = self.mm
+        U64.pack_into(mm, off + BLOCK.size - 8, seq)  # begin
+        FIELDS.pack_into(mm, off + 8, offset, records, *(counts or (0,) * len(COUNTS)))
+        U64.pack_into(mm, off, seq)  # end: the block is whole
 
     def set_sleeping(self, on: bool) -> None:
         self.mm[SLEEPING] = 1 if on else 0

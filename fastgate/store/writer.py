@@ -51,7 +51,7 @@ from typing import Any
 
 import orjson
 
-from fastgate.store.ring import Ring
+from fastgate.store.ring import COUNTS, Ring
 
 __all__ = ["CONTROL", "DOORBELL", "HEADER", "main"]
 
@@ -80,6 +80,8 @@ class _Writer:
         self.sock = sock
         self.ring = ring
         self.settled_n = 0
+        self.settled_at = 0  # the ring's offset settled up to
+        self.published: tuple[int, ...] = ()  # the counters in the newest settle block
         self.orphan = False  # the worker died: reports go nowhere
         self.cfg = cfg
         self.store: Any = None
@@ -143,8 +145,18 @@ class _Writer:
         self.retry = _START_RETRY
         self.open_store()
 
+    def publish(self, offset: int) -> None:
+        """Settle the ring up to `offset`, with the counters as they are now (one
+        settle block: the next writer and the worker read both from it)."""
+        c = self.sink.counters()
+        self.published = tuple(int(c[k]) for k in COUNTS)
+        self.settled_at = offset
+        self.ring.settle(offset, self.settled_n, self.published)
+
     def send(self, final: bool = False) -> None:
         msg = dict(self.sink.counters(), ack=self.settled_n)
+        if tuple(int(msg[k]) for k in COUNTS) != self.published:
+            self.publish(self.settled_at)  # counters that moved with no settle (a replay)
         if self.orphan or (msg == self.reported and not final):
             return
         self.reported = dict(msg)
@@ -181,7 +193,7 @@ class _Writer:
         if batch:
             self.sink.write_batch(batch)
         self.settled_n += len(payloads)
-        self.ring.settle(offset, self.settled_n)
+        self.publish(offset)
         self.send()
 
     def take(self, start: int, end: int) -> int:
@@ -198,7 +210,7 @@ class _Writer:
         for i in range(0, len(frames), limit):
             chunk = frames[i : i + limit]
             self.write([p for _, p in chunk], chunk[-1][0])
-        self.ring.settle(end, self.settled_n)  # a trailing skip to the boundary
+        self.publish(end)  # a trailing skip to the boundary
         return end
 
     def run(self) -> None:
@@ -211,8 +223,13 @@ class _Writer:
         self.open_store()
         tick = float(self.cfg.get("flush_interval", 0.1))
         ring = self.ring
-        read = ring.settled()  # where the previous writer (if any) stopped
-        self.settled_n = ring.settled_n()
+        # Where the previous writer (if any) stopped, and its counters: this one
+        # goes on counting from them (cumulative over the ring's writers).
+        _, read, self.settled_n, *counts = ring.block()
+        self.settled_at = read
+        self.published = tuple(counts)
+        sink = self.sink
+        sink.written, sink.dropped, sink.rejected, sink.replayed, sink.write_failures = counts
         early = ring.capacity // 4  # this much waiting: write before the interval ends
         sock = self.sock
         hsize = HEADER.size

@@ -26,7 +26,10 @@ for every batch they encoded and wrote. Here the worker keeps no thread:
   it is DROPPED and counted in `dropped` (logged at most once a second).
 - the counters (`written`, `dropped`, `rejected`, `replayed`, `spooled`,
   `write_failures`, `degraded`, `last_error`) come back on the socket, a line
-  after each write; cumulative ones are summed over writer restarts.
+  after each write; the cumulative ones count over every writer of the ring:
+  each writer stores them with every settle (ring.py's settle block), a new
+  one goes on from the newest block, and the worker reads them from it when a
+  writer dies (its last report may never have come).
 - `reopen()` (SIGHUP), a new access log and "the store is up" are control
   frames on the socket, each carrying the ring's head: the writer writes the
   records before it first, so they apply in order with the records.
@@ -67,7 +70,6 @@ __all__ = ["WriterSink"]
 log = logging.getLogger("fastgate.sink")
 
 _LONG = 1024  # characters a string keeps in a record too big for the ring
-_CUMULATIVE = ("written", "dropped", "rejected", "replayed", "write_failures")
 _PKG_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -120,7 +122,6 @@ class WriterSink:
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._old: list[subprocess.Popen[bytes]] = []
-        self._base = dict.fromkeys(_CUMULATIVE, 0)  # from writers that have exited
         self._now: dict[str, Any] = {}  # the current writer's last report
         self._dropped_here = 0
         self._dropped_reported = 0
@@ -140,7 +141,7 @@ class WriterSink:
     # -- counters -----------------------------------------------------------------------
 
     def _count(self, name: str) -> int:
-        return self._base[name] + int(self._now.get(name, 0))
+        return int(self._now.get(name, 0))
 
     @property
     def written(self) -> int:
@@ -470,9 +471,12 @@ class WriterSink:
         if proc is not None:
             self._old.append(proc)
         self._reap()
-        for name in _CUMULATIVE:
-            self._base[name] += int(self._now.get(name, 0))
         kept = {k: self._now[k] for k in ("spooled", "degraded", "last_error") if k in self._now}
+        # The cumulative counters as the ring's newest settle block holds them: the
+        # dead writer's last report may not have come (killed between its settle
+        # and its report); the next writer goes on counting from the same block.
+        if self._ring is not None:
+            kept.update(self._ring.counts())
         final, self._now = self._final, kept
         if final and self._closing:
             self._wake()

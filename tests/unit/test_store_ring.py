@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import random
 
-from fastgate.store.ring import SKIP, U32, Ring
+from fastgate.store.ring import BLOCK, COUNTS, SKIP, SLEEPING, SLOTS, U32, U64, Ring
 
 
 def test_frames_round_trip_across_wraps_and_skips() -> None:
@@ -70,7 +70,35 @@ def test_a_second_mapping_sees_the_first_ones_frames() -> None:
         other.settle(head, 1)
         assert ring.settled() == head and ring.settled_n() == 1
         other.set_sleeping(True)
-        assert ring.mm[192] == 1
+        assert ring.mm[SLEEPING] == 1
+    finally:
+        other.close()
+        ring.close()
+
+
+def test_the_settle_block_is_whole_or_not_at_all() -> None:
+    """A writer killed in the middle of a settle block (its `begin` and some fields
+    stored, not its `end`) leaves the previous block the newest whole one: the
+    next writer and the worker go on from it, counters and offset together."""
+    ring = Ring.create(4096)
+    other = Ring(os.dup(ring.fd))
+    try:
+        assert ring.block() == (0,) * (BLOCK.size // 8 - 1)
+        other.settle(100, 3, (3, 0, 0, 0, 0))
+        other.settle(200, 7, (6, 1, 0, 0, 0))
+        assert ring.settled() == 200 and ring.settled_n() == 7
+        assert ring.counts() == dict(zip(COUNTS, (6, 1, 0, 0, 0), strict=True))
+        # The third block goes to the first slot: begin and two fields, then killed.
+        off = SLOTS[3 % 2]
+        U64.pack_into(other.mm, off + BLOCK.size - 8, 3)
+        U64.pack_into(other.mm, off + 8, 300)
+        U64.pack_into(other.mm, off + 16, 11)
+        assert (ring.settled(), ring.settled_n(), ring.counts()["written"]) == (200, 7, 6)
+        # The next writer settles over the torn slot; its block is the newest.
+        other.settle(300, 11, (10, 1, 0, 0, 0))
+        assert ring.block()[:4] == (3, 300, 11, 10)
+        other.settle(400, 12, (11, 1, 0, 0, 0))
+        assert ring.block()[:4] == (4, 400, 12, 11)
     finally:
         other.close()
         ring.close()
