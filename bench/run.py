@@ -946,12 +946,23 @@ def _raise_exit(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def compile_bytecode() -> None:
+    """Write fastgate's bytecode caches (`__pycache__`) before anything starts, as
+    an install does (pip compiles what it installs; a checkout is compiled by its
+    first import). Where PYTHONDONTWRITEBYTECODE is set (this machine sets it) no
+    import writes them, and every process would compile fastgate from source at
+    start: 0.16 s more, and 1.5 MB more RSS in the worker, 0.85 MB in the writer
+    (the compiler's memory stays in the heap), which the RSS row would count."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "fastgate")], check=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
     signal.signal(signal.SIGTERM, _raise_exit)
     signal.signal(signal.SIGHUP, _raise_exit)
     ensure_tools()
+    compile_bytecode()
     started = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     stack = Stack()
     tmp = Path(tempfile.mkdtemp(prefix="fastgate-bench-"))
