@@ -20,7 +20,10 @@ observations, or the worker has not charged the subject yet this period) the
 admission reads the fleet's counters first (`ctx.pending`, awaited by the
 exchange), once this worker's own adds still on their way have landed: the
 cap is then exact across the fleet, overspend bounded by the requests in
-flight. A Redis outage follows `[ratelimit] on_redis_error`: "open"
+flight. The answers wait for their own add in a wider zone (`NEAR_WAIT`
+times the last cost from the budget): by the time an admission reads the
+fleet's total, the adds of the requests answered before it have landed,
+unless the copies lag by more than that many requests. A Redis outage follows `[ratelimit] on_redis_error`: "open"
 decides on `spent`, "closed" answers 503 when a round trip was needed.
 
 Thresholds (the `budget` webhook): every `REFRESH` seconds, when `on_threshold`
@@ -51,6 +54,13 @@ log = logging.getLogger("fastgate.gateway")
 
 REFRESH = 0.5  # seconds between reads of the fleet's counters (redis backend)
 NEAR = 4  # a fresh read when what is left is within NEAR x the last request's cost
+# The answer waits for its add when what is left after it is within NEAR_WAIT x its
+# cost (plus the margin): a zone wider than the reads', so that a read finds the
+# adds of every request answered before it landed. Why wider: an add that did not
+# wait may still be on its way when the next request, on another instance, reads;
+# the copies decide "near" and they lag (CI served 11 of 10 with NEAR for both,
+# over a slowed link, with requests quicker than its adds).
+NEAR_WAIT = 32
 THRESHOLDS = (80, 100)  # percent of a budget announced by on_threshold
 
 REFUSED = declare("fastgate_budget_exceeded_total", "Requests refused with 402 budget_exceeded.")
@@ -176,10 +186,11 @@ class Budgets:
                 fresh = last is None or self._near(k, left, last)
             yield k, budget, left, fresh
 
-    def _near(self, k: Key, left: int, last: int) -> bool:
+    def _near(self, k: Key, left: int, last: int, near: int = NEAR) -> bool:
         """Is what is left of `k` close enough that the fleet's total must be read
-        fresh (admission), and the answer wait for its own add (charge)?"""
-        return left <= NEAR * last + self.margin.get(k, 0)
+        fresh (admission, `NEAR`), or the answer wait for its own add (charge,
+        `NEAR_WAIT`)?"""
+        return left <= near * last + self.margin.get(k, 0)
 
     def _refuse(self, kind: str, name: str, period: str) -> None:
         if self.metrics is not None:
@@ -218,8 +229,9 @@ class Budgets:
     def charge(self, token: Any, micros: int) -> Any:
         """A request of `token` cost `micros`: count it against each of its budgets.
 
-        Returns the fleet counters' add (a task) when a budget is near after this
-        charge (the next admission reads the fleet's total fresh): the answer's
+        Returns the fleet counters' add (a task) when a budget is within
+        `NEAR_WAIT` costs after this charge (admissions read the fleet's total
+        fresh within `NEAR`): the answer's
         last bytes wait for it (`ResponseWriter.end`), so a client that sends its
         next request the moment it has this answer, to any instance, is admitted
         on a total that holds this cost. Else None (the add runs behind)."""
@@ -235,7 +247,7 @@ class Budgets:
             self.last[(kind, name)] = micros
             keys.append(k)
             knew.append(total)
-            if self._near(k, budget - total, micros):
+            if self._near(k, budget - total, micros, NEAR_WAIT):
                 near = True
         if self.counters is not None and keys:
             task = self.counters.spawn(self._add(keys, micros, knew))

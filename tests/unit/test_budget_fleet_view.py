@@ -109,26 +109,29 @@ def test_a_fresh_read_holds_the_workers_own_charges_still_on_their_way() -> None
 
     async def main() -> None:
         fleet = SlowCounters(delay=0.05)
-        budget = 10 * COST - 1  # ten requests, not eleven
+        budget = 50 * COST - 1  # fifty requests, not fifty-one
         token = SimpleNamespace(name="app", budgets=(("key", "app", budget, "day"),))
         b = Budgets(counters=fleet)
         k = budgets_mod.current_key("key", "app", "day")
         assert await serve(b, token)  # first: a fresh read (nothing known yet)
         await asyncio.sleep(0.06)  # its add landed: the fleet holds 100
-        assert await serve(b, token)  # far: its add is on its way (200 with it)
-        # The rest of the fleet spends 400, which the periodic read sees (500 with
-        # the first add), then 400 more that it does not see.
+        # Far (more than NEAR_WAIT costs left): the answer does not wait for the add,
+        # which is on its way (200 with it).
+        assert await serve(b, token)
+        assert b.adding
+        # The rest of the fleet spends 4000, which the periodic read sees (4100 with
+        # the first add), then 800 more that it does not see.
         b.snapshot = SimpleNamespace(tokens={"h": token})
-        fleet.totals[k] += 4 * COST
+        fleet.totals[k] += 40 * COST
         await b.refresh()
-        assert b.spent[k] == 5 * COST
-        fleet.totals[k] += 4 * COST
+        assert b.spent[k] == 41 * COST
+        fleet.totals[k] += 8 * COST
         # Now near: the admission reads the fleet's total, which must hold this
-        # worker's add on its way: 100 + 400 + 400 + 100 = 1000 >= 999, refused.
+        # worker's add on its way: 100 + 4000 + 800 + 100 = 5000 >= 4999, refused.
         reads = fleet.reads
         assert not await serve(b, token)
         assert fleet.reads == reads + 1
-        assert fleet.totals[k] == 10 * COST
+        assert fleet.totals[k] == 50 * COST
 
     run(main)
 
@@ -136,12 +139,13 @@ def test_a_fresh_read_holds_the_workers_own_charges_still_on_their_way() -> None
 UPSTREAM = 0.002  # seconds an upstream takes to answer
 
 
-@pytest.mark.parametrize("delay", [0.0005, 0.002, 0.005, 0.01])
+@pytest.mark.parametrize("delay", [0.0005, 0.002, 0.005, 0.01, 0.02, 0.05])
 def test_two_workers_taking_turns_serve_exactly_the_budget(delay: float) -> None:
     """Two workers of a fleet take sequential requests of one key in turn, over a
     link whose adds land later than the next request comes (the functional test's
     slow relay): exactly the ten requests the budget allows are served, each
-    period, whatever the delay."""
+    period, whatever the delay (all ten are within NEAR_WAIT costs of the budget:
+    every answer waits for its add)."""
 
     async def main() -> None:
         fleet = SlowCounters(delay)
