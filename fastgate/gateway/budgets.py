@@ -23,8 +23,9 @@ cap is then exact across the fleet, overspend bounded by the requests in
 flight. The answers wait for their own add in a wider zone (`NEAR_WAIT`
 times the last cost from the budget): by the time an admission reads the
 fleet's total, the adds of the requests answered before it have landed,
-unless the copies lag by more than that many requests. A Redis outage follows `[ratelimit] on_redis_error`: "open"
-decides on `spent`, "closed" answers 503 when a round trip was needed.
+unless the copies lag by more than that many requests. A Redis outage
+follows `[ratelimit] on_redis_error`: "open" decides on `spent`, "closed"
+answers 503 when a round trip was needed.
 
 Thresholds (the `budget` webhook): every `REFRESH` seconds, when `on_threshold`
 is set, the loop compares each budget's `spent` with 80 % and 100 % of it and
@@ -231,10 +232,10 @@ class Budgets:
 
         Returns the fleet counters' add (a task) when a budget is within
         `NEAR_WAIT` costs after this charge (admissions read the fleet's total
-        fresh within `NEAR`): the answer's
-        last bytes wait for it (`ResponseWriter.end`), so a client that sends its
-        next request the moment it has this answer, to any instance, is admitted
-        on a total that holds this cost. Else None (the add runs behind)."""
+        fresh within `NEAR`): the answer's last bytes wait for it
+        (`ResponseWriter.end`), so a client that sends its next request the
+        moment it has this answer, to any instance, is admitted on a total that
+        holds this cost. Else None (the add runs behind)."""
         now = CLOCK.now()
         keys = []
         knew = []
