@@ -83,6 +83,7 @@ def main() -> int:
     args = p.parse_args()
     variants = [v for v in args.only.split(",") if v]
     base.ensure_tools()
+    base.compile_bytecode()  # as run.py: the gateways start from bytecode caches
     stack = base.Stack()
     tmp = Path(tempfile.mkdtemp(prefix="fleet-bench-"))
     tmp.chmod(0o755)  # nginx workers (another user) read the stub files
