@@ -264,13 +264,19 @@ class Worker:
             await self.link.wait_retry()
             if await self._open_store(loop):
                 break
+        # The store's tokens serve from the swap on: their quota used and budget
+        # spend are loaded first, so that their first request is admitted on them
+        # (a swap before the load let a spent key through meanwhile).
+        # (The snapshot built for the load lists their budgets; the one installed is
+        # built again, from the configuration current after the load's await.)
+        await self._load_spend(build_snapshot(self._merged(self.cfg), self.version))
         self._install(self.cfg)
         log.info("store entries merged: snapshot %d", self.version)
         await self._store_up(at_start=False)
 
-    async def _store_up(self, at_start: bool) -> None:
-        """The store is reached: quota and budget write-behinds, the refresh task,
-        the writer's replay of the spool, the admin API (worker 0)."""
+    async def _load_spend(self, snapshot: Any = None) -> None:
+        """Quota used and budget spend from the store, before `snapshot` (the one
+        serving, by default) serves: the quota and budget write-behinds."""
         app = self.app
         assert app is not None and self.store is not None and self.state is not None
         # Charges made while the store was away (file tokens) are deltas to add.
@@ -279,17 +285,27 @@ class Worker:
         for name, used in self.state.quota_used.items():
             app.quota_used[name] = used + quota.pending.get(name, 0)
         app.charge_hook = quota.charge
-        store = self.store  # batch billing asks it whether a file was billed already
-        app.uids_present = lambda uids: store.call(store.uids_present(uids))
-        quota.start()
-        self._tasks.append(asyncio.get_running_loop().create_task(self._refresh_loop()))
         # Budgets: the current periods' spend (and what was charged meanwhile)
         # before the first request, then write-behind every 0.5 s.
         self.budget_sync = BudgetSync(self.store, app.budgets)
         try:
-            await self.budget_sync.sync()
+            await self.budget_sync.sync(snapshot)
         except Exception as exc:
             log.warning("budget spend not loaded at start (retrying): %s", exc)
+
+    async def _store_up(self, at_start: bool) -> None:
+        """The store is reached: quota and budget write-behinds (loaded first at
+        start; `_connect_loop` loads them before its swap), the refresh task, the
+        writer's replay of the spool, the admin API (worker 0)."""
+        app = self.app
+        assert app is not None and self.store is not None and self.state is not None
+        if at_start:
+            await self._load_spend()
+        store = self.store  # batch billing asks it whether a file was billed already
+        app.uids_present = lambda uids: store.call(store.uids_present(uids))
+        assert self.quota is not None and self.budget_sync is not None
+        self.quota.start()
+        self._tasks.append(asyncio.get_running_loop().create_task(self._refresh_loop()))
         self.budget_sync.start()
         if not at_start:
             store_up = getattr(app.sink, "store_up", None)  # (no writer for :memory:)

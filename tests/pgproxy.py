@@ -36,6 +36,7 @@ class PgProxy:
         self.server: asyncio.base_events.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
         self.accepted = 0  # connections relayed so far
+        self.delay = 0.0  # seconds each chunk waits before it is relayed (a slow link)
         self.cuts = 0
         self._timer: threading.Timer | None = None
         with socket.socket() as s:
@@ -61,6 +62,8 @@ class PgProxy:
     async def _pipe(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         try:
             while data := await r.read(65536):
+                if self.delay:
+                    await asyncio.sleep(self.delay)
                 w.write(data)
                 await w.drain()
         except Exception:

@@ -38,10 +38,12 @@ class BudgetSync(WriteBehind):
         self._task: asyncio.Task[None] | None = None
         self._last_warn = 0.0
 
-    async def sync(self) -> None:
+    async def sync(self, snapshot: Any = None) -> None:
+        """Write the deltas, read back the totals of every budget of `snapshot` (the
+        one serving, by default: a snapshot about to serve can be given)."""
         budgets = self.budgets
         batch = budgets.take_pending()
-        keys = list(dict.fromkeys([*budgets.keys(), *batch]))
+        keys = list(dict.fromkeys([*budgets.keys(snapshot), *batch]))
         if not keys:
             return
         try:

@@ -204,6 +204,46 @@ def test_postgres_down_at_start_serves_the_file_then_merges_the_store_and_replay
     assert int(used) == int(spent) > 0
 
 
+def test_a_store_key_is_admitted_on_its_spend_from_its_first_request(
+    pg_db: str, pg_proxy_down: PgProxy, make_gateway: Callable[..., Gateway]
+) -> None:
+    """Postgres down at start, then back over a slow link (50 ms a chunk): a store
+    key whose budget the store says is spent is refused from the first request
+    that knows it. The worker loads the budget spend before the snapshot with the
+    store's tokens serves; it used to swap first, and a request in between was
+    served on a spend of 0."""
+    proxy = pg_proxy_down
+    budget_key = make_key()
+    day_start = period_bounds("day", time.time())[0]
+    with store_for(pg_db) as st:
+        st.sync.create_token(
+            {"name": "store-budget", "key": budget_key, "budget_usd": 0.01, "budget_period": "day"}
+        )
+        st.sync.sync_budgets({("key", "store-budget", "day", day_start): 20_000}, [])
+    gw = make_gateway(
+        channels=[MOCK_TEAM],
+        tokens=[token("file-key", make_key())],
+        prices=[FILE_PRICE],
+        extra=db_toml(proxy.url(pg_db)),
+    )
+    assert ready(gw)[1]["store"] == "connecting"
+    proxy.delay = 0.05
+    proxy.restore()
+    seen: list[int] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status, body = chat(gw, budget_key)
+        seen.append(status)
+        if status != 401:  # the store's tokens serve: the first answer is a refusal
+            code = body.get("error", {}).get("code") if isinstance(body, dict) else None
+            assert (status, code) == (402, "budget_exceeded"), (seen, body)
+            break
+        time.sleep(0.01)
+    else:
+        raise AssertionError(f"the store's token never served: {seen[-5:]}")
+    assert chat(gw, budget_key)[0] == 402
+
+
 # --------------------------------------------------------------------------- (a) SQLite
 
 
