@@ -13,6 +13,8 @@ from what the client saw complete and from the store entries the test made.
   once the proxy listens: the store's channels, prices, groups, tokens, quota
   used and budget spend take effect, the spool is replayed (each record once),
   the charges made meanwhile reach the store's quota, the admin API starts.
+- the store back over a slow link (`PgProxy.delay`): a store key whose budget
+  is spent is refused from its first request (spend loaded before the swap).
 - SQLite whose directory cannot be made at start: the same, then the admin API
   (started with the store) creates a token that serves.
 - a Postgres cut under load (2.5 s here; `bench/store_cut.py` does 10 s), one
