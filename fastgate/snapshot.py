@@ -84,7 +84,8 @@ class Token:
     # enough to read the fleet's total first) to the general path.
     checked: bool = False
     # Budgets that apply to this key: (subject kind "key" | "group", subject name,
-    # budget micro-dollars, period). A key with any takes the general path.
+    # budget micro-dollars, period). The fast path serves a key with some while
+    # `Budgets.clear` says every one is far from its end (`checked`).
     budgets: tuple[tuple[str, str, int, str], ...] = ()
 
 

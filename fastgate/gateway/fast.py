@@ -7,9 +7,9 @@ same with rpm/tpm, admitted here only when the limits answer at once: a local
 window, or a slot of a Redis lease), and whose expiry, allow-list, quota and
 budgets, if it has them (`checked`), admit it by admission's own rules at once
 (a refusal, or a budget near enough to read the fleet's total, is the general
-path's), a JSON
-body whose model has a fast-eligible route plan (`gateway/plan.py`), and a
-first candidate whose breaker is closed and who is not cooling down. Then it builds
+path's), a JSON body whose model has a fast-eligible route plan
+(`gateway/plan.py`), and a first candidate whose breaker is closed and who is
+not cooling down. Then it builds
 the upstream request from the channel's pre-encoded pieces, writes it once,
 forwards the response bytes as they arrive, reads usage from the tail of the
 body (non-stream) or with the stream scanner (stream). A `FastExchange` is its

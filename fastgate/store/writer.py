@@ -228,8 +228,8 @@ class _Writer:
         _, read, self.settled_n, *counts = ring.block()
         self.settled_at = read
         self.published = tuple(counts)
-        sink = self.sink
-        sink.written, sink.dropped, sink.rejected, sink.replayed, sink.write_failures = counts
+        for name, value in zip(COUNTS, counts, strict=True):
+            setattr(self.sink, name, value)  # LogSink's counter of that name
         early = ring.capacity // 4  # this much waiting: write before the interval ends
         sock = self.sock
         hsize = HEADER.size
