@@ -220,6 +220,45 @@ def test_writer_insert_gives_the_cpu_back_between_chunks(tmp_path: Path, monkeyp
     )
 
 
+def test_writer_binds_many_rows_a_statement_and_stores_what_one_row_a_statement_did(
+    tmp_path: Path,
+) -> None:
+    """The writer binds MANY_ROWS rows per INSERT (one step for all of them) and the
+    rest of a chunk one by one. Every stored value is what the one-row statement
+    stores, and a uid seen twice, inside one many-row statement or across two,
+    lands once."""
+    from fastgate.store.sqlite_usage import INSERT_RECORD, MANY_ROWS, UsageOnlySQLite
+    from fastgate.vocab.record import FIELD_INDEX
+
+    uid, ts = FIELD_INDEX["uid"], FIELD_INDEX["ts"]
+    many, one = str(tmp_path / "many.db"), str(tmp_path / "one.db")
+    _migrate(many)
+    _migrate(one)
+    rows = _record_lists(MANY_ROWS * 2 + 7)
+    for i, r in enumerate(rows):
+        r[ts] = 1.7e9 + i / 7  # distinct floats
+    rows[3][uid] = rows[5][uid]  # a duplicate inside the first many-row statement
+    rows[MANY_ROWS + 1][uid] = rows[2][uid]  # ... and one in the second, of the first's
+    st = UsageOnlySQLite(many)
+    st.start()
+    try:
+        assert st.write_usage(rows) == len(rows) - 2
+        assert st.write_usage(rows) == 0
+    finally:
+        st.stop()
+    con = sqlite3.connect(one)
+    with con:
+        con.executemany(INSERT_RECORD, rows)
+    query = "SELECT * FROM usage_records ORDER BY uid"
+    expected = con.execute(query).fetchall()
+    con.close()
+    con = sqlite3.connect(many)
+    got = con.execute(query).fetchall()
+    con.close()
+    assert len(expected) == len(rows) - 2
+    assert got == expected
+
+
 def test_writer_insert_chunks_are_one_transaction(tmp_path: Path) -> None:
     """A value SQLite cannot bind in the third chunk rolls back the first two: the
     sink sees one failed batch (and isolates the bad record), never half of it."""
