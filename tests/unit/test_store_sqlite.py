@@ -225,8 +225,8 @@ def test_writer_binds_many_rows_a_statement_and_stores_what_one_row_a_statement_
 ) -> None:
     """The writer binds MANY_ROWS rows per INSERT (one step for all of them) and the
     rest of a chunk one by one. Every stored value is what the one-row statement
-    stores, and a uid seen twice, inside one many-row statement or across two,
-    lands once."""
+    stores (the booleans too, which the many-row path binds as 0/1 itself), and a
+    uid seen twice, inside one many-row statement or across two, lands once."""
     from fastgate.store.sqlite_usage import INSERT_RECORD, MANY_ROWS, UsageOnlySQLite
     from fastgate.vocab.record import FIELD_INDEX
 
@@ -235,8 +235,11 @@ def test_writer_binds_many_rows_a_statement_and_stores_what_one_row_a_statement_
     _migrate(many)
     _migrate(one)
     rows = _record_lists(MANY_ROWS * 2 + 7)
+    flags = [FIELD_INDEX[f] for f in ("stream", "estimated", "cache_hit", "unpriced")]
     for i, r in enumerate(rows):
         r[ts] = 1.7e9 + i / 7  # distinct floats
+        for k, f in enumerate(flags):
+            r[f] = bool((i >> k) & 1)  # every mix of the four booleans
     rows[3][uid] = rows[5][uid]  # a duplicate inside the first many-row statement
     rows[MANY_ROWS + 1][uid] = rows[2][uid]  # ... and one in the second, of the first's
     st = UsageOnlySQLite(many)
@@ -257,6 +260,14 @@ def test_writer_binds_many_rows_a_statement_and_stores_what_one_row_a_statement_
     con.close()
     assert len(expected) == len(rows) - 2
     assert got == expected
+    con = sqlite3.connect(many)
+    kinds = con.execute(
+        "SELECT DISTINCT typeof(stream), typeof(estimated), typeof(cache_hit), "
+        "typeof(unpriced), stream, estimated, cache_hit, unpriced FROM usage_records"
+    ).fetchall()
+    con.close()
+    assert {k[:4] for k in kinds} == {("integer",) * 4}  # booleans as 0/1, as always
+    assert {k[4:] for k in kinds} == {tuple((i >> k) & 1 for k in range(4)) for i in range(16)}
 
 
 def test_writer_insert_chunks_are_one_transaction(tmp_path: Path) -> None:
