@@ -36,6 +36,7 @@ from typing import Any, Final
 
 from fastgate.convert.common import (
     EFFORT_BUDGET,
+    HUB_REQUEST_NOT_CONVERTED,
     allowed_tool_names,
     dumps_str,
     guess_mime,
@@ -132,21 +133,7 @@ def _tool_id(call_id: str) -> str:
 # requests: hub -> Converse
 # ==================================================================================
 
-_O_REQ_IGNORED: Final = frozenset(
-    {
-        "model",
-        "messages",
-        "stream",
-        "stream_options",
-        "store",
-        "metadata",
-        "service_tier",
-        "prompt_cache_key",
-        "prompt_cache_retention",
-        "safety_identifier",
-        "user",
-    }
-)
+_O_REQ_IGNORED: Final = HUB_REQUEST_NOT_CONVERTED
 
 
 def _unsupported(key: str) -> ConversionError:

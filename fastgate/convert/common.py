@@ -30,6 +30,7 @@ from fastgate.vocab.usage import openai_reasoning_tokens as reasoning_tokens_of
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
     "DONE",
+    "HUB_REQUEST_NOT_CONVERTED",
     "FromOpenAIStream",
     "ToOpenAIStream",
     "chunk_bytes",
@@ -67,6 +68,26 @@ DONE: Final = _Done()
 
 # What indexing into a malformed upstream object raises: turned into UpstreamProtocolError.
 MALFORMED: Final = (KeyError, TypeError, AttributeError, IndexError)
+
+# Hub (OpenAI chat) request keys that a converter to another protocol does not map
+# to a parameter: the body's own parts (model, messages, stream and its options),
+# and OpenAI's account-side settings, which another provider has no place for.
+# Each converter reads the body's own parts itself and drops the rest.
+HUB_REQUEST_NOT_CONVERTED: Final = frozenset(
+    {
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "store",
+        "metadata",
+        "service_tier",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "safety_identifier",
+        "user",
+    }
+)
 
 # Gemini may stream generated images inline; keep the bound generous.
 DEFAULT_MAX_EVENT_BYTES: Final = 16 * 1024 * 1024

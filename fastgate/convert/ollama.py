@@ -30,6 +30,7 @@ from typing import Any, Final
 from fastgate.convert.common import (
     DEFAULT_MAX_EVENT_BYTES,
     DONE,
+    HUB_REQUEST_NOT_CONVERTED,
     ToOpenAIStream,
     dumps_str,
     hub_tool,
@@ -74,21 +75,7 @@ _THINK: Final = {
     "xhigh": "high",
     "max": "high",
 }
-_IGNORED: Final = frozenset(
-    {
-        "model",
-        "messages",
-        "stream",
-        "stream_options",
-        "store",
-        "metadata",
-        "service_tier",
-        "prompt_cache_key",
-        "prompt_cache_retention",
-        "safety_identifier",
-        "user",
-    }
-)
+_IGNORED: Final = HUB_REQUEST_NOT_CONVERTED
 
 
 def finish_from_ollama(done_reason: Any, had_calls: bool) -> str:

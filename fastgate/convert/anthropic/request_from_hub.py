@@ -19,6 +19,7 @@ from typing import Any
 
 from fastgate.convert.common import (
     EFFORT_BUDGET,
+    HUB_REQUEST_NOT_CONVERTED,
     allowed_tool_names,
     hub_tool,
     json_args,
@@ -38,21 +39,7 @@ _IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 # requests: hub -> Anthropic
 # ==================================================================================
 
-_O_REQ_IGNORED = frozenset(
-    {
-        "model",
-        "messages",
-        "stream",
-        "stream_options",
-        "store",
-        "metadata",
-        "service_tier",
-        "prompt_cache_key",
-        "prompt_cache_retention",
-        "safety_identifier",
-        "user",
-    }
-)
+_O_REQ_IGNORED = HUB_REQUEST_NOT_CONVERTED
 
 
 def _unsupported(key: str, target: str) -> ConversionError:

@@ -21,6 +21,7 @@ import orjson
 
 from fastgate.convert.common import (
     EFFORT_BUDGET,
+    HUB_REQUEST_NOT_CONVERTED,
     allowed_tool_names,
     decode_call_id,
     guess_mime,
@@ -40,22 +41,7 @@ from fastgate.convert.gemini.shared import SKIP_SIGNATURE
 # requests: hub -> Gemini
 # ==================================================================================
 
-_O_IGNORED = frozenset(
-    {
-        "model",
-        "messages",
-        "stream",
-        "stream_options",
-        "store",
-        "metadata",
-        "service_tier",
-        "prompt_cache_key",
-        "prompt_cache_retention",
-        "safety_identifier",
-        "user",
-        "tool_choice",
-    }
-)
+_O_IGNORED = HUB_REQUEST_NOT_CONVERTED | {"tool_choice"}
 _O_TO_GC = {
     "temperature": "temperature",
     "top_p": "topP",
