@@ -838,19 +838,36 @@ def test_openai_to_anthropic_template_reads_only_one_string_token(middle: bytes)
     assert conv._pre.endswith(b'"content": ')  # learned from the first chunk
 
 
-def test_openai_to_anthropic_template_gives_up_on_chunks_that_never_repeat() -> None:
+@pytest.mark.parametrize("split", ["events", "whole"])
+def test_openai_to_anthropic_template_gives_up_on_chunks_that_never_repeat(split: str) -> None:
     """OpenAI's `obfuscation` differs in every chunk: a template fits a few chunks
     at most; after a few tries it is dropped and the stream is converted as
-    before, and the events are the same."""
+    before, and the events are the same. Fed whole, the tries run out inside one
+    read: the rest of that read (text, a tool call, text again) goes through the
+    hot-chunk loop of `push` in one call."""
     chunks = [o_chunk({"content": f"w{i} "}, obfuscation="x" * (i % 7)) for i in range(30)]
+    chunks.append(
+        o_chunk(
+            {
+                "tool_calls": [
+                    {"index": 0, "id": "c1", "function": {"name": "f", "arguments": "{}"}}
+                ]
+            },
+            obfuscation="y",
+        )
+    )
+    chunks += [o_chunk({"content": f"v{i} "}, obfuscation="z" * i) for i in range(5)]
     chunks.append(o_chunk({}, "stop"))
     data = _chunks_bytes(chunks, True)
-    events = [e + b"\n\n" for e in data.split(b"\n\n") if e]
+    events = [e + b"\n\n" for e in data.split(b"\n\n") if e] if split == "events" else [data]
     conv = OpenAIToAnthropicStream("m")
     out = b"".join(conv.feed(e) for e in events) + conv.close()
     assert out == _reference(data, events)
     assert conv._tries == 0 and conv._pre == b""
-    assert acc_anthropic(out)["blocks"][0]["text"] == "".join(f"w{i} " for i in range(30))
+    blocks = acc_anthropic(out)["blocks"]
+    assert [b["type"] for b in blocks] == ["text", "tool_use", "text"]
+    assert blocks[0]["text"] == "".join(f"w{i} " for i in range(30))
+    assert blocks[2]["text"] == "".join(f"v{i} " for i in range(5))
 
 
 def test_anthropic_sdk_reads_converted_openai_stream():

@@ -221,6 +221,8 @@ _TEXT_DELTA = (
     b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
     b'"delta":{"type":"text_delta","text":%b}}\n\n'
 )
+# The same event in two parts around its text (`feed`'s hot loop).
+_TEXT_HEAD, _TEXT_END = _TEXT_DELTA.split(b"%b")
 
 
 def _hot_text(c: dict[str, Any]) -> str | None:
@@ -347,36 +349,41 @@ class OpenAIToAnthropicStream(FromOpenAIStream):
     def feed(self, data: bytes) -> bytes:
         """`FromOpenAIStream.feed`, reading a hot chunk from its bytes once it
         matches the stream's template (`_learn`): the text between the template's
-        two parts, a string token, is the only thing parsed. Same events out."""
+        two parts, a string token, is the only thing parsed. Same events out.
+
+        Hot loop: what a hot chunk's test and event need (the template, the open
+        text block's event head) is read once, and again only after a chunk went
+        through `push`, the one place that changes it."""
         datas = sse_feed_data(self._dec, data)
         if not self._pre and not self._tries:
             return self.push(hub_items(datas))  # no template for this stream
+        if self._ended:
+            return b""
         out: list[bytes] = []
         loads = orjson.loads
+        dumps = orjson.dumps
         pre = self._pre
+        suf = self._suf
         lp = len(pre)
-        ls = -len(self._suf)
-        for d in datas:
-            if self._ended:
-                break
-            if (
-                pre
-                and d.startswith(pre)
-                and d.endswith(self._suf)
-                and len(d) - lp + ls >= 2
-                and (op := self._open) is not None
-                and op[0] == "text"
-            ):
+        ls = -len(suf)
+        op = self._open
+        # The event of more text for the open text block, up to that text (None: no
+        # template, or no text block open; then `push` reads the chunk).
+        head = _TEXT_HEAD % self._open_index if pre and op is not None and op[0] == "text" else None
+        for i, d in enumerate(datas):
+            if head is not None and d.startswith(pre) and d.endswith(suf) and len(d) - lp + ls >= 2:
                 try:
                     text = loads(d[lp:ls])
                 except orjson.JSONDecodeError:
                     text = None  # not one string token: the chunk is parsed whole
                 if type(text) is str:
                     if text:
-                        out.append(_TEXT_DELTA % (self._open_index, orjson.dumps(text)))
+                        out += (head, dumps(text), _TEXT_END)
                     continue
             items = hub_items([d])
             out.append(self.push(items))
+            if self._ended:
+                break
             if items and type(it := items[0]) is dict and (text := _hot_text(it)) is not None:
                 # A hot chunk the template did not fit (or there is none yet): learn
                 # from it while tries last; then read the stream as before.
@@ -384,9 +391,18 @@ class OpenAIToAnthropicStream(FromOpenAIStream):
                     self._learn(d, it, text)
                 else:
                     self._pre = self._suf = b""
+                    out.append(self.push(hub_items(datas[i + 1 :])))  # no template: the rest
+                    break
                 pre = self._pre
+                suf = self._suf
                 lp = len(pre)
-                ls = -len(self._suf)
+                ls = -len(suf)
+            op = self._open
+            head = (
+                _TEXT_HEAD % self._open_index
+                if pre and op is not None and op[0] == "text"
+                else None
+            )
         return b"".join(out)
 
     def _learn(self, data: bytes, chunk: dict[str, Any], text: str) -> None:
@@ -421,22 +437,30 @@ class OpenAIToAnthropicStream(FromOpenAIStream):
         Its event is the one `_chunk` would write, without that path's dozen lookups
         per chunk (most chunks of a stream are this one); any other item goes
         through `FromOpenAIStream.push`."""
+        if self._ended:
+            return b""
         out: list[bytes] = []
         dumps = orjson.dumps
+        # The open text block's event head, made at the first hot item after a push
+        # (b"": not made yet; None: no text block is open).
+        head: bytes | None = b""
         for it in items:
+            if head is not None and type(it) is dict and (text := _hot_text(it)) is not None:
+                if not head:
+                    op = self._open
+                    head = (
+                        _TEXT_HEAD % self._open_index
+                        if op is not None and op[0] == "text"
+                        else None
+                    )
+                if head is not None:
+                    if text:
+                        out += (head, dumps(text), _TEXT_END)
+                    continue
+            out.append(FromOpenAIStream.push(self, [it]))
             if self._ended:
                 break
-            op = self._open
-            if (
-                op is not None
-                and op[0] == "text"
-                and type(it) is dict
-                and (text := _hot_text(it)) is not None
-            ):
-                if text:
-                    out.append(_TEXT_DELTA % (self._open_index, dumps(text)))
-            else:
-                out.append(FromOpenAIStream.push(self, [it]))
+            head = b""  # the item may have opened or closed a block
         return b"".join(out)
 
     def _chunk(self, c: dict[str, Any], out: list[bytes]) -> None:
