@@ -239,9 +239,11 @@ class Worker:
             return cfg.logging.usage_spool_dir
         return str(cfg.base_dir / "usage-spool")
 
-    async def _open_store(self, loop: asyncio.AbstractEventLoop) -> bool:
+    async def _open_store(self, loop: asyncio.AbstractEventLoop, announce: bool = True) -> bool:
         """One attempt to open the store and load its state (see store/link.py);
-        False: not reached (recorded in `self.link`), the file's entries serve."""
+        False: not reached (recorded in `self.link`), the file's entries serve.
+        `announce=False`: the caller marks the link reached itself, once what it
+        loaded serves (`_connect_loop`)."""
         store = await self.link.start()
         if store is None:
             return False
@@ -253,7 +255,8 @@ class Worker:
             await loop.run_in_executor(None, store.stop)
             self.link.failed(exc)
             return False
-        self.link.reached()
+        if announce:
+            self.link.reached()
         return True
 
     async def _connect_loop(self) -> None:
@@ -262,7 +265,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         while True:
             await self.link.wait_retry()
-            if await self._open_store(loop):
+            if await self._open_store(loop, announce=False):
                 break
         # The store's tokens serve from the swap on: their quota used and budget
         # spend are loaded first, so that their first request is admitted on them
@@ -271,6 +274,9 @@ class Worker:
         # built again, from the configuration current after the load's await.)
         await self._load_spend(build_snapshot(self._merged(self.cfg), self.version))
         self._install(self.cfg)
+        # /ready says "ok" from here: the store's entries serve (the link said so at
+        # the open before, and a probe could see "ok" with the file's snapshot).
+        self.link.reached()
         log.info("store entries merged: snapshot %d", self.version)
         await self._store_up(at_start=False)
 

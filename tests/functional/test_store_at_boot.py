@@ -213,7 +213,9 @@ def test_a_store_key_is_admitted_on_its_spend_from_its_first_request(
     key whose budget the store says is spent is refused from the first request
     that knows it. The worker loads the budget spend before the snapshot with the
     store's tokens serves; it used to swap first, and a request in between was
-    served on a spend of 0."""
+    served on a spend of 0. And /ready says the store is "ok" only once its
+    entries serve: it said so when the store opened, before that load, and a
+    probe could see "ok" beside the file's snapshot (CI saw it once)."""
     proxy = pg_proxy_down
     budget_key = make_key()
     day_start = period_bounds("day", time.time())[0]
@@ -234,8 +236,13 @@ def test_a_store_key_is_admitted_on_its_spend_from_its_first_request(
     seen: list[int] = []
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
+        probe = ready(gw)[1]
+        if probe["store"] == "ok":
+            assert probe["snapshot"] > 1, probe  # "ok": the store's entries serve
         status, body = chat(gw, budget_key)
         seen.append(status)
+        if probe["store"] == "ok":
+            assert status != 401, (probe, seen)
         if status != 401:  # the store's tokens serve: the first answer is a refusal
             code = body.get("error", {}).get("code") if isinstance(body, dict) else None
             assert (status, code) == (402, "budget_exceeded"), (seen, body)
@@ -244,6 +251,7 @@ def test_a_store_key_is_admitted_on_its_spend_from_its_first_request(
     else:
         raise AssertionError(f"the store's token never served: {seen[-5:]}")
     assert chat(gw, budget_key)[0] == 402
+    assert wait_ready_store(gw, "ok", 10)["snapshot"] > 1
 
 
 # --------------------------------------------------------------------------- (a) SQLite
