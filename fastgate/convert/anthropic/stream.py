@@ -366,10 +366,9 @@ class OpenAIToAnthropicStream(FromOpenAIStream):
         suf = self._suf
         lp = len(pre)
         ls = -len(suf)
-        op = self._open
         # The event of more text for the open text block, up to that text (None: no
         # template, or no text block open; then `push` reads the chunk).
-        head = _TEXT_HEAD % self._open_index if pre and op is not None and op[0] == "text" else None
+        head = self._text_head() if pre else None
         for i, d in enumerate(datas):
             if head is not None and d.startswith(pre) and d.endswith(suf) and len(d) - lp + ls >= 2:
                 try:
@@ -397,13 +396,13 @@ class OpenAIToAnthropicStream(FromOpenAIStream):
                 suf = self._suf
                 lp = len(pre)
                 ls = -len(suf)
-            op = self._open
-            head = (
-                _TEXT_HEAD % self._open_index
-                if pre and op is not None and op[0] == "text"
-                else None
-            )
+            head = self._text_head() if pre else None
         return b"".join(out)
+
+    def _text_head(self) -> bytes | None:
+        """The open text block's delta event up to its text; None: no text block."""
+        op = self._open
+        return _TEXT_HEAD % self._open_index if op is not None and op[0] == "text" else None
 
     def _learn(self, data: bytes, chunk: dict[str, Any], text: str) -> None:
         """Make the stream's template from a hot chunk already converted: its bytes
@@ -447,12 +446,7 @@ class OpenAIToAnthropicStream(FromOpenAIStream):
         for it in items:
             if head is not None and type(it) is dict and (text := _hot_text(it)) is not None:
                 if not head:
-                    op = self._open
-                    head = (
-                        _TEXT_HEAD % self._open_index
-                        if op is not None and op[0] == "text"
-                        else None
-                    )
+                    head = self._text_head()
                 if head is not None:
                     if text:
                         out += (head, dumps(text), _TEXT_END)
