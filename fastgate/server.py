@@ -160,7 +160,8 @@ class Worker:
         loop = asyncio.get_running_loop()
         cfg = self.cfg
         self._ping_watchdog()
-        await self._open_store(loop)
+        if await self._open_store(loop):
+            self.link.reached()
         merged = self._merged(cfg)
         sink = usage_sink(  # a writer process (store writes, access log, spool)
             cfg.logging.access_log,
@@ -239,11 +240,10 @@ class Worker:
             return cfg.logging.usage_spool_dir
         return str(cfg.base_dir / "usage-spool")
 
-    async def _open_store(self, loop: asyncio.AbstractEventLoop, announce: bool = True) -> bool:
+    async def _open_store(self, loop: asyncio.AbstractEventLoop) -> bool:
         """One attempt to open the store and load its state (see store/link.py);
         False: not reached (recorded in `self.link`), the file's entries serve.
-        `announce=False`: the caller marks the link reached itself, once what it
-        loaded serves (`_connect_loop`)."""
+        The caller marks the link reached once what it loaded serves."""
         store = await self.link.start()
         if store is None:
             return False
@@ -255,8 +255,6 @@ class Worker:
             await loop.run_in_executor(None, store.stop)
             self.link.failed(exc)
             return False
-        if announce:
-            self.link.reached()
         return True
 
     async def _connect_loop(self) -> None:
@@ -265,7 +263,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         while True:
             await self.link.wait_retry()
-            if await self._open_store(loop, announce=False):
+            if await self._open_store(loop):
                 break
         # The store's tokens serve from the swap on: their quota used and budget
         # spend are loaded first, so that their first request is admitted on them
@@ -274,8 +272,8 @@ class Worker:
         # built again, from the configuration current after the load's await.)
         await self._load_spend(build_snapshot(self._merged(self.cfg), self.version))
         self._install(self.cfg)
-        # /ready says "ok" from here: the store's entries serve (the link said so at
-        # the open before, and a probe could see "ok" with the file's snapshot).
+        # /ready says "ok" from here, when the store's entries serve (marked at the
+        # open, a probe could see "ok" beside the file's snapshot).
         self.link.reached()
         log.info("store entries merged: snapshot %d", self.version)
         await self._store_up(at_start=False)
