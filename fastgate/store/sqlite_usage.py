@@ -113,6 +113,11 @@ def _values_sql(sql: str) -> str:
     return f"{head}VALUES {', '.join(['(' + params + ')'] * MANY_ROWS)}{tail}"
 
 
+# True/False -> 1/0 (`_insert_rows`); 1, 0, 1.0 and 0.0 find themselves equal and
+# become 1 or 0, which an INTEGER column stores anyway.
+_AS_INT = {True: 1, False: 0}
+
+
 def _insert_rows(
     con: sqlite3.Connection, sql: str, many: str, flags: tuple[int, ...], rows: Sequence[Any]
 ) -> None:
@@ -132,11 +137,6 @@ def _insert_rows(
         con.execute(many, values)
     if full < n:
         con.executemany(sql, rows[full:])
-
-
-# True/False -> 1/0 (`_insert_rows`); 1, 0, 1.0 and 0.0 find themselves equal and
-# become 1 or 0, which an INTEGER column stores anyway.
-_AS_INT = {True: 1, False: 0}
 
 
 INSERT_USAGES = _values_sql(INSERT_USAGE)

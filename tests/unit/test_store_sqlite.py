@@ -242,13 +242,22 @@ def test_writer_binds_many_rows_a_statement_and_stores_what_one_row_a_statement_
             r[f] = bool((i >> k) & 1)  # every mix of the four booleans
     rows[3][uid] = rows[5][uid]  # a duplicate inside the first many-row statement
     rows[MANY_ROWS + 1][uid] = rows[2][uid]  # ... and one in the second, of the first's
+    adapted = []  # what reaches sqlite3's bool adapter: the rows bound one by one only
+
+    def counting(v: bool) -> int:
+        adapted.append(v)
+        return int(v)
+
     st = UsageOnlySQLite(many)
     st.start()
+    sqlite3.register_adapter(bool, counting)
     try:
         assert st.write_usage(rows) == len(rows) - 2
         assert st.write_usage(rows) == 0
     finally:
+        sqlite3.register_adapter(bool, int)
         st.stop()
+    assert len(adapted) == 2 * 4 * (len(rows) % MANY_ROWS)  # the many-row path binds 0/1
     con = sqlite3.connect(one)
     with con:
         con.executemany(INSERT_RECORD, rows)
