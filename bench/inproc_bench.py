@@ -13,6 +13,7 @@ checkout (e.g. a `git worktree` of an older commit) to compare before and after:
     python bench/inproc_bench.py --stub            # the bench stub's answer
     python bench/inproc_bench.py --stream          # its 22-event stream, passed through
     python bench/inproc_bench.py --opcodes         # bytecode instructions per function
+    python bench/inproc_bench.py --c-calls         # calls into C functions, by function
     python bench/inproc_bench.py --stub --managed-key   # quota, expiry, allow-list, budget
     python bench/inproc_bench.py --stub --azure    # an Azure channel (its deployment path)
     git worktree add /tmp/before fb96c31 && python bench/inproc_bench.py --root /tmp/before
@@ -175,6 +176,11 @@ def main() -> int:
         help="print the bytecode instructions per Python function of one request",
     )
     ap.add_argument(
+        "--c-calls",
+        action="store_true",
+        help="print the calls into C functions of one request, by function",
+    )
+    ap.add_argument(
         "--stream",
         action="store_true",
         help="an OpenAI stream request passed through (the stub's 22-event stream)",
@@ -269,6 +275,10 @@ def main() -> int:
         print_opcodes(
             lambda: (client.data_received(request), turn(), up.data_received(response), turn())
         )
+    if args.c_calls:
+        print_c_calls(
+            lambda: (client.data_received(request), turn(), up.data_received(response), turn())
+        )
 
     profiler = None
     if args.profile:
@@ -320,6 +330,27 @@ def print_opcodes(one_request: Any) -> None:
     print(f"bytecode instructions per request: {total}")
     for (path, name), n in sorted(counts.items(), key=lambda kv: -kv[1]):
         print(f"{n:6d} {100 * n / total:5.1f}%  {path}:{name}")
+
+
+def print_c_calls(one_request: Any) -> None:
+    """Calls from Python code into C functions and methods for one request
+    (sys.setprofile's c_call events), by function: each pays the C API's call
+    and argument handling (~0.5-2k instructions) whatever it then does."""
+    counts: dict[str, int] = {}
+
+    def prof(frame: Any, event: str, arg: Any) -> None:
+        if event == "c_call":
+            owner = getattr(arg, "__self__", None)
+            kind = type(owner).__name__ if owner is not None else ""
+            key = f"{kind}.{arg.__name__}" if kind and kind != "module" else arg.__qualname__
+            counts[key] = counts.get(key, 0) + 1
+
+    sys.setprofile(prof)
+    one_request()
+    sys.setprofile(None)
+    print(f"calls into C functions per request: {sum(counts.values())}")
+    for name, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+        print(f"{n:6d}  {name}")
 
 
 if __name__ == "__main__":

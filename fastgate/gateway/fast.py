@@ -45,10 +45,9 @@ from fastgate.gateway.writer import ResponseWriter, without_rate_headers
 from fastgate.http.flow import PEER_SLOW
 from fastgate.http.responses import STATUS_LINE, status_line
 from fastgate.providers import openai as openai_proto
-from fastgate.scan.jsonfind import last_object
-from fastgate.scan.openai import SERVICE_TIER, USAGE_KEY, OpenAIBodyUsage, OpenAIStreamUsage
+from fastgate.scan.openai import OpenAIBodyUsage, OpenAIStreamUsage, body_usage
 from fastgate.vocab.protocols import OPENAI
-from fastgate.vocab.usage import Usage, usage_from_openai
+from fastgate.vocab.usage import Usage
 
 FAST_PATHS = frozenset(
     {b"/v1/chat/completions", b"/v1/completions", b"/v1/embeddings", b"/v1/responses"}
@@ -303,16 +302,8 @@ class FastExchange(ResponseWriter):
             usage = scanner.usage
         else:
             usage = Usage()
-            tail = self.tail
-            if tail:
-                obj = last_object(tail, USAGE_KEY)
-                if type(obj) is dict:
-                    usage_from_openai(obj, usage)
-                i = tail.rfind(b'"service_tier"')
-                if i >= 0:  # the tier the upstream served it at (billing's multiplier)
-                    m = SERVICE_TIER.match(tail, i)
-                    if m is not None:
-                        usage.service_tier = m.group(1).decode("latin-1")
+            if self.tail:
+                body_usage(self.tail, usage)
         self.conn = None
         status = self.status
         plan = self.plan

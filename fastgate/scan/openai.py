@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from fastgate.scan.jsonfind import ObjectFinder, is_key_object, key_hint
+from fastgate.scan.jsonfind import ObjectFinder, is_key_object, key_hint, last_object
 from fastgate.sse.decoder import last_event_end, next_event_end, parse_event, skip_blank_lines
 from fastgate.vocab.usage import Usage, usage_from_openai
 
@@ -35,6 +35,47 @@ SERVICE_TIER = re.compile(rb'"service_tier"[ \t\r\n]*:[ \t\r\n]*"([^"\\]{0,64})"
 _TIER_KEY = b'"service_tier"'
 _TIER_EDGE = 96  # bytes of a chunk's end joined to the next one's start
 _BODY_USAGE_CAP = 64 * 1024
+# Up to this size a whole non-stream body is parsed once (`body_usage`): orjson
+# reads 2 KB in fewer instructions than finding the usage object's bytes does
+# (bench/RESULTS.md, "Stop 25").
+SMALL_BODY = 2048
+# A `"usage"` object is one with a token count (a JSON schema property named
+# "usage" has none): `not COUNT_KEYS.isdisjoint(obj)`.
+COUNT_KEYS = frozenset(
+    ("prompt_tokens", "input_tokens", "completion_tokens", "output_tokens", "total_tokens")
+)
+
+
+def body_usage(tail: bytes, usage: Usage) -> None:
+    """Fill `usage` from a whole non-stream OpenAI body (the fast path keeps the
+    body while it is under 16 KB). A small body (`SMALL_BODY`) is parsed whole,
+    and its top-level `usage` object and `service_tier` are taken: a usage-like
+    object nested elsewhere (a tool's JSON schema) cannot be mistaken for them.
+    A larger body, or one that does not parse or has no top-level usage, is
+    searched from its end as `OpenAIBodyUsage` searches a body: the last usage
+    object, the last tier. Either way a usage object counts only with a token
+    count in it (`COUNT_KEYS`)."""
+    if len(tail) <= SMALL_BODY:
+        try:
+            obj = orjson.loads(tail)
+        except orjson.JSONDecodeError:
+            obj = None
+        if type(obj) is dict:
+            found = obj.get("usage")
+            if type(found) is dict and not COUNT_KEYS.isdisjoint(found):
+                usage_from_openai(found, usage)
+                tier = obj.get("service_tier")
+                if type(tier) is str and len(tier) <= 64:
+                    usage.service_tier = tier
+                return
+    found = last_object(tail, USAGE_KEY)
+    if type(found) is dict and not COUNT_KEYS.isdisjoint(found):
+        usage_from_openai(found, usage)
+    i = tail.rfind(_TIER_KEY)
+    if i >= 0:  # the tier the upstream served it at (billing's multiplier)
+        m = SERVICE_TIER.match(tail, i)
+        if m is not None:
+            usage.service_tier = m.group(1).decode("latin-1")
 
 
 def _is_content_chunk(buf: bytes | bytearray, ev0: int, n: int) -> bool:
@@ -369,14 +410,7 @@ class OpenAIBodyUsage(ObjectFinder):
         self.find(data)
 
     def on_object(self, obj: dict[str, Any]) -> None:
-        # a usage object has a token count (a JSON schema property named "usage" has none)
-        if (
-            "prompt_tokens" in obj
-            or "input_tokens" in obj
-            or "completion_tokens" in obj
-            or "output_tokens" in obj
-            or "total_tokens" in obj
-        ):
+        if not COUNT_KEYS.isdisjoint(obj):
             usage_from_openai(obj, self.usage)
 
     def close(self) -> Usage:

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastgate.scan.openai import OpenAIBodyUsage, OpenAIStreamUsage
+from fastgate.scan.openai import SMALL_BODY, OpenAIBodyUsage, OpenAIStreamUsage, body_usage
 from fastgate.vocab.usage import Usage
 
 CREATED = 1_700_000_000
@@ -893,3 +893,67 @@ def last_usage(doc: object) -> Usage:
 def test_body_random_documents(doc: dict, style: str, cuts: list[int]) -> None:
     body = dump(doc, style)
     assert run_body(split_at(body, cuts)) == last_usage(doc)
+
+
+# -- body_usage: the fast path's whole-body read (a small body parsed once) -----------
+
+
+def read_whole(body: bytes) -> Usage:
+    u = Usage()
+    body_usage(body, u)
+    return u
+
+
+def padded(obj: dict, size: int) -> bytes:
+    """`obj` with its content grown until the compact body is `size` bytes or more."""
+    body = orjson.dumps(obj)
+    obj["choices"][0]["message"]["content"] += "w" * max(0, size - len(body))
+    return orjson.dumps(obj)
+
+
+@settings(max_examples=300, deadline=None)
+@given(gen=bodies())
+def test_body_usage_agrees_with_the_body_scanner(gen) -> None:
+    body, expected = gen
+    assert read_whole(body) == expected == run_body([body])
+
+
+@pytest.mark.parametrize("size", [100, SMALL_BODY, SMALL_BODY + 1, 15_000])
+def test_body_usage_both_routes(size: int) -> None:
+    body = padded(chat_body("x", USAGE), size)
+    body = body[:-1] + b',"service_tier":"flex"}'
+    assert (len(body) <= SMALL_BODY) == (size < SMALL_BODY)
+    assert read_whole(body) == Usage(9, 4, 0, 0, True, "flex") == run_body([body])
+
+
+def test_body_usage_takes_the_top_level_usage_of_a_small_body() -> None:
+    # A usage-shaped object with counts nested after the top-level one (no provider
+    # sends one): the whole parse knows which is which; the scanners take the last.
+    body = orjson.dumps(
+        {"usage": USAGE, "metadata": {"usage": {"prompt_tokens": 1, "completion_tokens": 1}}}
+    )
+    assert read_whole(body) == EXPECTED
+
+
+def test_body_usage_of_a_small_body_that_does_not_parse_is_searched() -> None:
+    body = b'{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":4},"service_tier":"x"'
+    # cut before its last brace: orjson refuses it, the search finds it
+    assert read_whole(body) == Usage(9, 4, 0, 0, True, "x") == run_body([body])
+
+
+def test_body_usage_needs_a_token_count() -> None:
+    for body in (
+        b'{"usage":{}}',
+        b'{"usage":{"type":"object"}}',
+        b'{"usage":null,"tools":[{"usage":{"type":"object"}}]}',
+    ):
+        for big in (False, True):
+            doc = body if not big else body[:-1] + b',"pad":"' + b"p" * SMALL_BODY + b'"}'
+            assert read_whole(doc) == Usage() == run_body([doc]), doc[:60]
+
+
+def test_body_usage_tier_over_64_characters_is_ignored_on_both_routes() -> None:
+    for size in (100, SMALL_BODY + 1):
+        body = padded(chat_body("x", USAGE), size)
+        body = body[:-1] + b',"service_tier":"' + b"t" * 65 + b'"}'
+        assert read_whole(body) == EXPECTED == run_body([body])
