@@ -21,9 +21,10 @@ from fastgate import errors
 from fastgate.http.cork import LIMIT as CORK_LIMIT
 from fastgate.http.cork import WriteQueue
 from fastgate.http.flow import PIPELINE, WRITE_HIGH, WRITE_LOW, ReadGate
-from fastgate.http.head import DROP_UPSTREAM, SPECIAL, RequestHead
+from fastgate.http.head import RequestHead
 from fastgate.http.responses import CONTINUE_100, simple_response
 from fastgate.http.upload import Upload
+from fastgate.vocab.headers import REQUEST_DROP, REQUEST_ROLES, request_role
 
 if TYPE_CHECKING:
     from fastgate.app import App
@@ -203,13 +204,13 @@ class ClientProtocol(asyncio.Protocol):
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        head = self.head
-        lname = name.lower()
-        slot = SPECIAL.get(lname)
-        if slot is not None:
-            setattr(head, slot, value)
-        elif lname not in DROP_UPSTREAM:
-            head.forward.extend((name, b": ", value, b"\r\n"))
+        role = REQUEST_ROLES.get(name)
+        if role is None:
+            role = request_role(name)  # a spelling not seen before
+        if not role:
+            self.head.forward.extend((name, b": ", value, b"\r\n"))
+        elif role is not REQUEST_DROP:
+            setattr(self.head, role, value)  # a slot of RequestHead
         self.hdr_bytes += len(name) + len(value) + 4
 
     def on_headers_complete(self) -> None:

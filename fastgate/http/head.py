@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-# The header name sets live in the vocabulary, shared with the response side:
-# SPECIAL (headers read into RequestHead slots), DROP_UPSTREAM (never forwarded).
-from fastgate.vocab.headers import DROP_UPSTREAM
-from fastgate.vocab.headers import REQUEST_SLOTS as SPECIAL
+# Which headers fill the slots below and which are never forwarded is the
+# vocabulary's (`fastgate.vocab.headers`: REQUEST_SLOTS, DROP_UPSTREAM, read by
+# the parser callback through its memo of spellings, `request_role`).
 
-__all__ = ["DROP_UPSTREAM", "SPECIAL", "RequestHead"]
+__all__ = ["RequestHead"]
 
 
 class RequestHead:

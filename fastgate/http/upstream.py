@@ -21,7 +21,7 @@ import httptools
 from fastgate.http.cork import LIMIT as CORK_LIMIT
 from fastgate.http.cork import WriteQueue
 from fastgate.http.flow import PEER_SLOW, WRITE_HIGH, WRITE_LOW, ReadGate
-from fastgate.vocab.headers import RESPONSE_KINDS
+from fastgate.vocab.headers import RESPONSE_KIND_OF, response_kind
 
 if TYPE_CHECKING:
     from fastgate.http.interfaces import UpstreamConsumer
@@ -38,12 +38,13 @@ log = logging.getLogger("fastgate.upstream")
 
 TIMEOUT_KINDS = frozenset({CONNECT_TIMEOUT, FIRST_BYTE_TIMEOUT, IDLE_TIMEOUT})
 
-# Response headers handled specially on their way to the client: 1 = dropped
-# (hop-by-hop, or redone by the gateway), 2 = content-length, 3 = the upstream's
-# request id, 4 = content-type (forwarded, and tells an SSE stream), 5 =
-# retry-after (forwarded, and remembered on a 429), 6 = transfer-encoding
-# (dropped; the response is framed). The table is the vocabulary's.
-_DOWN = RESPONSE_KINDS
+# Response headers handled specially on their way to the client, by kind (the
+# vocabulary's table, read through its memo of spellings): 0 = forwarded, 1 =
+# dropped (hop-by-hop, or redone by the gateway), 2 = content-length, 3 = the
+# upstream's request id, 4 = content-type (forwarded, and tells an SSE stream), 5
+# = retry-after (forwarded, and remembered on a 429), 6 = transfer-encoding
+# (dropped; the response is framed), 7 = a rate-limit header (forwarded, and kept).
+_KIND_OF = RESPONSE_KIND_OF
 _SSE = b"text/event-stream"
 
 # What the sweeper is timing on a connection.
@@ -232,9 +233,10 @@ class UpstreamProtocol(asyncio.Protocol):
         self.status = 0
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        lname = name.lower()
-        kind = _DOWN.get(lname)
+        kind = _KIND_OF.get(name)
         if kind is None:
+            kind = response_kind(name)  # a spelling not seen before
+        if not kind:
             self.forward.extend((name, b": ", value, b"\r\n"))
         elif kind == 2:
             self.content_length = value
@@ -251,6 +253,7 @@ class UpstreamProtocol(asyncio.Protocol):
             self.forward.extend((name, b": ", value, b"\r\n"))
         elif kind == 7:
             self.forward.extend((name, b": ", value, b"\r\n"))
+            lname = name.lower()
             if self.limits is None:
                 self.limits = [(lname, value)]
             else:

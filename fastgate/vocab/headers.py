@@ -92,3 +92,52 @@ RESPONSE_KINDS: dict[bytes, int] = {
     b"retry-after": DOWN_RETRY_AFTER,
     **dict.fromkeys(UPSTREAM_LIMIT_HEADERS, DOWN_LIMIT),
 }
+
+# -- names as they arrive --------------------------------------------------------------
+# A header name reaches the parser callbacks in whatever case its sender wrote it.
+# What the gateway does with a name is remembered per spelling (`REQUEST_ROLES`,
+# `RESPONSE_KIND_OF`), so that a name seen before costs one dict lookup and no
+# lowercasing. Each memo holds at most `NAME_MEMO` spellings: the managed names in
+# lower case and in the capitalisation servers and SDKs send go in first, other
+# names as they are first seen; once full, a new spelling is classified each time.
+NAME_MEMO = 2048
+REQUEST_FORWARD = ""  # a request header passed on upstream as it came
+REQUEST_DROP = "-"  # a request header never forwarded (DROP_UPSTREAM)
+DOWN_FORWARD = 0  # a response header passed on to the client as it came
+
+REQUEST_ROLES: dict[bytes, str] = {}
+RESPONSE_KIND_OF: dict[bytes, int] = {}
+
+
+def request_role(name: bytes) -> str:
+    """What the request side does with header `name` (any case): the RequestHead
+    slot it is read into, `REQUEST_DROP` or `REQUEST_FORWARD`; remembered."""
+    lname = name.lower()
+    role = REQUEST_SLOTS.get(lname)
+    if role is None:
+        role = REQUEST_DROP if lname in DROP_UPSTREAM else REQUEST_FORWARD
+    if len(REQUEST_ROLES) < NAME_MEMO:
+        REQUEST_ROLES[name] = role
+    return role
+
+
+def response_kind(name: bytes) -> int:
+    """What the response side does with header `name` (any case): its kind in
+    `RESPONSE_KINDS`, or `DOWN_FORWARD`; remembered."""
+    kind = RESPONSE_KINDS.get(name.lower(), DOWN_FORWARD)
+    if len(RESPONSE_KIND_OF) < NAME_MEMO:
+        RESPONSE_KIND_OF[name] = kind
+    return kind
+
+
+def _spellings(name: bytes) -> tuple[bytes, bytes]:
+    return name, b"-".join(part.capitalize() for part in name.split(b"-"))
+
+
+for _name in (*REQUEST_SLOTS, *DROP_UPSTREAM):
+    for _spelling in _spellings(_name):
+        request_role(_spelling)
+for _name in RESPONSE_KINDS:
+    for _spelling in _spellings(_name):
+        response_kind(_spelling)
+del _name, _spelling
