@@ -714,12 +714,25 @@ def aggregate(results: list[RunResult]) -> dict[str, dict[str, dict[str, float |
                 "wrk_cpu_pct": med([r.wrk_cpu_pct for r in rs]),
                 "other_cpu_pct": med([r.other_cpu_pct for r in rs]),
             }
+            if t == "nginx":  # its rounds not starved by the host (see STARVED)
+                floor = {
+                    r.round: r.rps for r in results if r.scenario == sc and r.target == "pyfloor"
+                }
+                fair = [
+                    r.rps for r in rs if r.round not in floor or r.rps >= STARVED * floor[r.round]
+                ]
+                agg[sc][t]["rps_fair"] = med(fair) if fair else None
+                agg[sc][t]["starved"] = len(rs) - len(fair)
+                agg[sc][t]["rounds"] = len(rs)
     return agg
 
 
-# A throughput ratio to nginx is not judged when nginx served fewer requests than
-# this share of the Python floor proxy's (see targets_table).
-STARVED = 0.9
+# An nginx round that served fewer requests than this share of the Python floor
+# proxy's in the same round was starved by the host (the floor does nginx's
+# forwarding in CPython; over this project's runs it served 0.76-1.32x nginx's
+# requests a round until a host with 60-70 % steal time): the ratio to nginx
+# leaves such a round out, and is not judged when no round is left.
+STARVED = 0.75
 
 
 def targets_table(agg: dict) -> list[str]:
@@ -731,7 +744,9 @@ def targets_table(agg: dict) -> list[str]:
     rows = []
 
     def ratio(sc: str) -> float | None:
-        fg, ng = get(sc, "fastgate", "rps"), get(sc, "nginx", "rps")
+        fg, ng = get(sc, "fastgate", "rps"), get(sc, "nginx", "rps_fair")
+        if ng is None and not get(sc, "nginx", "starved"):
+            ng = get(sc, "nginx", "rps")
         return fg / ng if fg and ng else None
 
     def added_p50() -> float | None:
@@ -782,23 +797,22 @@ def targets_table(agg: dict) -> list[str]:
                 f"| ({sc}: Python floor proxy {fl:.1f} µs; fastgate above it {fg - fl:.1f} µs) "
                 "| | | context |"
             )
-    # nginx below the Python floor proxy (which does the same forwarding in
-    # CPython) means nginx's rounds were starved by the host, not that it is slow:
-    # a ratio to it is then not judged.
     starved = {}
     for sc, name in (("nonstream", "non-stream"), ("stream", "stream")):
-        ng, fl = get(sc, "nginx", "rps"), get(sc, "pyfloor", "rps")
-        if ng and fl and ng < STARVED * fl:
-            starved[f"throughput vs nginx, {name}"] = (ng, fl, get(sc, "fastgate", "rps"))
+        n = get(sc, "nginx", "starved")
+        if n:
+            starved[f"throughput vs nginx, {name}"] = (n, get(sc, "nginx", "rounds"))
     rows.append("| target | measured | threshold | result |")
     rows.append("|---|---:|---|---|")
     for name, value, threshold, ok, spec, unit in checks:
         verdict = "n/a" if value is None else ("**pass**" if ok(value) else "**MISS**")
-        if value is not None and name in starved:
-            ng, fl, fg = starved[name]
+        if name in starved:
+            n, of = starved[name]
+            why = f"{n} of {of} nginx rounds below {STARVED}x the Python floor's req/s"
             verdict = (
-                f"**not judged**: nginx {ng:.0f} req/s, below the Python floor's {fl:.0f} "
-                f"(fastgate {fg / fl:.2f}x the floor)"
+                f"**not judged** ({why}: starved)"
+                if value is None
+                else f"{verdict} ({why}: left out)"
             )
         rows.append(f"| {name} | {fmt(value, spec, unit)} | {threshold} | {verdict} |")
     return rows + floor_rows
