@@ -729,8 +729,8 @@ def aggregate(results: list[RunResult]) -> dict[str, dict[str, dict[str, float |
 
 # An nginx round that served fewer requests than this share of the Python floor
 # proxy's in the same round was starved by the host (the floor does nginx's
-# forwarding in CPython; over this project's runs it served 0.76-1.32x nginx's
-# requests a round until a host with 60-70 % steal time): the ratio to nginx
+# forwarding in CPython; in the 84 rounds of bench/RESULTS.md before stop 25 it
+# served 0.82-1.32x nginx's requests until a host with 60-70 % steal time): the ratio to nginx
 # leaves such a round out, and is not judged when no round is left.
 STARVED = 0.75
 
