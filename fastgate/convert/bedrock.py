@@ -133,8 +133,6 @@ def _tool_id(call_id: str) -> str:
 # requests: hub -> Converse
 # ==================================================================================
 
-_O_REQ_IGNORED: Final = HUB_REQUEST_NOT_CONVERTED
-
 
 def _unsupported(key: str) -> ConversionError:
     return ConversionError(f"parameter {key!r} is not supported by Bedrock channels")
@@ -165,7 +163,7 @@ def openai_request_to_converse(
     tools: list[dict[str, Any]] = []
     extra: dict[str, Any] = {}
     for key, value in req.items():
-        if key in _O_REQ_IGNORED or key in ("max_tokens", "max_completion_tokens"):
+        if key in HUB_REQUEST_NOT_CONVERTED or key in ("max_tokens", "max_completion_tokens"):
             continue
         if value is None:
             continue

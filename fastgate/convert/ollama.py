@@ -75,7 +75,6 @@ _THINK: Final = {
     "xhigh": "high",
     "max": "high",
 }
-_IGNORED: Final = HUB_REQUEST_NOT_CONVERTED
 
 
 def finish_from_ollama(done_reason: Any, had_calls: bool) -> str:
@@ -99,7 +98,7 @@ def openai_request_to_ollama(req: dict[str, Any]) -> dict[str, Any]:
     options: dict[str, Any] = {}
     tools: list[dict[str, Any]] = []
     for key, value in req.items():
-        if key in _IGNORED or value is None:
+        if key in HUB_REQUEST_NOT_CONVERTED or value is None:
             continue
         if key in _OPTIONS:
             options[_OPTIONS[key]] = value

@@ -39,8 +39,6 @@ _IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 # requests: hub -> Anthropic
 # ==================================================================================
 
-_O_REQ_IGNORED = HUB_REQUEST_NOT_CONVERTED
-
 
 def _unsupported(key: str, target: str) -> ConversionError:
     return ConversionError(f"parameter {key!r} is not supported by {target} channels")
@@ -70,7 +68,7 @@ def openai_request_to_anthropic(
     out["max_tokens"] = max_tokens if max_tokens is not None else default_max_tokens
     tools_given = False
     for key, value in req.items():
-        if key in _O_REQ_IGNORED or key in ("max_tokens", "max_completion_tokens"):
+        if key in HUB_REQUEST_NOT_CONVERTED or key in ("max_tokens", "max_completion_tokens"):
             continue
         if value is None:
             continue
