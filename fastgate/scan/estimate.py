@@ -39,7 +39,7 @@ from typing import Any
 
 import orjson
 
-from fastgate.scan.openai import SERVICE_TIER
+from fastgate.scan.openai import TIER_KEY, tier_at
 from fastgate.vocab.usage import Usage
 
 SAMPLE = 16 * 1024  # bytes of the client's response kept for an estimate
@@ -142,11 +142,9 @@ def estimate_usage(
     if sent > kept and kept:
         chars = -(-chars * sent // kept)
     u.completion_tokens = tokens(chars)
-    m = None
-    i = sample.rfind(b'"service_tier"')
-    if i >= 0:
-        m = SERVICE_TIER.match(sample, i)
-    u.service_tier = m.group(1).decode("latin-1") if m is not None else reported.service_tier
+    i = sample.rfind(TIER_KEY)
+    tier = tier_at(sample, i) if i >= 0 else None
+    u.service_tier = tier if tier is not None else reported.service_tier
     return u
 
 

@@ -32,7 +32,7 @@ _OPEN_PROBE_BYTES = 4096  # look for that shape only this far into an event
 # The response's `"service_tier": "<tier>"` (matched at an rfind of its key; a key
 # inside a string would have escaped quotes, so this is always a real key).
 SERVICE_TIER = re.compile(rb'"service_tier"[ \t\r\n]*:[ \t\r\n]*"([^"\\]{0,64})"')
-_TIER_KEY = b'"service_tier"'
+TIER_KEY = b'"service_tier"'
 _TIER_EDGE = 96  # bytes of a chunk's end joined to the next one's start
 _BODY_USAGE_CAP = 64 * 1024
 # Up to this size a whole non-stream body is parsed once (`body_usage`): orjson
@@ -44,6 +44,14 @@ SMALL_BODY = 2048
 COUNT_KEYS = frozenset(
     ("prompt_tokens", "input_tokens", "completion_tokens", "output_tokens", "total_tokens")
 )
+
+
+def tier_at(buf: bytes, i: int) -> str | None:
+    """The tier of the `"service_tier": "<tier>"` at `i` in `buf` (the tier the
+    upstream served the request at: billing's multiplier), or None. Callers find
+    `i` with `buf.rfind(TIER_KEY)` (the last one wins) and call only when found."""
+    m = SERVICE_TIER.match(buf, i)
+    return m.group(1).decode("latin-1") if m is not None else None
 
 
 def body_usage(tail: bytes, usage: Usage) -> None:
@@ -71,11 +79,9 @@ def body_usage(tail: bytes, usage: Usage) -> None:
     found = last_object(tail, USAGE_KEY)
     if type(found) is dict and not COUNT_KEYS.isdisjoint(found):
         usage_from_openai(found, usage)
-    i = tail.rfind(_TIER_KEY)
-    if i >= 0:  # the tier the upstream served it at (billing's multiplier)
-        m = SERVICE_TIER.match(tail, i)
-        if m is not None:
-            usage.service_tier = m.group(1).decode("latin-1")
+    i = tail.rfind(TIER_KEY)
+    if i >= 0 and (tier := tier_at(tail, i)) is not None:
+        usage.service_tier = tier
 
 
 def _is_content_chunk(buf: bytes | bytearray, ev0: int, n: int) -> bool:
@@ -396,16 +402,12 @@ class OpenAIBodyUsage(ObjectFinder):
         prev = self._prev
         if prev:
             joint = prev[-_TIER_EDGE:] + data[:_TIER_EDGE]
-            i = joint.rfind(_TIER_KEY)
-            if i >= 0:
-                m = SERVICE_TIER.match(joint, i)
-                if m is not None:
-                    self.usage.service_tier = m.group(1).decode("latin-1")
-        i = data.rfind(_TIER_KEY)
-        if i >= 0:
-            m = SERVICE_TIER.match(data, i)
-            if m is not None:
-                self.usage.service_tier = m.group(1).decode("latin-1")
+            i = joint.rfind(TIER_KEY)
+            if i >= 0 and (tier := tier_at(joint, i)) is not None:
+                self.usage.service_tier = tier
+        i = data.rfind(TIER_KEY)
+        if i >= 0 and (tier := tier_at(data, i)) is not None:
+            self.usage.service_tier = tier
         self._prev = data
         self.find(data)
 
