@@ -744,9 +744,8 @@ def targets_table(agg: dict) -> list[str]:
     rows = []
 
     def ratio(sc: str) -> float | None:
+        # nginx's median over its rounds that were not starved (aggregate)
         fg, ng = get(sc, "fastgate", "rps"), get(sc, "nginx", "rps_fair")
-        if ng is None and not get(sc, "nginx", "starved"):
-            ng = get(sc, "nginx", "rps")
         return fg / ng if fg and ng else None
 
     def added_p50() -> float | None:
