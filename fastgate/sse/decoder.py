@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from operator import itemgetter
 
 __all__ = [
     "SSEDecoder",
@@ -39,10 +38,6 @@ _CR = 13
 _EOL = b"\n\r"
 _BOM = b"\xef\xbb\xbf"
 _BLANKS = re.compile(rb"[\r\n]*")
-# feed_data's fast cut: a line's first six bytes, and its value after `data: `.
-_HEAD6 = itemgetter(slice(0, 6))
-_VALUE = itemgetter(slice(6, None))
-_DATA = {b"data: "}
 
 
 class SSEError(ValueError):
@@ -254,23 +249,30 @@ class SSEDecoder:
         feed(data)]`, for a reader that needs nothing else (a stream converter).
 
         The usual chunk (nothing pending, LF only, whole events of one `data: `
-        line each) is cut by one split on LF and C-level maps, with no event
-        objects: it splits into lines where every odd one is the blank line after
-        an event and every even one starts with `data: `. Anything else takes
-        `feed`."""
+        line each) is cut by one split on the bytes between two such events,
+        `\n\ndata: `, with no event objects: the chunk starts with `data: ` and
+        ends with a blank line, and once both are cut off no piece holds a LF (one
+        `in` over the pieces joined). Then every piece is exactly one event's data
+        (a piece with a LF would be a second line, a blank line too many, or an
+        event without `data: `). Why not a split on every LF: CPython splits on one
+        byte a byte at a time, ~5 instructions a byte, where a longer separator
+        skips ahead (~32k -> ~6k instructions for the bench's 6 KB stream). Anything
+        else takes `feed`."""
         if (
             not self._pend
             and not self._cr
             and not self._failed
             and data.endswith(b"\n\n")
+            and data.startswith(b"data: ")
             and len(data) <= self._max
             and data.find(b"\r") < 0
         ):
-            lines = data.split(b"\n")
-            events = lines[0:-2:2]
-            if len(lines) & 1 and not any(lines[1::2]) and set(map(_HEAD6, events)) == _DATA:
+            values = data.split(b"\n\ndata: ")
+            values[0] = values[0][6:]
+            values[-1] = values[-1][:-2]
+            if b"\n" not in b"".join(values):
                 self._first = False  # the first bytes were `data: `, not a BOM
-                return list(map(_VALUE, events))
+                return values
         return [ev.data for ev in self.feed(data)]
 
     def close(self) -> list[SSEEvent]:

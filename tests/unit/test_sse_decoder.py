@@ -500,3 +500,21 @@ def test_feed_data_cuts_a_whole_data_chunk_without_feed() -> None:
 
     chunk = b"".join(b'data: {"i":%d}\n\n' % i for i in range(21)) + b"data: [DONE]\n\n"
     assert NoFeed().feed_data(chunk) == [b'{"i":%d}' % i for i in range(21)] + [b"[DONE]"]
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        b"data: \n\n",
+        b"data: a\n\ndata: \n\n",
+        b"data: a\n\n\n",  # a blank line too many at the end
+        b"data: x\n\n\ndata: y\n\n",  # and between two events
+        b"data: a\ndata: b\n\ndata: c\n\n",  # a two-line event
+        b'data: {"t":"\\n\\ndata: "}\n\n',  # the separator's text escaped in a value
+        b"data: a\n\n: comment\n\ndata: b\n\n",
+        b"data: a\n\nevent: e\ndata: b\n\n",
+        b"data: a\n\ndata:b\n\n",  # no space after the colon
+    ],
+)
+def test_feed_data_fast_cut_edges_match_feed(chunk: bytes) -> None:
+    assert SSEDecoder().feed_data(chunk) == [e.data for e in SSEDecoder().feed(chunk)]
