@@ -36,6 +36,11 @@ class State(Enum):
     FAILED_OVER = "failed_over"
     DONE = "done"
 
+    # Enum hashes a member by its name in Python (a frame a hash); members are
+    # singletons compared by identity, so the object's own C-level hash serves
+    # (`Machine._to` looks two of them up per transition).
+    __hash__ = object.__hash__
+
 
 # Module-level names: identity checks on hot paths without an enum attribute lookup.
 ROUTING = State.ROUTING
