@@ -256,8 +256,8 @@ class SSEDecoder:
         (a piece with a LF would be a second line, a blank line too many, or an
         event without `data: `). Why not a split on every LF: CPython splits on one
         byte a byte at a time, ~5 instructions a byte, where a longer separator
-        skips ahead (~32k -> ~6k instructions for the bench's 6 KB stream). Anything
-        else takes `feed`."""
+        skips ahead (callgrind, the bench's 6 KB stream: the split 32.6k -> 12.8k
+        instructions). Anything else takes `feed`."""
         if (
             not self._pend
             and not self._cr
