@@ -467,6 +467,45 @@ def test_feed_data_is_the_data_of_feed(stream: bytes, cuts: list[int]) -> None:
     assert data_pieces(split_at(stream, cuts)) == expected
 
 
+# Named events (Anthropic's shape: `event: NAME` then one `data: ` line) and the
+# tokens that must send such a chunk to `feed`.
+NAMED_TOKENS = [
+    b'event: content_block_delta\ndata: {"t":"x"}\n\n',
+    b"event: ping\ndata: {}\n\n",
+    b"event: \ndata: \n\n",
+    b'event: e\ndata: {"a":"event: x"}\n\n',
+    b"event: e\ndata: a\ndata: b\n\n",
+    b"event: e\nid: 1\ndata: y\n\n",
+    b"event:e\ndata: x\n\n",
+    b"event: e\ndata:x\n\n",
+    b"event: e\n\n",
+    b"data: plain\n\n",
+    b"\n",
+    b"event: cut\ndata: par",
+]
+named_streams = st.lists(
+    st.sampled_from(NAMED_TOKENS[:4]) | st.sampled_from(NAMED_TOKENS), max_size=30
+).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(stream=named_streams, cuts=st.lists(st.integers(0, 600), max_size=8))
+def test_feed_data_of_named_events_is_the_data_of_feed(stream: bytes, cuts: list[int]) -> None:
+    expected = [e.data for e in decode_pieces(split_at(stream, cuts))]
+    assert data_pieces([stream]) == [e.data for e in decode_pieces([stream])]
+    assert data_pieces(split_at(stream, cuts)) == expected
+
+
+def test_feed_data_cuts_whole_named_events_without_feed() -> None:
+    class NoFeed(SSEDecoder):
+        def feed(self, data: bytes) -> list[SSEEvent]:
+            raise AssertionError("the fast cut should have taken this chunk")
+
+    chunk = b"".join(b'event: e%d\ndata: {"i":%d}\n\n' % (i, i) for i in range(21))
+    assert NoFeed().feed_data(chunk) == [b'{"i":%d}' % i for i in range(21)]
+    assert NoFeed().feed_data(b"event: e\ndata: \n\n") == [b""]
+
+
 @settings(max_examples=100, deadline=None)
 @given(stream=bom_streams, cuts=st.lists(st.integers(0, 400), max_size=12))
 def test_feed_data_matches_feed_on_any_stream(stream: bytes, cuts: list[int]) -> None:
@@ -514,6 +553,12 @@ def test_feed_data_cuts_a_whole_data_chunk_without_feed() -> None:
         b"data: a\n\n: comment\n\ndata: b\n\n",
         b"data: a\n\nevent: e\ndata: b\n\n",
         b"data: a\n\ndata:b\n\n",  # no space after the colon
+        b"event: a\ndata: 1\n\nevent: b\ndata: 2\n\n",
+        b"event: a\ndata: 1\n\n\nevent: b\ndata: 2\n\n",
+        b"event: a\ndata: 1\ndata: 2\n\n",
+        b"event: a\ndata: 1\n\ndata: 2\n\n",  # a named event, then a plain one
+        b"event: a\n\n",  # a name and no data
+        b"event: a\ndata: 1\n\n: c\n\n",
     ],
 )
 def test_feed_data_fast_cut_edges_match_feed(chunk: bytes) -> None:
