@@ -448,6 +448,138 @@ def test_anthropic_to_openai_byte_by_byte():
     assert norm(run(AnthropicToOpenAIStream("m", True), A_FULL)) == expected
 
 
+# -- the hot event read through the stream's template (no whole parse) ------------
+
+A_TEXTS = ["Hi", ' "quoted"', " back\\slash", " caf\u00e9", " \U0001f600", "\n", "", "}", '{"a":1}']
+
+
+def _a_reference(pieces: list[bytes]) -> bytes:
+    """The converter with its template off: every event parsed whole."""
+    conv = AnthropicToOpenAIStream("m", True)
+    conv._tries = 0  # never learns a template
+    return norm(b"".join(conv.feed(p) for p in pieces) + conv.close())
+
+
+def _a_events(data: bytes) -> list[bytes]:
+    return [e + b"\n\n" for e in data.split(b"\n\n") if e]
+
+
+@pytest.mark.parametrize("ascii_", [True, False])
+@pytest.mark.parametrize("split", ["whole", "events", "bytes"])
+def test_anthropic_to_openai_template_matches_whole_parse(ascii_: bool, split: str) -> None:
+    """Texts with escapes, unicode and braces; a tool call between two text blocks;
+    fed whole, an event per feed, a byte per feed: the chunks equal those of the
+    whole parse, and the text is the upstream's."""
+    data = anthropic_stream(
+        [("text", A_TEXTS), ("tool_use", "toolu_1", "f", ["{}"]), ("text", A_TEXTS[:3])]
+    )
+    if not ascii_:  # the same events with non-ASCII text as raw UTF-8
+        data = b"".join(
+            e.split(b"\ndata: ")[0]
+            + b"\ndata: "
+            + json.dumps(json.loads(e.split(b"\ndata: ")[1]), ensure_ascii=False).encode()
+            + b"\n\n"
+            for e in data.split(b"\n\n")
+            if e
+        )
+    if split == "whole":
+        pieces = [data]
+    elif split == "events":
+        pieces = _a_events(data)
+    else:
+        pieces = [data[i : i + 1] for i in range(len(data))]
+    conv = AnthropicToOpenAIStream("m", True)
+    out = norm(b"".join(conv.feed(p) for p in pieces) + conv.close())
+    if split != "bytes":
+        assert conv._pre  # the template was used
+    assert out == _a_reference(pieces)
+    res = acc_openai(out)
+    assert res["content"] == "".join(A_TEXTS) + "".join(A_TEXTS[:3])
+    assert res["tools"][0]["name"] == "f" and res["done"]
+
+
+def test_anthropic_to_openai_template_proves_which_token_is_the_text() -> None:
+    """A `text` key ahead of the delta's, with the same string, comes first in the
+    bytes: the proof rejects it and takes the delta's. When that other value
+    changes, the event no longer fits the template and is parsed whole."""
+    metas = ["Hi", "Hi", "Hi", "changed", "Hi"]
+    texts = ["Hi", " there", " you", " now", " again"]
+    head = anthropic_stream([("text", [])], end=False)
+    body = b"".join(
+        b"event: content_block_delta\ndata: "
+        + json.dumps(
+            {
+                "meta": {"text": m},
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": t},
+            }
+        ).encode()
+        + b"\n\n"
+        for m, t in zip(metas, texts, strict=True)
+    )
+    tail = anthropic_stream([], end=True).split(b'event: ping\ndata: {"type": "ping"}\n\n')[1]
+    data = head + body + tail
+    conv = AnthropicToOpenAIStream("m", True)
+    pieces = _a_events(data)
+    out = norm(b"".join(conv.feed(p) for p in [b"".join(pieces)]) + conv.close())
+    assert conv._pre.startswith(b'{"meta": {"text": "Hi"}')
+    assert out == _a_reference([b"".join(pieces)])
+    assert acc_openai(out)["content"] == "".join(texts)
+
+
+@pytest.mark.parametrize(
+    "middle",
+    [b'"a", "x": "b"', b"null", b"7", b'"a"  ', b'"unterminated', b'"a" "b"'],
+)
+def test_anthropic_to_openai_template_reads_only_one_string_token(middle: bytes) -> None:
+    """Bytes that fit the template around something other than one string token
+    (a second key, null, a number, broken JSON) are parsed whole, as before."""
+    data = anthropic_stream([("text", ["Hi", " there"])], end=False)
+    line = json.dumps(
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}}
+    ).encode()
+    pre, suf = line.split(b'"Hi"')
+    data += b"event: content_block_delta\ndata: " + pre + middle + suf + b"\n\n"
+    data += a_event({"type": "message_stop"})
+    try:
+        expected: bytes | type[Exception] = _a_reference([data])
+    except UpstreamProtocolError:
+        expected = UpstreamProtocolError
+    conv = AnthropicToOpenAIStream("m", True)
+    if expected is UpstreamProtocolError:
+        with pytest.raises(UpstreamProtocolError):
+            conv.feed(data) + conv.close()
+    else:
+        assert norm(conv.feed(data) + conv.close()) == expected
+    assert conv._pre.endswith(b'"text": ')  # learned from the first delta
+
+
+def test_anthropic_to_openai_template_gives_up_on_events_that_never_repeat() -> None:
+    """An event with a field that differs every time fits no template: after a
+    few tries the stream is read event by event as before, with the same chunks."""
+    head = anthropic_stream([("text", [])], end=False)
+    body = b"".join(
+        b"event: content_block_delta\ndata: "
+        + json.dumps(
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "seq": "x" * i,
+                "delta": {"type": "text_delta", "text": f"w{i} "},
+            }
+        ).encode()
+        + b"\n\n"
+        for i in range(12)
+    )
+    data = head + body + a_event({"type": "message_stop"})
+    conv = AnthropicToOpenAIStream("m", True)
+    out = norm(conv.feed(data) + conv.close())
+    assert out == _a_reference([data])
+    assert conv._tries == 0
+    assert acc_openai(out)["content"] == "".join(f"w{i} " for i in range(12))
+
+
 def test_anthropic_crlf_framing_is_accepted():
     conv = AnthropicToOpenAIStream("m")
     res = acc_openai(conv.feed(A_FULL.replace(b"\n", b"\r\n")) + conv.close())

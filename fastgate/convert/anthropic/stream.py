@@ -19,6 +19,7 @@ from fastgate.convert.common import (
     DONE,
     FromOpenAIStream,
     ToOpenAIStream,
+    chunk_bytes,
     dumps_str,
     foreign_id,
     hub_id,
@@ -28,7 +29,6 @@ from fastgate.convert.common import (
     now,
     openai_error_chunk,
     sse_close,
-    sse_feed,
     sse_feed_data,
 )
 from fastgate.convert.common import (
@@ -78,16 +78,99 @@ class AnthropicToOpenAIStream(ToOpenAIStream):
         self._ended = False  # message_stop or an error event seen
         self._tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool index
         self._merged: dict[str, Any] = {}  # message_start + message_delta usage
+        # The hot event's bytes around its text (`_learn`): while they repeat, an
+        # event is read without parsing it whole.
+        self._pre = b""
+        self._suf = b""
+        self._tries = _LEARN_TRIES
 
     # -- public (feed / close / error_event: ToOpenAIStream) ----------------------
 
     def feed_chunks(self, data: bytes) -> list[Any]:
         """Hub chunks for what `data` completes."""
         out: list[Any] = []
-        for ev in sse_feed(self._dec, data):
-            if not self._ended and ev.data:
-                self._event(ev.data, out)
+        for d in sse_feed_data(self._dec, data):
+            if not self._ended and d:
+                self._event(d, out)
         return out
+
+    def feed(self, data: bytes) -> bytes:
+        """`chunk_bytes(feed_chunks(data))`, with the hot event (more text for a text
+        block) read through the stream's template once it has one (`_learn`): only
+        its text token is parsed, and its chunk is written from the stream's own
+        chunk around that text. Same bytes out."""
+        out: list[bytes] = []
+        chunks: list[Any] = []  # hub chunks of the events read whole, not yet written
+        pre = self._pre
+        suf = self._suf
+        lp = len(pre)
+        ls = -len(suf)
+        around: tuple[bytes, bytes] | None = None  # the chunk before / after its text
+        for d in sse_feed_data(self._dec, data):
+            if self._ended:
+                break
+            if not d:
+                continue
+            if pre and d.startswith(pre) and d.endswith(suf) and len(d) - lp + ls >= 2:
+                try:
+                    text = orjson.loads(d[lp:ls])
+                except orjson.JSONDecodeError:
+                    text = None  # not one string token: the event is read whole
+                if type(text) is str:
+                    if text:
+                        if chunks:
+                            out.append(chunk_bytes(chunks))
+                            chunks = []
+                        if around is None:
+                            around = self._around()
+                            if around is None:  # no template of the chunk: as a dict
+                                chunks.append(self._chunk({"content": text}))
+                                continue
+                        out += (around[0], orjson.dumps(text), around[1])
+                    continue
+            obj = self._event(d, chunks)
+            around = None  # the event may have changed the chunk's id
+            if self._tries and (text := _hot_delta_text(obj)) is not None:
+                self._learn(d, obj, text)
+                pre = self._pre
+                suf = self._suf
+                lp = len(pre)
+                ls = -len(suf)
+        if chunks:
+            out.append(chunk_bytes(chunks))
+        return b"".join(out)
+
+    def _around(self) -> tuple[bytes, bytes] | None:
+        """This stream's text chunk in two parts around its text (None: the
+        sentinel's token shows up elsewhere in it too)."""
+        parts = chunk_bytes([self._chunk({"content": _SENTINEL})]).split(_SENTINEL_TOKEN)
+        return (parts[0], parts[1]) if len(parts) == 2 else None
+
+    def _learn(self, data: bytes, obj: dict[str, Any], text: str) -> None:
+        """Make the stream's template from a hot event already converted: its bytes
+        before and after the string token of its text, proved as
+        `OpenAIToAnthropicStream._learn` proves its own: with that token replaced
+        by a sentinel the bytes parse to the same event with the sentinel as its
+        text, so any string token between the two parts is the text of an event
+        otherwise equal to this one (whose chunk depends on that text only)."""
+        self._tries -= 1
+        i = data.find(_TEXT_KEY)
+        delta = obj["delta"]
+        while i >= 0:
+            m = _STRING.match(data, i + len(_TEXT_KEY))
+            if m is not None and text != _SENTINEL:
+                pre, suf = data[: m.start(1)], data[m.end(1) :]
+                try:
+                    trial = orjson.loads(pre + _SENTINEL_TOKEN + suf)
+                except orjson.JSONDecodeError:
+                    trial = None
+                delta["text"] = _SENTINEL  # converted already
+                if trial == obj:
+                    delta["text"] = text
+                    self._pre, self._suf = pre, suf
+                    return
+                delta["text"] = text
+            i = data.find(_TEXT_KEY, i + 1)
 
     def close_chunks(self) -> list[Any]:
         """Hub chunks at EOF (normally none: message_stop already ended the stream)."""
@@ -108,7 +191,7 @@ class AnthropicToOpenAIStream(ToOpenAIStream):
         self.usage = merge_anthropic_usage(self._merged, u)
         self.usage.partial = start  # message_delta brings the final output count
 
-    def _event(self, data: bytes, out: list[Any]) -> None:
+    def _event(self, data: bytes, out: list[Any]) -> dict[str, Any]:
         obj = load_event_json(data)
         if not isinstance(obj, dict):
             raise UpstreamProtocolError("Anthropic stream event is not a JSON object")
@@ -118,6 +201,7 @@ class AnthropicToOpenAIStream(ToOpenAIStream):
             raise UpstreamProtocolError(
                 f"malformed Anthropic stream event {obj.get('type')!r}"
             ) from exc
+        return obj
 
     def _dispatch(self, obj: dict[str, Any], out: list[Any]) -> None:
         kind = obj.get("type")
@@ -245,9 +329,22 @@ def _hot_text(c: dict[str, Any]) -> str | None:
     return None
 
 
+def _hot_delta_text(obj: dict[str, Any]) -> str | None:
+    """The text of an Anthropic `content_block_delta` of a `text_delta`, else None
+    (the event whose chunk is its text only: `AnthropicToOpenAIStream._dispatch`)."""
+    if obj.get("type") == "content_block_delta":
+        delta = obj.get("delta")
+        if type(delta) is dict and delta.get("type") == "text_delta":
+            text = delta.get("text")
+            if type(text) is str:
+                return text
+    return None
+
+
 # A string token: where a hot chunk's text is in its bytes (see `_learn`).
 _STRING = re.compile(rb'[ \t\r\n]*("(?:[^"\\]|\\.)*")')
 _CONTENT_KEY = b'"content":'
+_TEXT_KEY = b'"text":'
 _SENTINEL = "\x01fastgate"  # a text no upstream sends (it proves the template)
 _SENTINEL_TOKEN = orjson.dumps(_SENTINEL)
 _LEARN_TRIES = 4  # hot chunks a stream may fail to make a template of, then no more
