@@ -16,6 +16,7 @@ checkout (e.g. a `git worktree` of an older commit) to compare before and after:
     python bench/inproc_bench.py --c-calls         # calls into C functions, by function
     python bench/inproc_bench.py --stub --managed-key   # quota, expiry, allow-list, budget
     python bench/inproc_bench.py --stub --azure    # an Azure channel (its deployment path)
+    python bench/inproc_bench.py --anthropic-stream   # an OpenAI stream from an Anthropic channel
     git worktree add /tmp/before fb96c31 && python bench/inproc_bench.py --root /tmp/before
 """
 
@@ -94,6 +95,53 @@ SSE_RESPONSE = (
     b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sat, 05 Dec 2026 15:18:39 GMT\r\n"
     b"Content-Type: text/event-stream\r\nContent-Length: %d\r\n"
     b"Connection: keep-alive\r\n\r\n%b" % (len(SSE_ANSWER), SSE_ANSWER)
+)
+
+# `--anthropic-stream`: an OpenAI stream request to an Anthropic channel (the other
+# conversion direction), answered with an Anthropic stream of the same 20 words.
+_WORDS = [
+    "Streaming", " keeps", " the", " answer", " flowing", " one", " token",
+    " at", " a", " time", " so", " the", " client", " sees", " text", " as",
+    " soon", " as", " it", " exists",
+]  # fmt: skip
+
+
+def _a_event(name: bytes, data: str) -> bytes:
+    return b"event: %b\ndata: %b\n\n" % (name, data.encode())
+
+
+A_SSE_ANSWER = (
+    _a_event(
+        b"message_start",
+        '{"type":"message_start","message":{"id":"msg_bench0000000000000001","type":'
+        '"message","role":"assistant","model":"claude-bench","content":[],"stop_reason":'
+        'null,"stop_sequence":null,"usage":{"input_tokens":9,"output_tokens":1}}}',
+    )
+    + _a_event(
+        b"content_block_start",
+        '{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}',
+    )
+    + _a_event(b"ping", '{"type": "ping"}')
+    + b"".join(
+        _a_event(
+            b"content_block_delta",
+            '{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":'
+            + f'"{w}"'
+            + "}}",
+        )
+        for w in _WORDS
+    )
+    + _a_event(b"content_block_stop", '{"type":"content_block_stop","index":0}')
+    + _a_event(
+        b"message_delta",
+        '{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},'
+        '"usage":{"output_tokens":20}}',
+    )
+    + _a_event(b"message_stop", '{"type":"message_stop"}')
+)
+A_SSE_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n"
+    b"Connection: keep-alive\r\n\r\n%b" % (len(A_SSE_ANSWER), A_SSE_ANSWER)
 )
 
 
@@ -185,6 +233,11 @@ def main() -> int:
         action="store_true",
         help="an OpenAI stream request passed through (the stub's 22-event stream)",
     )
+    ap.add_argument(
+        "--anthropic-stream",
+        action="store_true",
+        help="an OpenAI stream request to an Anthropic channel (its 26-event stream)",
+    )
     args = ap.parse_args()
     sys.path.insert(0, args.root)
     import uvloop
@@ -206,6 +259,8 @@ def main() -> int:
     text = CONFIG.replace(token, token + extra, 1)
     if args.azure:
         text = text.replace('type = "openai"\n', 'type = "azure"\napi_version = "2024-10-21"\n', 1)
+    if args.anthropic_stream:
+        text = text.replace('type = "openai"\n', 'type = "anthropic"\n', 1)
     cfg = parse_config(tomllib.loads(text))
     loop = uvloop.new_event_loop()
     app = App(cfg, build_snapshot(cfg), loop, Sink())
@@ -241,6 +296,9 @@ def main() -> int:
     if args.convert_stream:  # the converted stream's last event
         request, response = CONVERT_REQUEST, SSE_RESPONSE
         answer = b'event: message_stop\ndata: {"type":"message_stop"}\n\n\r\n0\r\n\r\n'
+    if args.anthropic_stream:
+        request, response = STREAM_REQUEST, A_SSE_RESPONSE
+        answer = b"data: [DONE]\n\n\r\n0\r\n\r\n"
 
     def answered() -> bool:
         tail = ctr.written[-1]
