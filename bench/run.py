@@ -88,6 +88,12 @@ SCENARIOS = {
         "convert-stream", "Conversion, Anthropic client -> OpenAI channel (stream)", 16, True,
         BENCH / "wrk/request_anthropic_stream.json", "/v1/messages", True,
     ),
+    # The other direction: an OpenAI client's stream from an Anthropic channel (a stub
+    # serving the same text as Anthropic events: bench/stub/messages_stream.sse).
+    "from-anthropic": Scenario(
+        "from-anthropic", "Conversion, OpenAI client -> Anthropic channel (stream)", 16, True,
+        BENCH / "wrk/request_claude_stream.json", fastgate_only=True,
+    ),
 }  # fmt: skip
 
 
@@ -343,8 +349,28 @@ def fastgate_config(
     key: str,
     database_url: str = "",
     access_log: bool = False,
+    stub_anthropic: int = 0,
 ) -> str:
+    """The bench's fastgate config; `stub_anthropic`: the port of the stub serving
+    Anthropic's stream (the `bench-claude` model on an Anthropic channel)."""
     db = database_url or f"sqlite:///{tmp}/fastgate.db"
+    claude = (
+        f"""
+[[channels]]
+name = "stub-anthropic"
+type = "anthropic"
+base_url = "http://127.0.0.1:{stub_anthropic}"
+api_key = "{UPSTREAM_KEY}"
+models = ["bench-claude"]
+
+[[prices]]
+model = "bench-claude"
+input = 3.0
+output = 15.0
+"""
+        if stub_anthropic
+        else ""
+    )
     log = (
         f'access_log = "{tmp}/access.jsonl"' if access_log else "# usage records go to the database"
     )
@@ -395,7 +421,7 @@ output = 0.6
 model = "bench-stream"
 input = 0.15
 output = 0.6
-"""
+{claude}"""
 
 
 def start_fastgate(
@@ -822,7 +848,13 @@ def targets_table(agg: dict) -> list[str]:
         ("conversion vs passthrough, stream", conversion("stream", "convert-stream"), ">= 0.5x",
          lambda v: v >= 0.5, ".2f", "x"),
     ]  # fmt: skip
+    back = conversion("stream", "from-anthropic")
     floor_rows = []
+    if back is not None:
+        floor_rows.append(
+            f"| (conversion from an Anthropic channel vs passthrough, stream: {back:.2f}x) "
+            "| | | context |"
+        )
     pss = max_of("pss_mb")
     if pss is not None:
         floor_rows.append(
@@ -1115,7 +1147,9 @@ def main(argv: list[str] | None = None) -> int:
 def session(
     args: argparse.Namespace, stack: Stack, tmp: Path
 ) -> tuple[list[RunResult], dict[str, str], str]:
-    stub_json, stub_sse, proxy_json, proxy_sse, admin_port, floor_json, floor_sse = free_ports(7)
+    stub_json, stub_sse, proxy_json, proxy_sse, admin_port, floor_json, floor_sse, stub_a = (
+        free_ports(8)
+    )
     key = "fg-" + secrets.token_urlsafe(32)
     www = tmp / "www"
     shutil.copytree(BENCH / "stub", www)
@@ -1130,10 +1164,14 @@ def session(
             STUB_SERVER.format(
                 port=stub_sse, www=www, file="chat_stream.sse", ctype="text/event-stream"
             ),
+            STUB_SERVER.format(
+                port=stub_a, www=www, file="messages_stream.sse", ctype="text/event-stream"
+            ),
         ],
     )
     wait_port(stub_json, stub, tmp / "stub/error.log")
     wait_port(stub_sse, stub, tmp / "stub/error.log")
+    wait_port(stub_a, stub, tmp / "stub/error.log")
     ports = {("direct", "json"): stub_json, ("direct", "sse"): stub_sse}
     roots = {"direct": stub.pid}
     if "nginx" in args.targets:
@@ -1165,7 +1203,7 @@ def session(
         roots["pyfloor"] = floor.pid
     if "fastgate" in args.targets:
         config = fastgate_config(
-            tmp, stub_json, stub_sse, admin_port, key, args.database_url, args.access_log
+            tmp, stub_json, stub_sse, admin_port, key, args.database_url, args.access_log, stub_a
         )
         fg, fg_port, _ = start_fastgate(stack, tmp, config, args.workers)
         ports |= {("fastgate", "json"): fg_port, ("fastgate", "sse"): fg_port}
