@@ -147,30 +147,12 @@ class AnthropicToOpenAIStream(ToOpenAIStream):
         return (parts[0], parts[1]) if len(parts) == 2 else None
 
     def _learn(self, data: bytes, obj: dict[str, Any], text: str) -> None:
-        """Make the stream's template from a hot event already converted: its bytes
-        before and after the string token of its text, proved as
-        `OpenAIToAnthropicStream._learn` proves its own: with that token replaced
-        by a sentinel the bytes parse to the same event with the sentinel as its
-        text, so any string token between the two parts is the text of an event
-        otherwise equal to this one (whose chunk depends on that text only)."""
+        """Make the stream's template from a hot event already converted
+        (`_template`; the event's chunk depends on its text only)."""
         self._tries -= 1
-        i = data.find(_TEXT_KEY)
-        delta = obj["delta"]
-        while i >= 0:
-            m = _STRING.match(data, i + len(_TEXT_KEY))
-            if m is not None and text != _SENTINEL:
-                pre, suf = data[: m.start(1)], data[m.end(1) :]
-                try:
-                    trial = orjson.loads(pre + _SENTINEL_TOKEN + suf)
-                except orjson.JSONDecodeError:
-                    trial = None
-                delta["text"] = _SENTINEL  # converted already
-                if trial == obj:
-                    delta["text"] = text
-                    self._pre, self._suf = pre, suf
-                    return
-                delta["text"] = text
-            i = data.find(_TEXT_KEY, i + 1)
+        found = _template(data, _TEXT_KEY, obj, obj["delta"], "text", text)
+        if found is not None:
+            self._pre, self._suf = found
 
     def close_chunks(self) -> list[Any]:
         """Hub chunks at EOF (normally none: message_stop already ended the stream)."""
@@ -350,6 +332,36 @@ _SENTINEL_TOKEN = orjson.dumps(_SENTINEL)
 _LEARN_TRIES = 4  # hot chunks a stream may fail to make a template of, then no more
 
 
+def _template(
+    data: bytes, key: bytes, obj: dict[str, Any], holder: dict[str, Any], field: str, text: str
+) -> tuple[bytes, bytes] | None:
+    """The bytes of `data` (which parsed to `obj`) before and after the string token
+    of `holder[field]` (`text`, a value inside `obj`), found after an occurrence of
+    `key`. Proved, not assumed: with that token replaced by a sentinel the bytes
+    must parse to `obj` with the sentinel in that field (JSON parses a string token
+    the same wherever its value comes from), so any string token between the two
+    parts is the text of an object otherwise equal to `obj`. None: no occurrence
+    proves (a decoy key with the same string comes first in the bytes, say)."""
+    if text == _SENTINEL:
+        return None
+    i = data.find(key)
+    while i >= 0:
+        m = _STRING.match(data, i + len(key))
+        if m is not None:
+            pre, suf = data[: m.start(1)], data[m.end(1) :]
+            try:
+                trial = orjson.loads(pre + _SENTINEL_TOKEN + suf)
+            except orjson.JSONDecodeError:
+                trial = None
+            holder[field] = _SENTINEL
+            same = trial == obj
+            holder[field] = text
+            if same:
+                return pre, suf
+        i = data.find(key, i + 1)
+    return None
+
+
 def _ev(name: bytes, obj: dict[str, Any]) -> bytes:
     return b"event: " + name + b"\ndata: " + orjson.dumps(obj) + b"\n\n"
 
@@ -502,30 +514,15 @@ class OpenAIToAnthropicStream(FromOpenAIStream):
         return _TEXT_HEAD % self._open_index if op is not None and op[0] == "text" else None
 
     def _learn(self, data: bytes, chunk: dict[str, Any], text: str) -> None:
-        """Make the stream's template from a hot chunk already converted: its bytes
-        before and after the string token of its text. Proved, not assumed: the
-        bytes with that token replaced by a sentinel must parse to the same chunk
-        with the sentinel as its text (JSON parses a string token the same wherever
-        its value comes from), so any string token between the two parts is the
-        text of a chunk otherwise equal to this one. OpenAI's own streams add a
-        per-chunk `obfuscation` string: they never repeat, and after a few tries
-        the stream is read chunk by chunk as before."""
+        """Make the stream's template from a hot chunk already converted
+        (`_template`). OpenAI's own streams add a per-chunk `obfuscation` string:
+        they never repeat, and after a few tries the stream is read chunk by chunk
+        as before."""
         self._tries -= 1
-        i = data.find(_CONTENT_KEY)
-        while i >= 0:
-            m = _STRING.match(data, i + len(_CONTENT_KEY))
-            if m is not None and text != _SENTINEL:
-                pre, suf = data[: m.start(1)], data[m.end(1) :]
-                try:
-                    trial = orjson.loads(pre + _SENTINEL_TOKEN + suf)
-                except orjson.JSONDecodeError:
-                    trial = None
-                chunk["choices"][0]["delta"]["content"] = _SENTINEL  # converted already
-                if trial == chunk:
-                    self._pre, self._suf = pre, suf
-                    return
-                chunk["choices"][0]["delta"]["content"] = text
-            i = data.find(_CONTENT_KEY, i + 1)
+        delta = chunk["choices"][0]["delta"]
+        found = _template(data, _CONTENT_KEY, chunk, delta, "content", text)
+        if found is not None:
+            self._pre, self._suf = found
 
     def push(self, items: list[Any]) -> bytes:
         """`FromOpenAIStream.push` with the hot chunk done in the loop: one choice
