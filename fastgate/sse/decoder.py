@@ -262,15 +262,22 @@ class SSEDecoder:
         Named events (`event: NAME` then one `data: ` line, Anthropic's shape) are
         cut the same way on `\n\nevent: `, then each piece at its `\ndata: `: a
         piece is taken when that separator is in it and neither the name before
-        it nor the value after it holds a LF. Anything else takes `feed`."""
-        if (
-            not self._pend
-            and not self._cr
-            and not self._failed
-            and data.endswith(b"\n\n")
-            and len(data) <= self._max
-            and data.find(b"\r") < 0
-        ):
+        it nor the value after it holds a LF. `data:`-only events with CRLF line
+        ends (Google's `alt=sse`) are cut on `\r\n\r\ndata: `, the pieces holding
+        no CR and no LF. Anything else takes `feed`."""
+        if self._pend or self._failed or len(data) > self._max:
+            return [ev.data for ev in self.feed(data)]
+        if data.endswith(b"\r\n\r\n"):
+            if data.startswith(b"data: "):
+                values = data.split(b"\r\n\r\ndata: ")
+                values[0] = values[0][6:]
+                values[-1] = values[-1][:-4]
+                joined = b"".join(values)
+                if b"\n" not in joined and b"\r" not in joined:
+                    self._first = False  # the first bytes were `data: `, not a BOM
+                    self._cr = True  # as `feed` notes a stream that has shown a CR
+                    return values
+        elif not self._cr and data.endswith(b"\n\n") and data.find(b"\r") < 0:
             if data.startswith(b"data: "):
                 values = data.split(b"\n\ndata: ")
                 values[0] = values[0][6:]

@@ -478,12 +478,35 @@ NAMED_TOKENS = [
 named_streams = st.lists(
     st.sampled_from(NAMED_TOKENS[:4]) | st.sampled_from(NAMED_TOKENS), max_size=30
 ).map(b"".join)
+# `data:`-only events with CRLF line ends (Google's alt=sse), and what must send
+# such a chunk to `feed`.
+CRLF_TOKENS = [
+    b'data: {"a":1}\r\n\r\n',
+    b"data: [DONE]\r\n\r\n",
+    b"data: \r\n\r\n",
+    b'data: {"t":"\\r\\n\\r\\ndata: "}\r\n\r\n',
+    b"data: a\r\ndata: b\r\n\r\n",
+    b"data: x\r\n\r\n\r\n",
+    b"data: y\n\n",
+    b"data: z\r\r",
+    b"event: e\r\ndata: w\r\n\r\n",
+    b"data: part\r\n",
+    b"data: cr\rinside\r\n\r\n",
+    b"\r\n",
+]
+crlf_streams = st.lists(
+    st.sampled_from(CRLF_TOKENS[:4]) | st.sampled_from(CRLF_TOKENS), max_size=30
+).map(b"".join)
 
 
-@settings(max_examples=500, deadline=None)
-@given(stream=data_streams | named_streams, cuts=st.lists(st.integers(0, 600), max_size=8))
+@settings(max_examples=700, deadline=None)
+@given(
+    stream=data_streams | named_streams | crlf_streams,
+    cuts=st.lists(st.integers(0, 600), max_size=8),
+)
 def test_feed_data_is_the_data_of_feed(stream: bytes, cuts: list[int]) -> None:
-    """`data:`-only streams and named-event streams, whole and cut anywhere."""
+    """`data:`-only streams (LF or CRLF) and named-event streams, whole and cut
+    anywhere."""
     expected = [e.data for e in decode_pieces(split_at(stream, cuts))]
     assert data_pieces([stream]) == [e.data for e in decode_pieces([stream])]
     assert data_pieces(split_at(stream, cuts)) == expected
@@ -500,6 +523,16 @@ def test_feed_data_cuts_whole_named_events_without_feed() -> None:
     chunk = b"".join(b'event: e%d\ndata: {"i":%d}\n\n' % (i, i) for i in range(21))
     assert NoFeed().feed_data(chunk) == [b'{"i":%d}' % i for i in range(21)]
     assert NoFeed().feed_data(b"event: e\ndata: \n\n") == [b""]
+
+
+def test_feed_data_cuts_whole_crlf_events_without_feed() -> None:
+    chunk = b"".join(b'data: {"i":%d}\r\n\r\n' % i for i in range(21))
+    dec = NoFeed()
+    assert dec.feed_data(chunk) == [b'{"i":%d}' % i for i in range(21)]
+    # the decoder now knows the stream has CRs: a CR-ended blank line waits for
+    # its next byte in `feed`, as it would have without the cut
+    assert SSEDecoder.feed(dec, b"data: x\r\n\r") == []
+    assert [e.data for e in SSEDecoder.feed(dec, b"\ndata: y\r\n\r\n")] == [b"x", b"y"]
 
 
 @settings(max_examples=100, deadline=None)
@@ -551,6 +584,12 @@ def test_feed_data_cuts_a_whole_data_chunk_without_feed() -> None:
         b"event: a\ndata: 1\n\ndata: 2\n\n",  # a named event, then a plain one
         b"event: a\n\n",  # a name and no data
         b"event: a\ndata: 1\n\n: c\n\n",
+        b"data: a\r\n\r\ndata: b\r\n\r\n",
+        b"data: a\r\n\r\n\r\ndata: b\r\n\r\n",
+        b"data: a\r\ndata: b\r\n\r\n",
+        b"data: a\rb\r\n\r\n",
+        b"data: a\nb\r\n\r\n",
+        b"data: a\r\n\r\ndata: b\n\n\r\n\r\n",
     ],
 )
 def test_feed_data_fast_cut_edges_match_feed(chunk: bytes) -> None:
