@@ -49,7 +49,6 @@ __all__ = [
     "parse_data_url",
     "reasoning_tokens_of",
     "sse_close",
-    "sse_feed",
     "sse_feed_data",
     "usage_from_openai",
 ]
@@ -156,14 +155,6 @@ def chunk_bytes(items: list[Any]) -> bytes:
         else:
             out.append(b"data: " + orjson.dumps(it) + b"\n\n")
     return b"".join(out)
-
-
-def sse_feed(dec: SSEDecoder, data: bytes) -> list[Any]:
-    """`dec.feed(data)`; a framing error is the upstream's fault."""
-    try:
-        return dec.feed(data)
-    except SSEError as exc:
-        raise UpstreamProtocolError(str(exc)) from exc
 
 
 def sse_feed_data(dec: SSEDecoder, data: bytes) -> list[bytes]:

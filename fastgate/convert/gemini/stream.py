@@ -24,7 +24,7 @@ from fastgate.convert.common import (
     now,
     openai_error_chunk,
     sse_close,
-    sse_feed,
+    sse_feed_data,
 )
 from fastgate.convert.common import (
     MALFORMED as _MALFORMED,
@@ -96,9 +96,9 @@ class GeminiToOpenAIStream(ToOpenAIStream):
     def feed_chunks(self, data: bytes) -> list[Any]:
         """Hub chunks for what `data` completes."""
         out: list[Any] = []
-        for ev in sse_feed(self._dec, data):
-            if ev.data and not self._errored:
-                self._event(ev.data, out)
+        for d in sse_feed_data(self._dec, data):
+            if d and not self._errored:
+                self._event(d, out)
         return out
 
     def close_chunks(self) -> list[Any]:
