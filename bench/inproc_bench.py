@@ -17,6 +17,7 @@ checkout (e.g. a `git worktree` of an older commit) to compare before and after:
     python bench/inproc_bench.py --stub --managed-key   # quota, expiry, allow-list, budget
     python bench/inproc_bench.py --stub --azure    # an Azure channel (its deployment path)
     python bench/inproc_bench.py --anthropic-stream   # an OpenAI stream from an Anthropic channel
+    python bench/inproc_bench.py --gemini-stream      # ... from a Gemini channel
     git worktree add /tmp/before fb96c31 && python bench/inproc_bench.py --root /tmp/before
 """
 
@@ -139,6 +140,19 @@ A_SSE_ANSWER = (
     )
     + _a_event(b"message_stop", '{"type":"message_stop"}')
 )
+# `--gemini-stream`: the same request to a Gemini channel, answered with Google's
+# alt=sse stream of the same 20 words (CRLF between events).
+G_SSE_ANSWER = b"".join(
+    b'data: {"candidates":[{"content":{"parts":[{"text":"%s"}],"role":"model"},%s'
+    b'"index":0}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":%d,'
+    b'"totalTokenCount":%d},"modelVersion":"gemini-bench","responseId":"bench01"}\r\n\r\n'
+    % (w.encode(), b'"finishReason":"STOP",' if i == len(_WORDS) - 1 else b"", i + 1, i + 10)
+    for i, w in enumerate(_WORDS)
+)
+G_SSE_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n"
+    b"Connection: keep-alive\r\n\r\n%b" % (len(G_SSE_ANSWER), G_SSE_ANSWER)
+)
 A_SSE_RESPONSE = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n"
     b"Connection: keep-alive\r\n\r\n%b" % (len(A_SSE_ANSWER), A_SSE_ANSWER)
@@ -238,6 +252,11 @@ def main() -> int:
         action="store_true",
         help="an OpenAI stream request to an Anthropic channel (its 26-event stream)",
     )
+    ap.add_argument(
+        "--gemini-stream",
+        action="store_true",
+        help="an OpenAI stream request to a Gemini channel (its 20-event alt=sse stream)",
+    )
     args = ap.parse_args()
     sys.path.insert(0, args.root)
     import uvloop
@@ -261,6 +280,8 @@ def main() -> int:
         text = text.replace('type = "openai"\n', 'type = "azure"\napi_version = "2024-10-21"\n', 1)
     if args.anthropic_stream:
         text = text.replace('type = "openai"\n', 'type = "anthropic"\n', 1)
+    if args.gemini_stream:
+        text = text.replace('type = "openai"\n', 'type = "gemini"\n', 1)
     cfg = parse_config(tomllib.loads(text))
     loop = uvloop.new_event_loop()
     app = App(cfg, build_snapshot(cfg), loop, Sink())
@@ -296,8 +317,9 @@ def main() -> int:
     if args.convert_stream:  # the converted stream's last event
         request, response = CONVERT_REQUEST, SSE_RESPONSE
         answer = b'event: message_stop\ndata: {"type":"message_stop"}\n\n\r\n0\r\n\r\n'
-    if args.anthropic_stream:
-        request, response = STREAM_REQUEST, A_SSE_RESPONSE
+    if args.anthropic_stream or args.gemini_stream:
+        request = STREAM_REQUEST
+        response = A_SSE_RESPONSE if args.anthropic_stream else G_SSE_RESPONSE
         answer = b"data: [DONE]\n\n\r\n0\r\n\r\n"
 
     def answered() -> bool:
