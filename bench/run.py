@@ -94,6 +94,11 @@ SCENARIOS = {
         "from-anthropic", "Conversion, OpenAI client -> Anthropic channel (stream)", 16, True,
         BENCH / "wrk/request_claude_stream.json", fastgate_only=True,
     ),
+    # And from a Gemini channel (Google's alt=sse: bench/stub/gemini_stream.sse).
+    "from-gemini": Scenario(
+        "from-gemini", "Conversion, OpenAI client -> Gemini channel (stream)", 16, True,
+        BENCH / "wrk/request_gemini_stream.json", fastgate_only=True,
+    ),
 }  # fmt: skip
 
 
@@ -350,9 +355,11 @@ def fastgate_config(
     database_url: str = "",
     access_log: bool = False,
     stub_anthropic: int = 0,
+    stub_gemini: int = 0,
 ) -> str:
-    """The bench's fastgate config; `stub_anthropic`: the port of the stub serving
-    Anthropic's stream (the `bench-claude` model on an Anthropic channel)."""
+    """The bench's fastgate config; `stub_anthropic` / `stub_gemini`: the ports of
+    the stubs serving Anthropic's and Google's streams (the `bench-claude` and
+    `bench-gemini` models on an Anthropic and a Gemini channel)."""
     db = database_url or f"sqlite:///{tmp}/fastgate.db"
     claude = (
         f"""
@@ -371,6 +378,20 @@ output = 15.0
         if stub_anthropic
         else ""
     )
+    if stub_gemini:
+        claude += f"""
+[[channels]]
+name = "stub-gemini"
+type = "gemini"
+base_url = "http://127.0.0.1:{stub_gemini}"
+api_key = "{UPSTREAM_KEY}"
+models = ["bench-gemini"]
+
+[[prices]]
+model = "bench-gemini"
+input = 0.3
+output = 2.5
+"""
     log = (
         f'access_log = "{tmp}/access.jsonl"' if access_log else "# usage records go to the database"
     )
@@ -848,13 +869,14 @@ def targets_table(agg: dict) -> list[str]:
         ("conversion vs passthrough, stream", conversion("stream", "convert-stream"), ">= 0.5x",
          lambda v: v >= 0.5, ".2f", "x"),
     ]  # fmt: skip
-    back = conversion("stream", "from-anthropic")
+    back = {name: conversion("stream", f"from-{name}") for name in ("anthropic", "gemini")}
     floor_rows = []
-    if back is not None:
-        floor_rows.append(
-            f"| (conversion from an Anthropic channel vs passthrough, stream: {back:.2f}x) "
-            "| | | context |"
-        )
+    for name, title in (("anthropic", "an Anthropic"), ("gemini", "a Gemini")):
+        if back[name] is not None:
+            floor_rows.append(
+                f"| (conversion from {title} channel vs passthrough, stream: {back[name]:.2f}x) "
+                "| | | context |"
+            )
     pss = max_of("pss_mb")
     if pss is not None:
         floor_rows.append(
@@ -1147,9 +1169,9 @@ def main(argv: list[str] | None = None) -> int:
 def session(
     args: argparse.Namespace, stack: Stack, tmp: Path
 ) -> tuple[list[RunResult], dict[str, str], str]:
-    stub_json, stub_sse, proxy_json, proxy_sse, admin_port, floor_json, floor_sse, stub_a = (
-        free_ports(8)
-    )
+    ports9 = free_ports(9)  # one call: ports of separate calls could repeat
+    stub_json, stub_sse, proxy_json, proxy_sse, admin_port, floor_json, floor_sse = ports9[:7]
+    stub_a, stub_g = ports9[7:]
     key = "fg-" + secrets.token_urlsafe(32)
     www = tmp / "www"
     shutil.copytree(BENCH / "stub", www)
@@ -1167,11 +1189,15 @@ def session(
             STUB_SERVER.format(
                 port=stub_a, www=www, file="messages_stream.sse", ctype="text/event-stream"
             ),
+            STUB_SERVER.format(
+                port=stub_g, www=www, file="gemini_stream.sse", ctype="text/event-stream"
+            ),
         ],
     )
     wait_port(stub_json, stub, tmp / "stub/error.log")
     wait_port(stub_sse, stub, tmp / "stub/error.log")
     wait_port(stub_a, stub, tmp / "stub/error.log")
+    wait_port(stub_g, stub, tmp / "stub/error.log")
     ports = {("direct", "json"): stub_json, ("direct", "sse"): stub_sse}
     roots = {"direct": stub.pid}
     if "nginx" in args.targets:
@@ -1203,8 +1229,9 @@ def session(
         roots["pyfloor"] = floor.pid
     if "fastgate" in args.targets:
         config = fastgate_config(
-            tmp, stub_json, stub_sse, admin_port, key, args.database_url, args.access_log, stub_a
-        )
+            tmp, stub_json, stub_sse, admin_port, key, args.database_url, args.access_log,
+            stub_a, stub_g,
+        )  # fmt: skip
         fg, fg_port, _ = start_fastgate(stack, tmp, config, args.workers)
         ports |= {("fastgate", "json"): fg_port, ("fastgate", "sse"): fg_port}
         roots["fastgate"] = fg.pid
