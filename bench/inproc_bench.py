@@ -18,6 +18,7 @@ checkout (e.g. a `git worktree` of an older commit) to compare before and after:
     python bench/inproc_bench.py --stub --azure    # an Azure channel (its deployment path)
     python bench/inproc_bench.py --anthropic-stream   # an OpenAI stream from an Anthropic channel
     python bench/inproc_bench.py --gemini-stream      # ... from a Gemini channel
+    python bench/inproc_bench.py --anthropic-passthrough  # Anthropic in and out (general path)
     git worktree add /tmp/before fb96c31 && python bench/inproc_bench.py --root /tmp/before
 """
 
@@ -253,6 +254,11 @@ def main() -> int:
         help="an OpenAI stream request to an Anthropic channel (its 26-event stream)",
     )
     ap.add_argument(
+        "--anthropic-passthrough",
+        action="store_true",
+        help="an Anthropic stream request to an Anthropic channel (no conversion)",
+    )
+    ap.add_argument(
         "--gemini-stream",
         action="store_true",
         help="an OpenAI stream request to a Gemini channel (its 20-event alt=sse stream)",
@@ -278,7 +284,7 @@ def main() -> int:
     text = CONFIG.replace(token, token + extra, 1)
     if args.azure:
         text = text.replace('type = "openai"\n', 'type = "azure"\napi_version = "2024-10-21"\n', 1)
-    if args.anthropic_stream:
+    if args.anthropic_stream or args.anthropic_passthrough:
         text = text.replace('type = "openai"\n', 'type = "anthropic"\n', 1)
     if args.gemini_stream:
         text = text.replace('type = "openai"\n', 'type = "gemini"\n', 1)
@@ -317,6 +323,9 @@ def main() -> int:
     if args.convert_stream:  # the converted stream's last event
         request, response = CONVERT_REQUEST, SSE_RESPONSE
         answer = b'event: message_stop\ndata: {"type":"message_stop"}\n\n\r\n0\r\n\r\n'
+    if args.anthropic_passthrough:  # passed on with the upstream's Content-Length
+        request, response = CONVERT_REQUEST, A_SSE_RESPONSE
+        answer = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
     if args.anthropic_stream or args.gemini_stream:
         request = STREAM_REQUEST
         response = A_SSE_RESPONSE if args.anthropic_stream else G_SSE_RESPONSE
