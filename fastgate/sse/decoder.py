@@ -131,6 +131,18 @@ def skip_blank_lines(buf: bytes | bytearray, pos: int) -> int:
     return pos
 
 
+def _data_values(data: bytes, sep: bytes, end: int) -> list[bytes] | None:
+    """The values of a chunk of whole one-line `data: ` events (`feed_data`'s cut):
+    `data` starts with `data: `, ends with its `end`-byte blank line, and `sep` is
+    the bytes between two events (the blank line, then `data: `). None when a value
+    would hold a CR or a LF (a second line, a blank line too many, another field)."""
+    values = data.split(sep)
+    values[0] = values[0][6:]
+    values[-1] = values[-1][:-end]
+    joined = b"".join(values)
+    return None if b"\n" in joined or b"\r" in joined else values
+
+
 def _fields(body: bytes) -> SSEEvent | None:
     """Build an event from LF-separated lines (no CR left); None if it carries nothing."""
     event: str | None = None
@@ -269,20 +281,15 @@ class SSEDecoder:
             return [ev.data for ev in self.feed(data)]
         if data.endswith(b"\r\n\r\n"):
             if data.startswith(b"data: "):
-                values = data.split(b"\r\n\r\ndata: ")
-                values[0] = values[0][6:]
-                values[-1] = values[-1][:-4]
-                joined = b"".join(values)
-                if b"\n" not in joined and b"\r" not in joined:
+                values = _data_values(data, b"\r\n\r\ndata: ", 4)
+                if values is not None:
                     self._first = False  # the first bytes were `data: `, not a BOM
                     self._cr = True  # as `feed` notes a stream that has shown a CR
                     return values
         elif not self._cr and data.endswith(b"\n\n") and data.find(b"\r") < 0:
             if data.startswith(b"data: "):
-                values = data.split(b"\n\ndata: ")
-                values[0] = values[0][6:]
-                values[-1] = values[-1][:-2]
-                if b"\n" not in b"".join(values):
+                values = _data_values(data, b"\n\ndata: ", 2)
+                if values is not None:
                     self._first = False  # the first bytes were `data: `, not a BOM
                     return values
             elif data.startswith(b"event: "):
