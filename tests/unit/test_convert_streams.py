@@ -498,6 +498,27 @@ def test_anthropic_to_openai_template_matches_whole_parse(ascii_: bool, split: s
     assert res["tools"][0]["name"] == "f" and res["done"]
 
 
+def test_anthropic_to_openai_template_skips_the_whole_parse() -> None:
+    """Once learned, a text delta that fits the template is not parsed whole: of a
+    run of ten deltas only the first goes through `_event` (which the template-off
+    converter calls for every event), and the chunks out are the same."""
+
+    class Counting(AnthropicToOpenAIStream):
+        whole = 0
+
+        def _event(self, data: bytes, out: list[Any]) -> dict[str, Any]:
+            self.whole += 1
+            return super()._event(data, out)
+
+    data = anthropic_stream([("text", [f"w{i} " for i in range(10)])])
+    events = len(_a_events(data))  # start, ping, block start, 10 deltas, stop, delta, stop
+    conv, ref = Counting("m", True), Counting("m", True)
+    ref._tries = 0
+    out = norm(conv.feed(data) + conv.close())
+    assert out == norm(ref.feed(data) + ref.close())
+    assert (ref.whole, conv.whole) == (events, events - 9)
+
+
 def test_anthropic_to_openai_template_proves_which_token_is_the_text() -> None:
     """A `text` key ahead of the delta's, with the same string, comes first in the
     bytes: the proof rejects it and takes the delta's. When that other value
@@ -920,6 +941,29 @@ def test_openai_to_anthropic_template_matches_whole_parse(ascii_: bool, split: s
     assert [b["type"] for b in res["blocks"]] == ["text", "tool_use", "text"]
     assert res["blocks"][0]["text"] == "".join(TEXTS)
     assert res["blocks"][2]["text"] == "".join(TEXTS[:3])
+
+
+def test_openai_to_anthropic_template_skips_the_whole_parse() -> None:
+    """Once learned, a text chunk that fits the template is not parsed whole: of ten
+    text chunks only the first reaches `push` as a parsed chunk (the template-off
+    converter pushes every chunk), and the events out are the same."""
+
+    class Counting(OpenAIToAnthropicStream):
+        pushed = 0
+
+        def push(self, items: list[Any]) -> bytes:
+            self.pushed += len(items)
+            return super().push(items)
+
+    chunks = [o_chunk({"role": "assistant", "content": ""})]
+    chunks += [o_chunk({"content": f"w{i} "}) for i in range(10)]
+    chunks.append(o_chunk({}, "stop"))
+    data = _chunks_bytes(chunks, True)  # and `data: [DONE]`
+    conv, ref = Counting("m"), Counting("m")
+    ref._tries = 0
+    out = conv.feed(data) + conv.close()
+    assert out == ref.feed(data) + ref.close()
+    assert (ref.pushed, conv.pushed) == (len(chunks) + 1, len(chunks) + 1 - 9)
 
 
 def test_openai_to_anthropic_template_proves_which_token_is_the_text() -> None:
