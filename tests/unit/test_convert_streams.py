@@ -28,6 +28,7 @@ from fastgate.convert import (
     stream_converter,
 )
 from fastgate.convert.common import decode_call_id
+from fastgate.sse.decoder import SSEDecoder
 from fastgate.vocab.usage import Usage
 
 SPLITS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -1496,6 +1497,26 @@ FACTORIES = {
     "anthropic->gemini": (A_FULL, lambda: stream_converter("anthropic", "gemini", "m")),
     "gemini->anthropic": (G_FULL, lambda: stream_converter("gemini", "anthropic", "m")),
 }
+
+
+class _NoGeneralPath(SSEDecoder):
+    """A decoder whose general path fails: a whole read must take `feed_data`'s cut."""
+
+    def feed(self, data: bytes) -> list[Any]:
+        raise AssertionError("the decoder's general path read a whole stream")
+
+
+@pytest.mark.parametrize("name", ["anthropic->openai", "openai->anthropic", "gemini->openai"])
+def test_a_whole_upstream_read_takes_the_decoders_cut(name: str) -> None:
+    """Each direction's upstream format (named events, `data:` with LF, with CRLF)
+    read whole goes through `SSEDecoder.feed_data`'s cut, never event objects; the
+    output is the one an unmodified converter writes."""
+    data, factory = FACTORIES[name]
+    conv = factory()
+    conv._dec = _NoGeneralPath()
+    expected = factory()
+    assert norm(conv.feed(data)) == norm(expected.feed(data))
+
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
