@@ -361,37 +361,26 @@ def fastgate_config(
     the stubs serving Anthropic's and Google's streams (the `bench-claude` and
     `bench-gemini` models on an Anthropic and a Gemini channel)."""
     db = database_url or f"sqlite:///{tmp}/fastgate.db"
-    claude = (
+    converted = "".join(
         f"""
 [[channels]]
-name = "stub-anthropic"
-type = "anthropic"
-base_url = "http://127.0.0.1:{stub_anthropic}"
+name = "stub-{kind}"
+type = "{kind}"
+base_url = "http://127.0.0.1:{port}"
 api_key = "{UPSTREAM_KEY}"
-models = ["bench-claude"]
+models = ["{model}"]
 
 [[prices]]
-model = "bench-claude"
-input = 3.0
-output = 15.0
+model = "{model}"
+input = {price_in}
+output = {price_out}
 """
-        if stub_anthropic
-        else ""
+        for kind, port, model, price_in, price_out in (
+            ("anthropic", stub_anthropic, "bench-claude", 3.0, 15.0),
+            ("gemini", stub_gemini, "bench-gemini", 0.3, 2.5),
+        )
+        if port
     )
-    if stub_gemini:
-        claude += f"""
-[[channels]]
-name = "stub-gemini"
-type = "gemini"
-base_url = "http://127.0.0.1:{stub_gemini}"
-api_key = "{UPSTREAM_KEY}"
-models = ["bench-gemini"]
-
-[[prices]]
-model = "bench-gemini"
-input = 0.3
-output = 2.5
-"""
     log = (
         f'access_log = "{tmp}/access.jsonl"' if access_log else "# usage records go to the database"
     )
@@ -442,7 +431,7 @@ output = 0.6
 model = "bench-stream"
 input = 0.15
 output = 0.6
-{claude}"""
+{converted}"""
 
 
 def start_fastgate(
