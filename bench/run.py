@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,12 @@ TARGET_LABEL = {
     "pyfloor": "Python floor proxy",
     "fastgate": "fastgate",
 }
+# A KVM guest's idle loop (the cpuidle "haltpoll" driver): how long an idle vCPU
+# polls for work before it halts. A halted vCPU costs a VM exit and a wake-up by
+# the host when a task is woken on it; at one connection a proxied request wakes
+# tasks across the CPUs four times (bench/RESULTS.md, "Stop 27").
+CPUIDLE_DRIVER = Path("/sys/devices/system/cpu/cpuidle/current_driver")
+HALT_POLL_NS = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
 HISTORY_MARK = "<!-- history: entries below are kept when the file is regenerated -->"
 UPSTREAM_KEY = "sk-bench-upstream"
 
@@ -745,6 +752,34 @@ def fmt(v: float | None, spec: str = ".0f", unit: str = "") -> str:
     return "-" if v is None else f"{v:{spec}}{unit}"
 
 
+def idle_info() -> str:
+    """The CPUs' idle driver, and the guest halt polling of a KVM guest's."""
+    driver = (_read(str(CPUIDLE_DRIVER)) or "").strip() or "none"
+    poll = (_read(str(HALT_POLL_NS)) or "").strip()
+    return f"cpuidle {driver}" + (f", guest_halt_poll_ns {poll}" if poll else "")
+
+
+@contextlib.contextmanager
+def guest_halt_poll(ns: int | None) -> Iterator[str]:
+    """Set the guest halt polling for the run (`--guest-halt-poll`) and put the
+    machine's own value back after it; yields what the report says about it."""
+    if ns is None:
+        yield ""
+        return
+    try:
+        own = HALT_POLL_NS.read_text().strip()
+        HALT_POLL_NS.write_text(f"{ns}\n")
+    except OSError as exc:
+        raise SystemExit(
+            f"--guest-halt-poll: cannot set {HALT_POLL_NS} ({exc}); it needs root in a KVM "
+            "guest whose idle driver is haltpoll"
+        ) from None
+    try:
+        yield f"set for this run; the machine's own: {own}"
+    finally:
+        HALT_POLL_NS.write_text(f"{own}\n")
+
+
 def machine_info() -> dict[str, str]:
     cpuinfo = _read("/proc/cpuinfo") or ""
     m = re.search(r"^model name\s*:\s*(.*)$", cpuinfo, re.M)
@@ -762,6 +797,7 @@ def machine_info() -> dict[str, str]:
         "nproc": str(os.cpu_count()),
         "cpu": m.group(1).strip() if m else platform.processor(),
         "kernel": platform.release(),
+        "idle": idle_info(),
         "python": platform.python_version(),
         "nginx": nginx_v.replace("nginx version: ", ""),
         "wrk": wrk_v[0].split(" Copyright")[0] if wrk_v else "?",
@@ -909,7 +945,8 @@ def render(
     lines = [
         f"## Run of {started}",
         "",
-        f"- Machine: {info['nproc']} CPUs, {info['cpu']}, Linux {info['kernel']}",
+        f"- Machine: {info['nproc']} CPUs, {info['cpu']}, Linux {info['kernel']}, "
+        f"idle: {info['idle']}" + (f" ({info['halt_poll']})" if info.get("halt_poll") else ""),
         f"- Software: Python {info['python']}, {info['nginx']}, {info['wrk']}, "
         f"fastgate {info['fastgate']}",
         f"- Command: `{args.command}` ({args.rounds} round(s) x {args.duration:g} s per run, "
@@ -1042,6 +1079,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="also write every usage record as a JSON line (on top of the database)",
     )
+    p.add_argument(
+        "--guest-halt-poll",
+        type=int,
+        metavar="NS",
+        default=None,
+        help="a KVM guest's cpuidle haltpoll: poll NS ns before an idle vCPU halts, for "
+        "this run only (root; the machine's own value is put back after)",
+    )
     p.add_argument("--no-results", action="store_true", help="print only, do not write files")
     args = p.parse_args(argv)
     if args.quick:
@@ -1101,8 +1146,11 @@ def main(argv: list[str] | None = None) -> int:
             check=True,
         )
         args.database_url = f"postgresql://postgres@127.0.0.1:5432/{pg_db}"
+    halt_poll = idle = ""
     try:
-        results, checks, profile = session(args, stack, tmp)
+        with guest_halt_poll(args.guest_halt_poll) as halt_poll:
+            idle = idle_info()  # as the runs find it
+            results, checks, profile = session(args, stack, tmp)
     except KeyboardInterrupt:
         print("interrupted; stopping everything", file=sys.stderr)
         return 130
@@ -1130,6 +1178,7 @@ def main(argv: list[str] | None = None) -> int:
                 check=False,
             )
     info = machine_info()
+    info["idle"], info["halt_poll"] = idle, halt_poll
     section = render(results, args, info, checks, started)
     if profile:
         top = "\n".join(profile.splitlines()[:25])
