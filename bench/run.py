@@ -797,7 +797,6 @@ def machine_info() -> dict[str, str]:
         "nproc": str(os.cpu_count()),
         "cpu": m.group(1).strip() if m else platform.processor(),
         "kernel": platform.release(),
-        "idle": idle_info(),
         "python": platform.python_version(),
         "nginx": nginx_v.replace("nginx version: ", ""),
         "wrk": wrk_v[0].split(" Copyright")[0] if wrk_v else "?",
@@ -1146,7 +1145,6 @@ def main(argv: list[str] | None = None) -> int:
             check=True,
         )
         args.database_url = f"postgresql://postgres@127.0.0.1:5432/{pg_db}"
-    halt_poll = idle = ""
     try:
         with guest_halt_poll(args.guest_halt_poll) as halt_poll:
             idle = idle_info()  # as the runs find it
@@ -1177,8 +1175,7 @@ def main(argv: list[str] | None = None) -> int:
                 ],
                 check=False,
             )
-    info = machine_info()
-    info["idle"], info["halt_poll"] = idle, halt_poll
+    info = machine_info() | {"idle": idle, "halt_poll": halt_poll}  # idle: as the runs found it
     section = render(results, args, info, checks, started)
     if profile:
         top = "\n".join(profile.splitlines()[:25])
