@@ -107,10 +107,25 @@ MANY_ROWS = 32
 
 
 def _values_sql(sql: str) -> str:
-    """`sql` (a one-row INSERT ... VALUES (?, ...) ON CONFLICT ...) for MANY_ROWS rows."""
+    """`sql` (a one-row INSERT ... VALUES (?, ...) ON CONFLICT (uid) DO NOTHING) for
+    MANY_ROWS rows, as `INSERT OR IGNORE`.
+
+    Why not the same conflict clause: a statement that writes many rows and may
+    abort half-way (a NOT NULL column's conflict is ABORT) needs a statement
+    journal, the original of every page it changes, so that it can undo its own
+    rows. SQLite keeps that journal in a temporary file, and the right edges of the
+    table and its six B-trees were copied there by every statement: ~2 KB written
+    a row on top of the ~1 KB of WAL and checkpoint, 1.3 write calls a row, ~1 us
+    of the writer's system time (bench/RESULTS.md, "Stop 28"). With OR IGNORE no
+    conflict aborts, so no journal; a row it skipped (a uid already stored, or a
+    NULL where none may be) is seen in the count of changes, and `insert_usage`
+    then does the transaction again with the one-row statement, which decides as
+    it always did."""
     head, _, rest = sql.partition("VALUES (")
     params, _, tail = rest.partition(")")
-    return f"{head}VALUES {', '.join(['(' + params + ')'] * MANY_ROWS)}{tail}"
+    assert head.startswith("INSERT INTO ") and tail == " ON CONFLICT (uid) DO NOTHING", sql
+    head = "INSERT OR IGNORE INTO " + head.removeprefix("INSERT INTO ")
+    return f"{head}VALUES {', '.join(['(' + params + ')'] * MANY_ROWS)}"
 
 
 # True/False -> 1/0 (`_insert_rows`); 1, 0, 1.0 and 0.0 find themselves equal and
@@ -124,7 +139,8 @@ def _insert_rows(
     """Bind `rows` MANY_ROWS at a time with `many`, the rest one by one with `sql`.
     `flags`: the columns of the record's booleans, bound as the 0/1 they are stored
     as (`_AS_INT.get`, a C call a value: the `bool -> int` adapter costs sqlite3 a
-    formatted key and a call per value, ~1,400 instructions; a record has four)."""
+    formatted key and a call per value, ~1,400 instructions; a record has four).
+    `many` skips a row it cannot store (`_values_sql`): the caller counts."""
     n = len(rows)
     full = n - n % MANY_ROWS
     width = len(rows[0]) if n else 0
@@ -197,6 +213,14 @@ def insert_usage(
                 if i:
                     os.sched_yield()
                 _insert_rows(con, sql, many, flags, rows[i : i + step])
+            if con.total_changes - before != len(rows):
+                # A row skipped: a replay's uid, or a value the many-row statement
+                # ignored (`_values_sql`). Again with the one-row statement, which
+                # skips the uid and raises on the value, as it always did.
+                rollback(con)
+                before = con.total_changes
+                con.execute("BEGIN IMMEDIATE")
+                con.executemany(sql, rows)
             if yield_every:
                 os.sched_yield()  # the commit writes the WAL: its own slice
     except BaseException:

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 
@@ -175,7 +176,13 @@ def _migrate(path: str) -> None:
     s.stop()
 
 
-def _record_lists(n: int, bad_at: int = -1) -> list[list]:
+def _wchar() -> int:
+    """Bytes this process has written (any file), from /proc."""
+    with open("/proc/self/io") as fh:
+        return int(next(ln for ln in fh if ln.startswith("wchar:")).split()[1])
+
+
+def _record_lists(n: int, bad_at: int = -1, start: int = 0) -> list[list]:
     """Records as the usage writer process receives them: the unit tests' record
     (`test_store_logsink.rec`) as a list in RECORD_FIELDS order, as JSON brings
     the data plane's tuples back."""
@@ -186,7 +193,10 @@ def _record_lists(n: int, bad_at: int = -1) -> list[list]:
     bad = {"model": {"not": "bindable"}}
     return [
         [d[f] for f in RECORD_FIELDS]
-        for d in (rec(i, uid=f"w{i}", **later, **(bad if i == bad_at else {})) for i in range(n))
+        for d in (
+            rec(i, uid=f"w{i}", **later, **(bad if i == bad_at else {}))
+            for i in range(start, start + n)
+        )
     ]
 
 
@@ -220,63 +230,130 @@ def test_writer_insert_gives_the_cpu_back_between_chunks(tmp_path: Path, monkeyp
     )
 
 
+def _stored(path: str) -> list[tuple]:
+    con = sqlite3.connect(path)
+    try:
+        return con.execute("SELECT * FROM usage_records ORDER BY uid").fetchall()
+    finally:
+        con.close()
+
+
 def test_writer_binds_many_rows_a_statement_and_stores_what_one_row_a_statement_did(
     tmp_path: Path,
 ) -> None:
     """The writer binds MANY_ROWS rows per INSERT (one step for all of them) and the
     rest of a chunk one by one. Every stored value is what the one-row statement
     stores (the booleans too, which the many-row path binds as 0/1 itself), and a
-    uid seen twice, inside one many-row statement or across two, lands once."""
+    uid seen twice, inside one many-row statement or across two, lands once (the
+    many-row statement skips it; the batch is then written again row by row)."""
     from fastgate.store.sqlite_usage import INSERT_RECORD, MANY_ROWS, UsageOnlySQLite
     from fastgate.vocab.record import FIELD_INDEX
 
     uid, ts = FIELD_INDEX["uid"], FIELD_INDEX["ts"]
-    many, one = str(tmp_path / "many.db"), str(tmp_path / "one.db")
-    _migrate(many)
-    _migrate(one)
     rows = _record_lists(MANY_ROWS * 2 + 7)
     flags = [FIELD_INDEX[f] for f in ("stream", "estimated", "cache_hit", "unpriced")]
     for i, r in enumerate(rows):
         r[ts] = 1.7e9 + i / 7  # distinct floats
         for k, f in enumerate(flags):
             r[f] = bool((i >> k) & 1)  # every mix of the four booleans
-    rows[3][uid] = rows[5][uid]  # a duplicate inside the first many-row statement
-    rows[MANY_ROWS + 1][uid] = rows[2][uid]  # ... and one in the second, of the first's
-    adapted = []  # what reaches sqlite3's bool adapter: the rows bound one by one only
+    dups = [list(r) for r in rows]
+    dups[3][uid] = dups[5][uid]  # a duplicate inside the first many-row statement
+    dups[MANY_ROWS + 1][uid] = dups[2][uid]  # ... and one in the second, of the first's
+    for name, batch, stored in (("clean", rows, len(rows)), ("dups", dups, len(rows) - 2)):
+        many, one = str(tmp_path / f"{name}-many.db"), str(tmp_path / f"{name}-one.db")
+        _migrate(many)
+        _migrate(one)
+        adapted = []  # what reaches sqlite3's bool adapter: rows bound one by one only
 
-    def counting(v: bool) -> int:
-        adapted.append(v)
-        return int(v)
+        def counting(v: bool, adapted: list = adapted) -> int:
+            adapted.append(v)
+            return int(v)
 
-    st = UsageOnlySQLite(many)
+        st = UsageOnlySQLite(many)
+        st.start()
+        sqlite3.register_adapter(bool, counting)
+        try:
+            assert st.write_usage(batch) == stored
+            if batch is rows:  # the many-row statements bound 0/1 themselves
+                assert len(adapted) == 4 * (len(rows) % MANY_ROWS)
+            assert st.write_usage(batch) == 0
+        finally:
+            sqlite3.register_adapter(bool, int)
+            st.stop()
+        con = sqlite3.connect(one)
+        with con:
+            con.executemany(INSERT_RECORD, batch)
+        con.close()
+        expected = _stored(one)
+        assert len(expected) == stored
+        assert _stored(many) == expected
+        con = sqlite3.connect(many)
+        kinds = con.execute(
+            "SELECT DISTINCT typeof(stream), typeof(estimated), typeof(cache_hit), "
+            "typeof(unpriced), stream, estimated, cache_hit, unpriced FROM usage_records"
+        ).fetchall()
+        con.close()
+        assert {k[:4] for k in kinds} == {("integer",) * 4}  # booleans as 0/1, as always
+        assert {k[4:] for k in kinds} == {tuple((i >> k) & 1 for k in range(4)) for i in range(16)}
+
+
+def test_writer_many_row_statement_keeps_no_statement_journal(tmp_path: Path) -> None:
+    """The many-row INSERT writes no statement journal (SQLite's temporary file of
+    the pages each statement changes, needed only by a statement that can abort
+    half-way): the writer's bytes written for a batch are a third of what the same
+    batch cost with `ON CONFLICT (uid) DO NOTHING` on the many-row statement."""
+    from fastgate.store import sqlite_usage
+    from fastgate.store.sqlite_usage import MANY_ROWS, UsageOnlySQLite
+
+    def written(path: str, many: str) -> tuple[int, int]:
+        _migrate(path)
+        st = UsageOnlySQLite(path)
+        st.start()
+        try:
+            st.write_usage(_record_lists(MANY_ROWS * 8))  # the journal's file exists now
+            before = _wchar()
+            with patch.object(sqlite_usage, "INSERT_RECORDS", many):
+                n = sum(
+                    st.write_usage(_record_lists(MANY_ROWS * 8, start=MANY_ROWS * 8 * (k + 1)))
+                    for k in range(20)
+                )
+            return _wchar() - before, n
+        finally:
+            st.stop()
+
+    abortable = sqlite_usage.INSERT_RECORDS.replace("INSERT OR IGNORE INTO", "INSERT INTO")
+    abortable += " ON CONFLICT (uid) DO NOTHING"
+    assert abortable != sqlite_usage.INSERT_RECORDS
+    with_journal, n1 = written(str(tmp_path / "journal.db"), abortable)
+    without, n2 = written(str(tmp_path / "plain.db"), sqlite_usage.INSERT_RECORDS)
+    assert n1 == n2 == MANY_ROWS * 8 * 20
+    assert without * 2 < with_journal, (without, with_journal)
+
+
+def test_writer_many_row_statement_does_not_skip_a_null(tmp_path: Path) -> None:
+    """A NULL where the schema has NOT NULL, in a row the many-row statement binds:
+    that statement would skip the row (OR IGNORE), so the batch is written again
+    with the one-row statement, which raises as before. Nothing is stored and the
+    error is a data error (the sink sets the record aside)."""
+    from fastgate.store.sqlite_usage import MANY_ROWS, UsageOnlySQLite
+    from fastgate.vocab.record import FIELD_INDEX
+
+    path = str(tmp_path / "fg.db")
+    _migrate(path)
+    rows = _record_lists(MANY_ROWS * 2)
+    rows[MANY_ROWS + 3][FIELD_INDEX["model"]] = None
+    st = UsageOnlySQLite(path)
     st.start()
-    sqlite3.register_adapter(bool, counting)
     try:
-        assert st.write_usage(rows) == len(rows) - 2
-        assert st.write_usage(rows) == 0
+        with pytest.raises(sqlite3.IntegrityError) as info:
+            st.write_usage(rows)
+        assert "NOT NULL" in str(info.value)
+        assert st.is_data_error(info.value)
+        assert not st.con.in_transaction
+        assert st.write_usage(rows[:MANY_ROWS]) == MANY_ROWS  # the rest is fine
     finally:
-        sqlite3.register_adapter(bool, int)
         st.stop()
-    assert len(adapted) == 2 * 4 * (len(rows) % MANY_ROWS)  # the many-row path binds 0/1
-    con = sqlite3.connect(one)
-    with con:
-        con.executemany(INSERT_RECORD, rows)
-    query = "SELECT * FROM usage_records ORDER BY uid"
-    expected = con.execute(query).fetchall()
-    con.close()
-    con = sqlite3.connect(many)
-    got = con.execute(query).fetchall()
-    con.close()
-    assert len(expected) == len(rows) - 2
-    assert got == expected
-    con = sqlite3.connect(many)
-    kinds = con.execute(
-        "SELECT DISTINCT typeof(stream), typeof(estimated), typeof(cache_hit), "
-        "typeof(unpriced), stream, estimated, cache_hit, unpriced FROM usage_records"
-    ).fetchall()
-    con.close()
-    assert {k[:4] for k in kinds} == {("integer",) * 4}  # booleans as 0/1, as always
-    assert {k[4:] for k in kinds} == {tuple((i >> k) & 1 for k in range(4)) for i in range(16)}
+    assert len(_stored(path)) == MANY_ROWS
 
 
 def test_writer_insert_chunks_are_one_transaction(tmp_path: Path) -> None:
