@@ -5,6 +5,9 @@
     python bench/bench_writer.py -n 300000 --uids random   # new_uid before 2026-12-06
     python bench/bench_writer.py -n 300000 --drop-indexes  # what the 4 secondary indexes cost
 
+It also prints what the writer process wrote per record (bytes and write calls,
+from /proc/PID/io), which does not depend on the host's speed.
+
 The worker side appends tuples as the data plane does (in batches per loop tick);
 the figure is the writer process's utime+stime (from /proc, read just before it
 exits) divided by the records it wrote, and the data-plane side's CPU per append.
@@ -26,6 +29,16 @@ from fastgate.store.writer_sink import WriterSink
 from fastgate.vocab.record import RECORD_FIELDS
 
 CLK = os.sysconf("SC_CLK_TCK")
+
+
+def io_counts(pid: int) -> tuple[int, int]:
+    """(bytes written, write calls) of a process so far, from /proc (any file)."""
+    try:
+        with open(f"/proc/{pid}/io") as f:
+            fields = dict(line.split(": ") for line in f.read().splitlines())
+        return int(fields["wchar"]), int(fields["syscw"])
+    except (OSError, KeyError, ValueError):
+        return 0, 0
 
 
 def ticks(pid: int) -> int:
@@ -98,6 +111,7 @@ async def main() -> int:
     pid = sink.writer_pid
     await asyncio.sleep(0.5)  # let it start: its start-up is not per-record work
     start = ticks(pid)
+    io0 = io_counts(pid)
     t0 = time.process_time()
     per_tick = 200  # records appended between two loop iterations (~20k req/s)
     for i in range(0, args.n, per_tick):
@@ -108,14 +122,21 @@ async def main() -> int:
             await asyncio.sleep(0.01)
     feed_cpu = time.process_time() - t0
     last = 0
+    io1 = io0
     while sink.written < args.n:
         last = ticks(pid) or last
+        io1 = io_counts(pid) if io_counts(pid)[0] else io1
         await asyncio.sleep(0.05)
     last = ticks(pid) or last
+    io1 = io_counts(pid) if io_counts(pid)[0] else io1
     await sink.aclose()
     print(f"records {args.n}, written {sink.written}, database {db.split('://')[0]}")
     print(f"writer process CPU per record: {(last - start) / CLK / args.n * 1e6:.2f} us")
     print(f"worker side CPU per append (incl. shipping): {feed_cpu / args.n * 1e6:.2f} us")
+    print(
+        f"writer process writes per record: {(io1[0] - io0[0]) / args.n:.0f} bytes in "
+        f"{(io1[1] - io0[1]) / args.n:.2f} write calls (any file: WAL, database, temporary)"
+    )
     return 0
 
 
