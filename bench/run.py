@@ -128,6 +128,7 @@ class RunResult:
     rss_mb: float | None = None  # fastgate only, right after the run: the whole tree
     worker_rss_mb: float | None = None  # fastgate only: the serving process alone
     pss_mb: float | None = None  # fastgate only: the whole tree's PSS (shared pages once)
+    writer_cpu_us: float | None = None  # fastgate only: its usage writer's share of cpu_us
 
 
 @dataclass
@@ -200,6 +201,19 @@ def tree_cpu_ticks(root: int) -> int:
         if stat:
             fields = stat.rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])  # fields 14 and 15 of stat(5)
+    return total
+
+
+def writer_cpu_ticks(root: int) -> int:
+    """utime+stime of the usage writer processes in the tree (`python -m
+    fastgate.store.writer`), in clock ticks: their share of tree_cpu_ticks."""
+    total = 0
+    for pid in proc_tree(root):
+        cmd = _read(f"/proc/{pid}/cmdline") or ""
+        stat = _read(f"/proc/{pid}/stat") if "fastgate.store.writer" in cmd else None
+        if stat:
+            fields = stat.rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
     return total
 
 
@@ -613,12 +627,14 @@ def measure(env: Env, target: str, scenario: Scenario, rnd: int, duration: float
     la = loadavg()
     ours0 = sum(tree_cpu_ticks(r) for r in env.all_roots)
     mine0 = tree_cpu_ticks(root)
+    writer0 = writer_cpu_ticks(root) if target == "fastgate" else 0
     sys0, _ = system_ticks()
     t0 = time.monotonic()
     log = env.tmp / f"wrk-{target}-{scenario.name}-{rnd}.log"
     out, wrk_cpu = run_wrk(env.stack, port, scenario, env.key, duration, log)
     elapsed = time.monotonic() - t0
     mine = tree_cpu_ticks(root) - mine0
+    writer = writer_cpu_ticks(root) - writer0 if target == "fastgate" else None
     ours = sum(tree_cpu_ticks(r) for r in env.all_roots) - ours0
     sys_busy = system_ticks()[0] - sys0
     w = parse_wrk(out)
@@ -634,6 +650,9 @@ def measure(env: Env, target: str, scenario: Scenario, rnd: int, duration: float
         rss_mb=tree_rss_mb(root) if target == "fastgate" else None,
         worker_rss_mb=worker_rss_mb(root) if target == "fastgate" else None,
         pss_mb=tree_pss_mb(root) if target == "fastgate" else None,
+        writer_cpu_us=(
+            writer / CLK_TCK * 1e6 / w["requests"] if writer is not None and w["requests"] else None
+        ),
         **w,
     )
     print(
@@ -816,6 +835,7 @@ def aggregate(results: list[RunResult]) -> dict[str, dict[str, dict[str, float |
                 "p50_ms": med([r.p50_ms for r in rs]),
                 "p99_ms": med([r.p99_ms for r in rs]),
                 "cpu_us": med([r.cpu_us_per_req for r in rs]),
+                "writer_cpu_us": med([r.writer_cpu_us for r in rs]),
                 "rss_mb": max((r.rss_mb for r in rs if r.rss_mb is not None), default=None),
                 "worker_rss_mb": max(
                     (r.worker_rss_mb for r in rs if r.worker_rss_mb is not None), default=None
@@ -912,6 +932,12 @@ def targets_table(agg: dict) -> list[str]:
         if fl is not None and fg is not None:
             floor_rows.append(
                 f"| ({sc}: Python floor proxy {fl:.1f} µs; fastgate above it {fg - fl:.1f} µs) "
+                "| | | context |"
+            )
+        wr = get(sc, "fastgate", "writer_cpu_us")
+        if wr is not None and fg is not None:
+            floor_rows.append(
+                f"| ({sc}: of fastgate's {fg:.1f} µs, the usage writer process {wr:.1f} µs) "
                 "| | | context |"
             )
     starved = {}
