@@ -5,7 +5,6 @@ none of the others'."""
 from __future__ import annotations
 
 import importlib.util
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,18 @@ BUSY = (
     "while time.process_time() - t < 0.3: pass\n"
     "print('done', flush=True)\n"
     "time.sleep(30)\n"
+)
+# The root of the tree: starts a busy child named as the usage writer and one named
+# as the serving process, says when both have burnt their CPU, then waits.
+PARENT = (
+    "import subprocess, sys\n"
+    "kids = [subprocess.Popen([sys.executable, '-c', sys.argv[1], '-m', name],\n"
+    "        stdout=subprocess.PIPE, text=True)\n"
+    "        for name in ('fastgate.store.' + 'writer', 'fastgate')]\n"  # not in its own argv
+    "for k in kids: k.stdout.readline()\n"
+    "print(*(k.pid for k in kids), flush=True)\n"
+    "sys.stdin.read()\n"
+    "for k in kids: k.kill()\n"
 )
 
 
@@ -39,19 +50,19 @@ def _ticks(pid: int) -> int:
 
 
 def test_the_writer_share_counts_the_writer_processes_only(run) -> None:
-    procs = [
-        subprocess.Popen([sys.executable, "-c", BUSY, *argv], stdout=subprocess.PIPE, text=True)
-        for argv in (["-m", "fastgate.store.writer"], ["-m", "fastgate", "serve"])
-    ]
+    root = subprocess.Popen(
+        [sys.executable, "-c", PARENT, BUSY],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
-        for p in procs:
-            assert p.stdout is not None and p.stdout.readline() == "done\n"
-        writer, other = procs
-        share = run.writer_cpu_ticks(os.getpid())
-        assert share == _ticks(writer.pid) > 0
-        assert run.tree_cpu_ticks(os.getpid()) >= share + _ticks(other.pid)
-        assert run.writer_cpu_ticks(other.pid) == 0  # a tree without a writer
+        assert root.stdout is not None
+        writer, other = map(int, root.stdout.readline().split())
+        share = run.writer_cpu_ticks(root.pid)
+        assert share == _ticks(writer) > 0
+        assert run.tree_cpu_ticks(root.pid) >= share + _ticks(other) > share
+        assert run.writer_cpu_ticks(other) == 0  # a tree without a writer
     finally:
-        for p in procs:
-            p.kill()
-            p.wait()
+        root.kill()
+        root.wait()
