@@ -41,6 +41,12 @@ def io_counts(pid: int) -> tuple[int, int]:
         return 0, 0
 
 
+def io_last(pid: int, last: tuple[int, int]) -> tuple[int, int]:
+    """io_counts(pid), or `last` once the process has gone."""
+    now = io_counts(pid)
+    return now if now[0] else last
+
+
 def ticks(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -125,10 +131,10 @@ async def main() -> int:
     io1 = io0
     while sink.written < args.n:
         last = ticks(pid) or last
-        io1 = io_counts(pid) if io_counts(pid)[0] else io1
+        io1 = io_last(pid, io1)
         await asyncio.sleep(0.05)
     last = ticks(pid) or last
-    io1 = io_counts(pid) if io_counts(pid)[0] else io1
+    io1 = io_last(pid, io1)
     await sink.aclose()
     print(f"records {args.n}, written {sink.written}, database {db.split('://')[0]}")
     print(f"writer process CPU per record: {(last - start) / CLK / args.n * 1e6:.2f} us")

@@ -113,10 +113,10 @@ def _values_sql(sql: str) -> str:
     Why not the same conflict clause: a statement that writes many rows and may
     abort half-way (a NOT NULL column's conflict is ABORT) needs a statement
     journal, the original of every page it changes, so that it can undo its own
-    rows. SQLite keeps that journal in a temporary file, and the right edges of the
-    table and its six B-trees were copied there by every statement: ~2 KB written
-    a row on top of the ~1 KB of WAL and checkpoint, 1.3 write calls a row, ~1 us
-    of the writer's system time (bench/RESULTS.md, "Stop 28"). With OR IGNORE no
+    rows. SQLite keeps that journal in a temporary file, and the right edges of
+    the six B-trees (the table's, its five indexes') went there every statement:
+    ~2 KB and 0.9 write calls a row on top of the ~1 KB of WAL and checkpoint,
+    ~1 us of the writer's CPU (bench/RESULTS.md, "Stop 28"). With OR IGNORE no
     conflict aborts, so no journal; a row it skipped (a uid already stored, or a
     NULL where none may be) is seen in the count of changes, and `insert_usage`
     then does the transaction again with the one-row statement, which decides as
