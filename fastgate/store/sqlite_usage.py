@@ -220,7 +220,10 @@ def insert_usage(
                 rollback(con)
                 before = con.total_changes
                 con.execute("BEGIN IMMEDIATE")
-                con.executemany(sql, rows)
+                for i in range(0, len(rows), step):
+                    if i:
+                        os.sched_yield()
+                    con.executemany(sql, rows[i : i + step])
             if yield_every:
                 os.sched_yield()  # the commit writes the WAL: its own slice
     except BaseException:
