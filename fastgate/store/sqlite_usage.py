@@ -213,10 +213,11 @@ def insert_usage(
                 if i:
                     os.sched_yield()
                 _insert_rows(con, sql, many, flags, rows[i : i + step])
-            if con.total_changes - before != len(rows):
+            if con.total_changes - before != len(rows) and len(rows) >= MANY_ROWS:
                 # A row skipped: a replay's uid, or a value the many-row statement
                 # ignored (`_values_sql`). Again with the one-row statement, which
-                # skips the uid and raises on the value, as it always did.
+                # skips the uid and raises on the value, as it always did (fewer
+                # rows than MANY_ROWS: they went through it already).
                 rollback(con)
                 before = con.total_changes
                 con.execute("BEGIN IMMEDIATE")
