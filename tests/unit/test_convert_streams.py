@@ -944,27 +944,42 @@ def test_openai_to_anthropic_template_matches_whole_parse(ascii_: bool, split: s
     assert res["blocks"][2]["text"] == "".join(TEXTS[:3])
 
 
-def test_openai_to_anthropic_template_skips_the_whole_parse() -> None:
+def test_openai_to_anthropic_template_skips_the_whole_parse(monkeypatch) -> None:
     """Once learned, a text chunk that fits the template is not parsed whole: of ten
-    text chunks only the first reaches `push` as a parsed chunk (the template-off
-    converter pushes every chunk), and the events out are the same."""
+    text chunks only the first is (the template-off converter parses every chunk),
+    and the events out are the same. Counted: the JSON objects parsed (`orjson.loads`
+    of bytes that open with `{`; a text token opens with `"`)."""
+    import types
 
-    class Counting(OpenAIToAnthropicStream):
-        pushed = 0
+    import orjson
 
-        def push(self, items: list[Any]) -> bytes:
-            self.pushed += len(items)
-            return super().push(items)
+    from fastgate.convert import common
+    from fastgate.convert.anthropic import stream
 
+    whole: list[bytes] = []
+
+    def loads(data: bytes) -> Any:
+        if bytes(data[:1]) == b"{":
+            whole.append(bytes(data))
+        return orjson.loads(data)
+
+    counting = types.SimpleNamespace(
+        loads=loads, dumps=orjson.dumps, JSONDecodeError=orjson.JSONDecodeError
+    )
+    monkeypatch.setattr(stream, "orjson", counting)
+    monkeypatch.setattr(common, "orjson", counting)
     chunks = [o_chunk({"role": "assistant", "content": ""})]
     chunks += [o_chunk({"content": f"w{i} "}) for i in range(10)]
     chunks.append(o_chunk({}, "stop"))
     data = _chunks_bytes(chunks, True)  # and `data: [DONE]`
-    conv, ref = Counting("m"), Counting("m")
+    conv, ref = OpenAIToAnthropicStream("m"), OpenAIToAnthropicStream("m")
     ref._tries = 0
     out = conv.feed(data) + conv.close()
+    by_conv = len(whole)
     assert out == ref.feed(data) + ref.close()
-    assert (ref.pushed, conv.pushed) == (len(chunks) + 1, len(chunks) + 1 - 9)
+    assert len(whole) - by_conv == len(chunks)  # the template-off converter: every chunk
+    # the first chunk, the first text chunk and its template's proof, the stop chunk
+    assert by_conv == 4 == len(chunks) - 10 + 2
 
 
 def test_openai_to_anthropic_template_proves_which_token_is_the_text() -> None:

@@ -488,11 +488,36 @@ class OpenAIToAnthropicStream(FromOpenAIStream):
                     if text:
                         out += (head, dumps(text), _TEXT_END)
                     continue
-            items = hub_items([d])
-            out.append(self.push(items))
+            if not d:
+                continue
+            # `push(hub_items([d]))` for this one chunk, without their lists, joins
+            # and second test of the chunk (most of a stream's other chunks come
+            # one at a time: its first, the finish, the usage, [DONE]).
+            if d == b"[DONE]":
+                it: Any = DONE
+                text = None
+            else:
+                try:
+                    it = loads(d)
+                except orjson.JSONDecodeError:
+                    load_event_json(d)  # raises UpstreamProtocolError, naming the data
+                    raise
+                text = _hot_text(it) if type(it) is dict else None
+            try:
+                if text is not None and (h := self._text_head()) is not None:
+                    if text:
+                        out += (h, dumps(text), _TEXT_END)  # `push`'s hot item
+                elif it is DONE:
+                    self._finalize(out)
+                elif type(it) is dict:
+                    self._chunk(it, out)
+                else:
+                    raise UpstreamProtocolError("OpenAI stream chunk is not a JSON object")
+            except _MALFORMED as exc:
+                raise UpstreamProtocolError("malformed OpenAI stream chunk") from exc
             if self._ended:
                 break
-            if items and type(it := items[0]) is dict and (text := _hot_text(it)) is not None:
+            if text is not None:
                 # A hot chunk the template did not fit (or there is none yet): learn
                 # from it while tries last; then read the stream as before.
                 if self._tries:
