@@ -482,16 +482,20 @@ class FromOpenAIStream:
         for it in items:
             if self._ended:
                 break
-            try:
-                if it is DONE:
-                    self._finalize(out)
-                elif isinstance(it, dict):
-                    self._chunk(it, out)
-                else:
-                    raise UpstreamProtocolError("OpenAI stream chunk is not a JSON object")
-            except MALFORMED as exc:
-                raise UpstreamProtocolError("malformed OpenAI stream chunk") from exc
+            self._item(it, out)
         return b"".join(out)
+
+    def _item(self, it: Any, out: list[bytes]) -> None:
+        """One hub item's events onto `out` (`push`, one item)."""
+        try:
+            if it is DONE:
+                self._finalize(out)
+            elif isinstance(it, dict):
+                self._chunk(it, out)
+            else:
+                raise UpstreamProtocolError("OpenAI stream chunk is not a JSON object")
+        except MALFORMED as exc:
+            raise UpstreamProtocolError("malformed OpenAI stream chunk") from exc
 
     def _saw_finish(self) -> bool:
         """Whether a `finish_reason` came (so EOF may close the stream)."""

@@ -488,33 +488,19 @@ class OpenAIToAnthropicStream(FromOpenAIStream):
                     if text:
                         out += (head, dumps(text), _TEXT_END)
                     continue
-            if not d:
+            items = hub_items([d])
+            if not items:
                 continue
-            # `push(hub_items([d]))` for this one chunk, without their lists, joins
-            # and second test of the chunk (most of a stream's other chunks come
-            # one at a time: its first, the finish, the usage, [DONE]).
-            if d == b"[DONE]":
-                it: Any = DONE
-                text = None
+            # `push(items)` for this one chunk, without its loop and join and with
+            # the chunk tested once (most of a stream's other chunks come one at a
+            # time: its first, the finish, the usage, [DONE]).
+            it = items[0]
+            text = _hot_text(it) if type(it) is dict else None
+            if text is not None and (h := self._text_head()) is not None:
+                if text:
+                    out += (h, dumps(text), _TEXT_END)  # `push`'s hot item
             else:
-                try:
-                    it = loads(d)
-                except orjson.JSONDecodeError:
-                    load_event_json(d)  # raises UpstreamProtocolError, naming the data
-                    raise
-                text = _hot_text(it) if type(it) is dict else None
-            try:
-                if text is not None and (h := self._text_head()) is not None:
-                    if text:
-                        out += (h, dumps(text), _TEXT_END)  # `push`'s hot item
-                elif it is DONE:
-                    self._finalize(out)
-                elif type(it) is dict:
-                    self._chunk(it, out)
-                else:
-                    raise UpstreamProtocolError("OpenAI stream chunk is not a JSON object")
-            except _MALFORMED as exc:
-                raise UpstreamProtocolError("malformed OpenAI stream chunk") from exc
+                self._item(it, out)
             if self._ended:
                 break
             if text is not None:
@@ -554,7 +540,7 @@ class OpenAIToAnthropicStream(FromOpenAIStream):
         whose delta is only more text for the open text block (no usage, no finish).
         Its event is the one `_chunk` would write, without that path's dozen lookups
         per chunk (most chunks of a stream are this one); any other item goes
-        through `FromOpenAIStream.push`."""
+        through `FromOpenAIStream._item`."""
         if self._ended:
             return b""
         out: list[bytes] = []
@@ -570,7 +556,7 @@ class OpenAIToAnthropicStream(FromOpenAIStream):
                     if text:
                         out += (head, dumps(text), _TEXT_END)
                     continue
-            out.append(FromOpenAIStream.push(self, [it]))
+            self._item(it, out)
             if self._ended:
                 break
             head = b""  # the item may have opened or closed a block
