@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from itertools import chain
 from typing import Any
 
@@ -209,10 +210,7 @@ def insert_usage(
             con.execute(INSERT_USAGE_JSON, (orjson.dumps(rows).decode(),))
         else:  # row by row (bad values raise here), `yield_every` rows a call
             step = yield_every or len(rows)
-            for i in range(0, len(rows), step):
-                if i:
-                    os.sched_yield()
-                _insert_rows(con, sql, many, flags, rows[i : i + step])
+            _chunked(rows, step, lambda part: _insert_rows(con, sql, many, flags, part))
             if con.total_changes - before != len(rows) and len(rows) >= MANY_ROWS:
                 # A row skipped: a replay's uid, or a value the many-row statement
                 # ignored (`_values_sql`). Again with the one-row statement, which
@@ -221,10 +219,7 @@ def insert_usage(
                 rollback(con)
                 before = con.total_changes
                 con.execute("BEGIN IMMEDIATE")
-                for i in range(0, len(rows), step):
-                    if i:
-                        os.sched_yield()
-                    con.executemany(sql, rows[i : i + step])
+                _chunked(rows, step, partial(con.executemany, sql))
             if yield_every:
                 os.sched_yield()  # the commit writes the WAL: its own slice
     except BaseException:
@@ -232,6 +227,14 @@ def insert_usage(
         raise
     commit(con)
     return con.total_changes - before
+
+
+def _chunked(rows: Sequence[Any], step: int, bind: Callable[[Sequence[Any]], Any]) -> None:
+    """`bind` over `rows`, `step` at a time, giving the CPU back between (`insert_usage`)."""
+    for i in range(0, len(rows), step):
+        if i:
+            os.sched_yield()
+        bind(rows[i : i + step])
 
 
 def is_data_error(exc: BaseException) -> bool:
