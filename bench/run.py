@@ -193,28 +193,28 @@ def proc_tree(root: int) -> list[int]:
     return tree
 
 
+def cpu_ticks(pid: int) -> int:
+    """utime+stime (all threads) of one live process, in clock ticks (0: gone)."""
+    stat = _read(f"/proc/{pid}/stat")
+    if not stat:
+        return 0
+    fields = stat.rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of stat(5)
+
+
 def tree_cpu_ticks(root: int) -> int:
     """utime+stime (all threads) summed over the live process tree, in clock ticks."""
-    total = 0
-    for pid in proc_tree(root):
-        stat = _read(f"/proc/{pid}/stat")
-        if stat:
-            fields = stat.rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # fields 14 and 15 of stat(5)
-    return total
+    return sum(map(cpu_ticks, proc_tree(root)))
 
 
 def writer_cpu_ticks(root: int) -> int:
     """utime+stime of the usage writer processes in the tree (`python -m
     fastgate.store.writer`), in clock ticks: their share of tree_cpu_ticks."""
-    total = 0
-    for pid in proc_tree(root):
-        cmd = _read(f"/proc/{pid}/cmdline") or ""
-        stat = _read(f"/proc/{pid}/stat") if "fastgate.store.writer" in cmd else None
-        if stat:
-            fields = stat.rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total
+    return sum(
+        cpu_ticks(pid)
+        for pid in proc_tree(root)
+        if "fastgate.store.writer" in (_read(f"/proc/{pid}/cmdline") or "")
+    )
 
 
 def tree_rss_mb(root: int) -> float:
