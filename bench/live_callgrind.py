@@ -111,23 +111,12 @@ def main() -> int:
         R.wait_port(stub_json, stub, tmp / "stub/error.log")
         R.wait_port(stub_sse, stub, tmp / "stub/error.log")
         key = "fg-" + secrets.token_urlsafe(32)
-        config = tmp / "fastgate.toml"
-        config.write_text(R.fastgate_config(tmp, stub_json, stub_sse, admin, key))
-        log = tmp / "fastgate.log"
-        cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
-               f"--callgrind-out-file={out}", args.python, "-m", "fastgate", "serve",
-               "--config", str(config), "--port", "0", "--workers", "1"]  # fmt: skip
-        fg = stack.start("fastgate", cmd, log, cwd=R.REPO)
-        deadline = time.monotonic() + 120
-        port = 0
-        while not port:
-            m = re.search(r"listening on http://[^:]+:(\d+)", log.read_text(errors="replace"))
-            if m:
-                port = int(m.group(1))
-            elif fg.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"fastgate did not start under valgrind:\n{log.read_text()}")
-            else:
-                time.sleep(0.2)
+        valgrind = ("valgrind", "--tool=callgrind", "--instr-atstart=no",
+                    f"--callgrind-out-file={out}")  # fmt: skip
+        config = R.fastgate_config(tmp, stub_json, stub_sse, admin, key)
+        fg, port, _ = R.start_fastgate(
+            stack, tmp, config, 1, launcher=valgrind, python=args.python, timeout=120
+        )
         body = R.SCENARIOS["stream" if args.stream else "nonstream"].body
 
         def load(n: int) -> float:

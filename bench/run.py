@@ -456,15 +456,24 @@ output = 0.6
 
 
 def start_fastgate(
-    stack: Stack, tmp: Path, config: str, workers: int
+    stack: Stack,
+    tmp: Path,
+    config: str,
+    workers: int,
+    launcher: tuple[str, ...] = (),
+    python: str = sys.executable,
+    timeout: float = 30.0,
 ) -> tuple[subprocess.Popen, int, Path]:
+    """`fastgate serve` on `config`, once it listens: (process, port, log).
+    `launcher`: a command to run it under (valgrind, say), with `python` the
+    interpreter it runs and `timeout` how long it may take to listen."""
     path = tmp / "fastgate.toml"
     path.write_text(config)
     log = tmp / "fastgate.log"
-    cmd = [sys.executable, "-m", "fastgate", "serve", "--config", str(path), "--port", "0"]
+    cmd = [*launcher, python, "-m", "fastgate", "serve", "--config", str(path), "--port", "0"]
     cmd += ["--workers", str(workers)]
     proc = stack.start("fastgate", cmd, log, cwd=REPO)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         m = re.search(r"listening on http://([^:]+):(\d+)", log.read_text(errors="replace"))
         if m:
